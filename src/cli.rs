@@ -1,0 +1,211 @@
+//! Command line: `ingest`, `generate`, `demo`. Every flag has a `HAOCHAPING_*` environment variable;
+//! for `ingest`, flags and variables override the config file, which overrides the defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigError, IngestConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "haochaping", version, about = "政务服务好差评 evaluations: Kafka → validated, deduplicated, Hive-partitioned Parquet, exactly once")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume the evaluations topic into the lake until stopped (SIGTERM/Ctrl-C flush and commit).
+    Ingest(IngestArgs),
+    /// Produce a realistic province's evaluations to a topic.
+    Generate(GenerateArgs),
+    /// Run everything in-process on an embedded Kafka: generate a province's day, ingest it, report.
+    Demo(DemoArgs),
+}
+
+/// Kafka connection flags shared by the commands that talk to a broker.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers, host:port[,host:port…].
+    #[arg(long, env = "HAOCHAPING_BROKERS")]
+    pub brokers: Option<String>,
+    /// The evaluations topic.
+    #[arg(long, env = "HAOCHAPING_TOPIC")]
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// TOML config file (flags and HAOCHAPING_* variables override it).
+    #[arg(long, env = "HAOCHAPING_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group; every instance writing the same lake uses the same group.
+    #[arg(long, env = "HAOCHAPING_GROUP")]
+    pub group: Option<String>,
+    /// Dead-letter topic [default: <topic>.dlq].
+    #[arg(long, env = "HAOCHAPING_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// Extra librdkafka setting, key=value (repeatable).
+    #[arg(long = "kafka-property", env = "HAOCHAPING_KAFKA_PROPERTIES", value_delimiter = ';', value_parser = parse_key_value)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// Lake root folder.
+    #[arg(long, env = "HAOCHAPING_LAKE")]
+    pub lake: Option<PathBuf>,
+    /// Longest time an accepted event waits before its batch is committed [default: 30s].
+    #[arg(long, env = "HAOCHAPING_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
+    pub flush_interval: Option<Duration>,
+    /// Commit a partition's batch once it holds this many rows [default: 200000].
+    #[arg(long, env = "HAOCHAPING_FLUSH_ROWS")]
+    pub flush_rows: Option<usize>,
+    /// Days back the one-evaluation-per-case rule is enforced [default: 120].
+    #[arg(long, env = "HAOCHAPING_DEDUP_WINDOW_DAYS")]
+    pub dedup_window_days: Option<u16>,
+    /// HMAC secret for evaluator identities (at least 16 bytes).
+    #[arg(long, env = "HAOCHAPING_IDENTITY_SECRET", hide_env_values = true)]
+    pub identity_secret: Option<String>,
+    /// How far in the future an assessTime may lie [default: 5m].
+    #[arg(long, env = "HAOCHAPING_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration)]
+    pub max_clock_skew: Option<Duration>,
+    /// Stop once the topic has been idle this long and everything is committed (backfills, tests).
+    #[arg(long, env = "HAOCHAPING_EXIT_WHEN_IDLE", value_parser = humantime::parse_duration)]
+    pub exit_when_idle: Option<Duration>,
+}
+
+impl IngestArgs {
+    /// The config file (if any) with flags and environment applied, checked.
+    pub fn resolve(&self) -> Result<IngestConfig, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => IngestConfig::from_file(path)?,
+            None => IngestConfig::default(),
+        };
+        let set = |target: &mut String, value: &Option<String>| {
+            if let Some(value) = value {
+                target.clone_from(value);
+            }
+        };
+        set(&mut config.kafka.brokers, &self.kafka.brokers);
+        set(&mut config.kafka.topic, &self.kafka.topic);
+        set(&mut config.kafka.group, &self.group);
+        if self.dlq_topic.is_some() {
+            config.kafka.dlq_topic.clone_from(&self.dlq_topic);
+        }
+        config.kafka.properties.extend(self.kafka_properties.iter().cloned());
+        if let Some(lake) = &self.lake {
+            config.lake.path.clone_from(lake);
+        }
+        if let Some(v) = self.flush_interval {
+            config.lake.flush_interval = v;
+        }
+        if let Some(v) = self.flush_rows {
+            config.lake.flush_rows = v;
+        }
+        if let Some(v) = self.dedup_window_days {
+            config.dedup.window_days = v;
+        }
+        if self.identity_secret.is_some() {
+            config.identity.secret.clone_from(&self.identity_secret);
+        }
+        if let Some(v) = self.max_clock_skew {
+            config.validation.max_clock_skew = v;
+        }
+        config.check()?;
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// How many events to produce.
+    #[arg(long, env = "HAOCHAPING_EVENTS", default_value_t = 100_000)]
+    pub events: u64,
+    /// Events per second (0: as fast as the broker takes them).
+    #[arg(long, env = "HAOCHAPING_RATE", default_value_t = 0)]
+    pub rate: u32,
+    /// Share of identical redeliveries, 0–1.
+    #[arg(long, env = "HAOCHAPING_DUP_RATE", default_value_t = 0.0, value_parser = parse_share)]
+    pub dup_rate: f64,
+    /// Share of malformed or invalid events, 0–1.
+    #[arg(long, env = "HAOCHAPING_BAD_RATE", default_value_t = 0.0, value_parser = parse_share)]
+    pub bad_rate: f64,
+    /// Two-digit province code of the shipped division-code table.
+    #[arg(long, env = "HAOCHAPING_PROVINCE", default_value = "41")]
+    pub province: String,
+    /// Evaluation date, yyyy-mm-dd [default: yesterday, China Standard Time].
+    #[arg(long, env = "HAOCHAPING_DAY")]
+    pub day: Option<chrono::NaiveDate>,
+    /// Random seed (the same seed gives the same events).
+    #[arg(long, env = "HAOCHAPING_SEED", default_value_t = 2026)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Events to generate (a province's day is a few hundred thousand).
+    #[arg(long, env = "HAOCHAPING_DEMO_EVENTS", default_value_t = 300_000)]
+    pub events: u64,
+    /// Lake folder (a previous demo's lake there is replaced).
+    #[arg(long, env = "HAOCHAPING_LAKE", default_value = "lake")]
+    pub lake: PathBuf,
+    /// Partitions of the embedded topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Two-digit province code.
+    #[arg(long, env = "HAOCHAPING_PROVINCE", default_value = "41")]
+    pub province: String,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected key=value, got {text:?}"))
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a share between 0 and 1, got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[kafka]\nbrokers = \"file:1\"\ngroup = \"g\"\n[identity]\nsecret = \"0123456789abcdef\"\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "haochaping", "ingest", "--config", file.to_str().unwrap(), "--brokers", "flag:2",
+            "--flush-interval", "5s", "--kafka-property", "client.id=x",
+        ])
+        .unwrap();
+        let Command::Ingest(args) = cli.command else { panic!() };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.kafka.brokers, "flag:2");
+        assert_eq!(config.kafka.group, "g");
+        assert_eq!(config.lake.flush_interval, Duration::from_secs(5));
+        assert_eq!(config.kafka.properties.get("client.id").map(String::as_str), Some("x"));
+    }
+
+    #[test]
+    fn bad_arguments_name_the_flag() {
+        for (args, flag) in [
+            (vec!["haochaping", "ingest", "--flush-interval", "soon"], "--flush-interval"),
+            (vec!["haochaping", "ingest", "--flush-rows", "many"], "--flush-rows"),
+            (vec!["haochaping", "generate", "--dup-rate", "2"], "--dup-rate"),
+            (vec!["haochaping", "ingest", "--kafka-property", "novalue"], "--kafka-property"),
+        ] {
+            let error = Cli::try_parse_from(&args).unwrap_err().to_string();
+            assert!(error.lines().next().unwrap().contains(flag), "{error}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! What each subcommand does, between the parsed command line and the library.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{Command, GenerateArgs, IngestArgs};
+use crate::generate::{self, Generator, GeneratorConfig};
+use crate::pipeline::{self, RunOptions};
+use crate::telemetry::Stats;
+
+pub async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Ingest(args) => ingest(args).await,
+        Command::Generate(args) => generate(args).await,
+        Command::Demo(args) => crate::demo::run(args).await.map(|_| ()),
+    }
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    let options = RunOptions { exit_when_idle: args.exit_when_idle };
+    let summary = pipeline::run(config, options, Arc::new(Stats::default()), shutdown_signal()).await?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let brokers = args.kafka.brokers.clone().unwrap_or_else(|| "localhost:9092".into());
+    let topic = args.kafka.topic.clone().unwrap_or_else(|| "evaluations".into());
+    let day = args.day.unwrap_or_else(yesterday_cst);
+    let mut config = GeneratorConfig::new(&args.province, day);
+    config.seed = args.seed;
+    config.dup_rate = args.dup_rate;
+    config.bad_rate = args.bad_rate;
+    let mut generator = Generator::new(config).context("--province")?;
+    let producer = generate::producer(&brokers)?;
+    let bar = ProgressBar::new(args.events).with_style(
+        ProgressStyle::with_template("{bar:40.cyan/blue} {pos:>9}/{len:9} {per_sec:>12} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let rate = (args.rate > 0).then_some(args.rate);
+    let report = generate::produce(&producer, &topic, &mut generator, args.events, rate, |_| bar.inc(1)).await?;
+    bar.finish();
+    println!(
+        "produced {} events to {topic} ({} bytes): {} valid, {} redeliveries, {} malformed {:?}",
+        report.produced,
+        report.bytes,
+        report.accepted,
+        report.duplicates,
+        report.dead_lettered(),
+        report.dead_letters.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Yesterday in China Standard Time: a whole day, none of it in the future.
+pub fn yesterday_cst() -> chrono::NaiveDate {
+    let today = crate::sink::parquet::cst_day(chrono::Utc::now().timestamp_micros());
+    chrono::NaiveDate::default() + chrono::Duration::days(i64::from(today) - 1)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,229 @@
+//! Typed configuration of `ingest`: a TOML file (unknown keys rejected), then `HAOCHAPING_*`
+//! environment variables and flags on top (see [`crate::cli`]). Every value has a default except the
+//! identity secret.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::transform::validate::ValidationRules;
+
+/// A configuration error, always one line naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+/// Everything `ingest` needs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    pub kafka: KafkaConfig,
+    pub lake: LakeConfig,
+    pub validation: ValidationRules,
+    pub dedup: DedupConfig,
+    pub identity: IdentityConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Consumer group shared by every instance writing the same lake.
+    pub group: String,
+    /// The evaluations topic.
+    pub topic: String,
+    /// Dead-letter topic; `<topic>.dlq` when unset.
+    pub dlq_topic: Option<String>,
+    /// Extra librdkafka settings for both consumer and producer (`security.protocol`, …).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".into(),
+            group: "haochaping-ingest".into(),
+            topic: "evaluations".into(),
+            dlq_topic: None,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn dlq_topic(&self) -> String {
+        self.dlq_topic.clone().unwrap_or_else(|| format!("{}.dlq", self.topic))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    /// Lake root folder.
+    pub path: PathBuf,
+    /// Longest time an accepted event waits in memory before its batch is committed.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// A partition's batch is committed once it holds this many rows.
+    pub flush_rows: usize,
+    /// zstd level of the Parquet files (1–22).
+    pub zstd_level: i32,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("lake"), flush_interval: Duration::from_secs(30), flush_rows: 200_000, zstd_level: 3 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// How many days back the one-evaluation-per-case rule is enforced (and rebuilt from the lake).
+    pub window_days: u16,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self { window_days: 120 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// HMAC key for evaluator identities. Keep it secret and stable: changing it changes every key.
+    pub secret: Option<String>,
+}
+
+impl IngestConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let fail = |message: String| ConfigError::File { path: path.to_owned(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::File { message, .. } => fail(message),
+            other => other,
+        })
+    }
+
+    /// Parses TOML text; the error is one line with the offending key and its line number.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let message = e.message().replace('\n', " ");
+            ConfigError::File {
+                path: PathBuf::new(),
+                message: match line {
+                    Some(line) => format!("line {line}: {message}"),
+                    None => message,
+                },
+            }
+        })
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| Err(ConfigError::Invalid { field, message: message.into() });
+        if self.kafka.brokers.trim().is_empty() {
+            return invalid("kafka.brokers", "must name at least one broker (host:port)");
+        }
+        if self.kafka.topic.trim().is_empty() {
+            return invalid("kafka.topic", "must not be empty");
+        }
+        if self.kafka.group.trim().is_empty() {
+            return invalid("kafka.group", "must not be empty");
+        }
+        if self.kafka.dlq_topic() == self.kafka.topic {
+            return invalid("kafka.dlq_topic", "must differ from kafka.topic");
+        }
+        if self.lake.flush_rows == 0 {
+            return invalid("lake.flush_rows", "must be at least 1");
+        }
+        if self.lake.flush_interval.is_zero() {
+            return invalid("lake.flush_interval", "must be longer than 0s");
+        }
+        if !(1..=22).contains(&self.lake.zstd_level) {
+            return invalid("lake.zstd_level", "must be between 1 and 22");
+        }
+        if self.dedup.window_days == 0 {
+            return invalid("dedup.window_days", "must be at least 1");
+        }
+        if self.validation.max_message_bytes == 0 {
+            return invalid("validation.max_message_bytes", "must be at least 1");
+        }
+        match self.identity.secret.as_deref() {
+            None | Some("") => invalid(
+                "identity.secret",
+                "is not set: pass --identity-secret, set HAOCHAPING_IDENTITY_SECRET, or [identity] secret in the config file",
+            ),
+            Some(s) if s.len() < 16 => invalid("identity.secret", "must be at least 16 bytes"),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file_parses_with_defaults_for_the_rest() {
+        let config = IngestConfig::from_toml(
+            r#"
+            [kafka]
+            brokers = "k1:9092,k2:9092"
+            [kafka.properties]
+            "fetch.max.bytes" = "104857600"
+            [lake]
+            path = "/data/lake"
+            flush_interval = "10s"
+            [validation]
+            max_clock_skew = "2m"
+            [identity]
+            secret = "0123456789abcdef"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(config.kafka.dlq_topic(), "evaluations.dlq");
+        assert_eq!(config.lake.flush_interval, Duration::from_secs(10));
+        assert_eq!(config.lake.flush_rows, 200_000);
+        assert_eq!(config.validation.max_clock_skew, Duration::from_secs(120));
+        assert_eq!(config.dedup.window_days, 120);
+        config.check().unwrap();
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            ("[kafka]\nbrokrs = \"x\"", "brokrs"),
+            ("[lake]\nflush_interval = \"soon\"", "line 2"),
+            ("[lake]\nflush_rows = -1", "line 2"),
+            ("[nonsense]", "nonsense"),
+        ];
+        for (text, needle) in cases {
+            let message = IngestConfig::from_toml(text).unwrap_err().to_string();
+            assert!(message.contains(needle), "{message:?} should name {needle}");
+            assert!(!message.contains('\n'), "{message:?}");
+        }
+        let checks: &[(&str, &str)] = &[
+            ("[identity]\nsecret = \"0123456789abcdef\"\n[lake]\nflush_rows = 0", "lake.flush_rows"),
+            ("[identity]\nsecret = \"0123456789abcdef\"\n[lake]\nzstd_level = 30", "lake.zstd_level"),
+            ("[identity]\nsecret = \"0123456789abcdef\"\n[kafka]\ndlq_topic = \"evaluations\"", "kafka.dlq_topic"),
+            ("", "identity.secret"),
+            ("[identity]\nsecret = \"short\"", "identity.secret"),
+        ];
+        for (text, field) in checks {
+            let message = IngestConfig::from_toml(text).unwrap().check().unwrap_err().to_string();
+            assert!(message.starts_with(field), "{message:?} should start with {field}");
+        }
+    }
+}

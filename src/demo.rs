@@ -1,0 +1,153 @@
+//! `haochaping demo`: the embedded default. Starts rdkafka's mock cluster in-process, generates a
+//! province's day into it while the ingest job consumes it into a local lake, and reports what
+//! happened: outcomes, dead-letter reasons, throughput, and how to query the result.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use rdkafka::mocking::MockCluster;
+
+use crate::cli::DemoArgs;
+use crate::config::IngestConfig;
+use crate::generate::{self, Generator, GeneratorConfig, ProduceReport};
+use crate::pipeline::{self, RunOptions};
+use crate::telemetry::{Stats, StatsSnapshot};
+
+/// Marks a lake the demo created, so that a later demo may replace it.
+const DEMO_MARKER: &str = "_haochaping/DEMO";
+
+/// What the demo did.
+#[derive(Debug)]
+pub struct DemoReport {
+    pub produced: ProduceReport,
+    pub ingested: StatsSnapshot,
+    pub elapsed: Duration,
+    pub lake: PathBuf,
+}
+
+/// Runs the demo and prints its report.
+pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
+    prepare_lake(&args.lake)?;
+    let cluster = MockCluster::new(1)?;
+    let topic = "evaluations";
+    cluster.create_topic(topic, args.partitions, 1)?;
+    cluster.create_topic("evaluations.dlq", 1, 1)?;
+    let brokers = cluster.bootstrap_servers();
+
+    let mut config = IngestConfig::default();
+    config.kafka.brokers.clone_from(&brokers);
+    config.kafka.topic = topic.into();
+    config.kafka.group = "haochaping-demo".into();
+    config.lake.path.clone_from(&args.lake);
+    config.lake.flush_interval = Duration::from_secs(5);
+    config.identity.secret = Some("demo-secret-not-for-production".into());
+
+    let day = chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| unreachable!())).date_naive()
+        - chrono::Duration::days(1);
+    let mut generator_config = GeneratorConfig::new(&args.province, day);
+    generator_config.dup_rate = 0.01;
+    generator_config.bad_rate = 0.005;
+    let mut generator = Generator::new(generator_config)?;
+
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>9} {bar:40.cyan/blue} {pos:>8}/{len:8} {per_sec:>12} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let produced_bar = bars.add(ProgressBar::new(args.events).with_style(style.clone()).with_prefix("produced"));
+    let ingested_bar = bars.add(ProgressBar::new(args.events).with_style(style).with_prefix("ingested"));
+
+    println!("haochaping demo: embedded Kafka at {brokers}, province {}, {} evaluations dated {day}", args.province, args.events);
+    let started = Instant::now();
+    let stats = Arc::new(Stats::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ingest = tokio::spawn(pipeline::run(config, RunOptions::default(), stats.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let producer = generate::producer(&brokers)?;
+    let produce_bar = produced_bar.clone();
+    let produced = generate::produce(&producer, topic, &mut generator, args.events, None, |_| produce_bar.inc(1)).await?;
+    produced_bar.finish();
+    // Wait until every produced message has been read, then let the job flush and commit.
+    loop {
+        let seen = stats.snapshot();
+        ingested_bar.set_position(seen.received + seen.already_in_lake);
+        if seen.received + seen.already_in_lake >= produced.produced || ingest.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    let ingested = ingest.await??;
+    ingested_bar.finish();
+    let elapsed = started.elapsed();
+    drop(cluster);
+    let report = DemoReport { produced, ingested, elapsed, lake: args.lake.canonicalize().unwrap_or(args.lake) };
+    print_report(&report).await;
+    Ok(report)
+}
+
+/// Refuses to touch a folder that holds anything but a previous demo's lake.
+fn prepare_lake(lake: &Path) -> anyhow::Result<()> {
+    if lake.exists() && std::fs::read_dir(lake)?.next().is_some() {
+        if !lake.join(DEMO_MARKER).exists() {
+            anyhow::bail!("--lake {}: folder exists and is not a demo lake; choose another folder", lake.display());
+        }
+        std::fs::remove_dir_all(lake)?;
+    }
+    let marker = lake.join(DEMO_MARKER);
+    if let Some(parent) = marker.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(marker, "created by `haochaping demo`; the next demo replaces this lake\n")?;
+    Ok(())
+}
+
+async fn print_report(report: &DemoReport) {
+    let s = &report.ingested;
+    let seconds = report.elapsed.as_secs_f64().max(1e-9);
+    println!();
+    println!("events read      {:>10}", s.received);
+    println!("  accepted       {:>10}  (rows written: {})", s.accepted, s.rows_written);
+    println!("  duplicates     {:>10}  (identical redeliveries, dropped)", s.duplicates);
+    println!("  dead-lettered  {:>10}  (topic evaluations.dlq)", s.dead_lettered);
+    for (reason, count) in &s.dead_lettered_by_reason {
+        println!("    {reason:<28}{count:>8}");
+    }
+    println!(
+        "generator expected {} accepted, {} duplicates, {} dead-lettered",
+        report.produced.accepted,
+        report.produced.duplicates,
+        report.produced.dead_lettered()
+    );
+    println!(
+        "throughput       {:>10.0} events/s end to end ({:.1} s, {:.1} MB of JSON in, {:.1} MB of Parquet out, {} files, {} batches)",
+        s.received as f64 / seconds,
+        seconds,
+        s.received_bytes as f64 / 1e6,
+        s.bytes_written as f64 / 1e6,
+        s.files_written,
+        s.batches_committed
+    );
+    let lake = report.lake.display();
+    println!("lake             {lake}/evaluations/dt=…/city=…/*.parquet");
+    match crate::analytics::query_lake(
+        &report.lake,
+        "SELECT city, count(*) AS evaluations, round(avg(satisfaction), 2) AS avg_satisfaction, \
+         sum(CASE WHEN bad_review THEN 1 ELSE 0 END) AS bad_reviews \
+         FROM evaluations GROUP BY city ORDER BY evaluations DESC LIMIT 5",
+    )
+    .await
+    {
+        Ok(batches) => {
+            if let Ok(table) = arrow::util::pretty::pretty_format_batches(&batches) {
+                println!("top cities (DataFusion over the lake):\n{table}");
+            }
+        }
+        Err(e) => println!("querying the lake failed: {e}"),
+    }
+    println!("query it with DuckDB:");
+    println!(
+        "  duckdb -c \"SELECT dt, city, count(*), avg(satisfaction) FROM read_parquet('{lake}/evaluations/**/*.parquet', hive_partitioning=true) GROUP BY ALL ORDER BY 3 DESC LIMIT 10\""
+    );
+}

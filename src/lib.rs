@@ -1,0 +1,38 @@
+//! # haochaping
+//!
+//! Streaming ingestion of China's government-service 好差评 evaluations: Kafka in, validated,
+//! deduplicated, identity-protected, Hive-partitioned Parquet out, exactly once.
+//!
+//! # Layout
+//!
+//! Data flows one way, and each stage is one module:
+//!
+//! | stage | module | what it does |
+//! |---|---|---|
+//! | source | [`source::kafka`] | consumer-group member; rebalances are queued for the pipeline |
+//! | decode | [`decode`] | bytes → the national interface's fields (the only place official names live); [`decode::Reason`] codes |
+//! | validate | [`transform::validate`] | fields → a typed [`transform::validate::Evaluation`], rule by rule |
+//! | identity | [`transform::identity`] | clear-text evaluator identity → keyed `evaluator_key` |
+//! | dedup | [`transform::dedup`] | one first and one supplementary evaluation per case |
+//! | lake | [`sink::parquet`], [`sink::lake`] | rows → Hive-partitioned zstd Parquet; the exactly-once commit protocol |
+//! | dead letters | [`sink::dlq`] | every rejection, with its reason, on `<topic>.dlq` |
+//! | wiring | [`pipeline`] | [`pipeline::run`] — the whole job, driven by the CLI, the demo and the tests |
+//! | analytics | [`analytics`] | DataFusion over the lake (`queries/*.sql`) |
+//!
+//! Around them: [`cli`] and [`commands`] (the command line), [`config`] (typed TOML config),
+//! [`telemetry`] (counters and logging), [`region`] (division codes, versioned data),
+//! [`generate`] (a realistic province for tests and benchmarks), [`demo`] (the embedded default).
+
+pub mod analytics;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod decode;
+pub mod demo;
+pub mod generate;
+pub mod pipeline;
+pub mod region;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+pub mod transform;

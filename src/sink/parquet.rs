@@ -1,0 +1,347 @@
+//! The `evaluations` lake table: its Arrow schema, a row buffer that accepts validated evaluations
+//! one at a time, the split of a buffer into Hive partitions (`dt=…/city=…`), and Parquet encoding.
+//!
+//! Partition columns (`dt`, `city`) are not stored in the files; readers take them from the path
+//! (`hive_partitioning=true` in DuckDB, partition columns in DataFusion and Spark).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, Int8Builder, ListBuilder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
+
+use crate::transform::validate::{Evaluation, CST_OFFSET_SECONDS};
+
+/// The lake table's name and folder under the lake root.
+pub const EVALUATIONS_TABLE: &str = "evaluations";
+
+/// Errors of building or encoding a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("building an Arrow batch: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("encoding Parquet: {0}")]
+    Parquet(#[from] ParquetError),
+}
+
+/// The Arrow schema of `evaluations` files.
+pub fn evaluations_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+            Arc::new(Schema::new(vec![
+                text("project_no", false),
+                Field::new("assess_number", DataType::Int8, false),
+                Field::new("satisfaction", DataType::Int8, false),
+                Field::new("bad_review", DataType::Boolean, false),
+                text("channel", false),
+                Field::new("channel_code", DataType::Int8, false),
+                text("area_code", false),
+                text("province_code", false),
+                text("city_code", true),
+                text("county_code", true),
+                text("township_code", true),
+                text("dept_code", false),
+                text("dept_name", true),
+                text("task_code", false),
+                text("task_name", false),
+                text("staff_id", true),
+                text("staff_name", true),
+                Field::new("tags", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
+                text("text", true),
+                Field::new("assessed_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+                text("evaluator_kind", false),
+                text("evaluator_key", true),
+                Field::new("anonymous", DataType::Boolean, false),
+                Field::new("event_fingerprint", DataType::Int64, false),
+                Field::new("kafka_partition", DataType::Int32, false),
+                Field::new("kafka_offset", DataType::Int64, false),
+            ]))
+        })
+        .clone()
+}
+
+/// Where a row goes: its evaluation date (CST) and city.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionKey {
+    /// Days since 1970-01-01 of the evaluation's date in China Standard Time.
+    pub day: i32,
+    /// The 6-digit `city=` value.
+    pub city: [u8; 6],
+}
+
+impl PartitionKey {
+    pub fn new(assessed_at_us: i64, city: &str) -> Self {
+        let mut digits = [b'0'; 6];
+        let len = city.len().min(6);
+        digits[..len].copy_from_slice(&city.as_bytes()[..len]);
+        Self { day: cst_day(assessed_at_us), city: digits }
+    }
+
+    /// `dt=2026-11-22/city=410300`
+    pub fn path(&self) -> String {
+        format!("dt={}/city={}", format_day(self.day), std::str::from_utf8(&self.city).unwrap_or("000000"))
+    }
+}
+
+/// Days since 1970-01-01 of the CST date of a UTC instant.
+pub fn cst_day(utc_us: i64) -> i32 {
+    let seconds = utc_us.div_euclid(1_000_000) + CST_OFFSET_SECONDS;
+    i32::try_from(seconds.div_euclid(86_400)).unwrap_or(i32::MAX)
+}
+
+/// `yyyy-mm-dd` of a day number.
+pub fn format_day(day: i32) -> String {
+    chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "1970-01-01".into())
+}
+
+/// Parses `yyyy-mm-dd` into a day number.
+pub fn parse_day(text: &str) -> Option<i32> {
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    i32::try_from(date.signed_duration_since(chrono::NaiveDate::default()).num_days()).ok()
+}
+
+/// Rows of `evaluations` being accumulated for one flush.
+pub struct EvaluationRows {
+    project_no: StringBuilder,
+    assess_number: Int8Builder,
+    satisfaction: Int8Builder,
+    bad_review: BooleanBuilder,
+    channel: StringBuilder,
+    channel_code: Int8Builder,
+    area_code: StringBuilder,
+    province_code: StringBuilder,
+    city_code: StringBuilder,
+    county_code: StringBuilder,
+    township_code: StringBuilder,
+    dept_code: StringBuilder,
+    dept_name: StringBuilder,
+    task_code: StringBuilder,
+    task_name: StringBuilder,
+    staff_id: StringBuilder,
+    staff_name: StringBuilder,
+    tags: ListBuilder<StringBuilder>,
+    text: StringBuilder,
+    assessed_at: TimestampMicrosecondBuilder,
+    evaluator_kind: StringBuilder,
+    evaluator_key: StringBuilder,
+    anonymous: BooleanBuilder,
+    event_fingerprint: Int64Builder,
+    kafka_partition: Int32Builder,
+    kafka_offset: Int64Builder,
+    partitions: Vec<PartitionKey>,
+}
+
+impl Default for EvaluationRows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EvaluationRows {
+    pub fn new() -> Self {
+        Self {
+            project_no: StringBuilder::new(),
+            assess_number: Int8Builder::new(),
+            satisfaction: Int8Builder::new(),
+            bad_review: BooleanBuilder::new(),
+            channel: StringBuilder::new(),
+            channel_code: Int8Builder::new(),
+            area_code: StringBuilder::new(),
+            province_code: StringBuilder::new(),
+            city_code: StringBuilder::new(),
+            county_code: StringBuilder::new(),
+            township_code: StringBuilder::new(),
+            dept_code: StringBuilder::new(),
+            dept_name: StringBuilder::new(),
+            task_code: StringBuilder::new(),
+            task_name: StringBuilder::new(),
+            staff_id: StringBuilder::new(),
+            staff_name: StringBuilder::new(),
+            tags: ListBuilder::new(StringBuilder::new()),
+            text: StringBuilder::new(),
+            assessed_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            evaluator_kind: StringBuilder::new(),
+            evaluator_key: StringBuilder::new(),
+            anonymous: BooleanBuilder::new(),
+            event_fingerprint: Int64Builder::new(),
+            kafka_partition: Int32Builder::new(),
+            kafka_offset: Int64Builder::new(),
+            partitions: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.partitions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+
+    /// Appends one accepted evaluation.
+    pub fn push(
+        &mut self,
+        e: &Evaluation<'_>,
+        evaluator_key: Option<&str>,
+        fingerprint: u64,
+        kafka_partition: i32,
+        kafka_offset: i64,
+    ) {
+        let city = e.area.city();
+        self.partitions.push(PartitionKey::new(e.assessed_at_us, city.as_deref().unwrap_or(&e.area.province())));
+        self.project_no.append_value(&e.project_no);
+        self.assess_number.append_value(e.assess_number.code() as i8);
+        self.satisfaction.append_value(e.satisfaction.level() as i8);
+        self.bad_review.append_value(e.satisfaction.is_bad_review());
+        self.channel.append_value(e.channel.name());
+        self.channel_code.append_value(e.channel.code() as i8);
+        self.area_code.append_value(e.area.as_str());
+        self.province_code.append_value(e.area.province());
+        self.city_code.append_option(city);
+        self.county_code.append_option(e.area.county());
+        self.township_code.append_option(e.area.township());
+        self.dept_code.append_value(&e.dept_code);
+        self.dept_name.append_option(e.dept_name.as_deref());
+        self.task_code.append_value(&e.task_code);
+        self.task_name.append_value(&e.task_name);
+        self.staff_id.append_option(e.staff_id.as_deref());
+        self.staff_name.append_option(e.staff_name.as_deref());
+        for tag in &e.tags {
+            self.tags.values().append_value(tag.to_string());
+        }
+        self.tags.append(true);
+        self.text.append_option(e.text.as_deref());
+        self.assessed_at.append_value(e.assessed_at_us);
+        self.evaluator_kind.append_value(e.evaluator_kind.name());
+        self.evaluator_key.append_option(evaluator_key);
+        self.anonymous.append_value(e.anonymous);
+        // Stored as the same 64 bits, signed, because Spark and Trino have no unsigned 64-bit type.
+        self.event_fingerprint.append_value(fingerprint as i64);
+        self.kafka_partition.append_value(kafka_partition);
+        self.kafka_offset.append_value(kafka_offset);
+    }
+
+    /// Finishes the buffer into one batch per Hive partition, in partition order.
+    pub fn finish(mut self) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.project_no.finish()),
+            Arc::new(self.assess_number.finish()),
+            Arc::new(self.satisfaction.finish()),
+            Arc::new(self.bad_review.finish()),
+            Arc::new(self.channel.finish()),
+            Arc::new(self.channel_code.finish()),
+            Arc::new(self.area_code.finish()),
+            Arc::new(self.province_code.finish()),
+            Arc::new(self.city_code.finish()),
+            Arc::new(self.county_code.finish()),
+            Arc::new(self.township_code.finish()),
+            Arc::new(self.dept_code.finish()),
+            Arc::new(self.dept_name.finish()),
+            Arc::new(self.task_code.finish()),
+            Arc::new(self.task_name.finish()),
+            Arc::new(self.staff_id.finish()),
+            Arc::new(self.staff_name.finish()),
+            Arc::new(self.tags.finish()),
+            Arc::new(self.text.finish()),
+            Arc::new(self.assessed_at.finish()),
+            Arc::new(self.evaluator_kind.finish()),
+            Arc::new(self.evaluator_key.finish()),
+            Arc::new(self.anonymous.finish()),
+            Arc::new(self.event_fingerprint.finish()),
+            Arc::new(self.kafka_partition.finish()),
+            Arc::new(self.kafka_offset.finish()),
+        ];
+        let batch = RecordBatch::try_new(evaluations_schema(), columns)?;
+        split_by_partition(&batch, &self.partitions)
+    }
+}
+
+/// Splits a batch into one batch per partition key (row order kept inside each).
+pub fn split_by_partition(
+    batch: &RecordBatch,
+    keys: &[PartitionKey],
+) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
+    let mut groups: BTreeMap<PartitionKey, Vec<u32>> = BTreeMap::new();
+    for (row, key) in keys.iter().enumerate() {
+        groups.entry(*key).or_default().push(row as u32);
+    }
+    if groups.len() == 1 {
+        if let Some((key, _)) = groups.pop_first() {
+            return Ok(vec![(key, batch.clone())]);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(key, rows)| {
+            let indices = UInt32Array::from(rows);
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::take(c.as_ref(), &indices, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((key, RecordBatch::try_new(batch.schema(), columns)?))
+        })
+        .collect()
+}
+
+/// Encodes one batch as a zstd-compressed Parquet file.
+pub fn encode_parquet(batch: &RecordBatch, zstd_level: i32) -> Result<Bytes, TableError> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
+        .set_created_by(concat!("haochaping ", env!("CARGO_PKG_VERSION")).into())
+        .build();
+    let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4);
+    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(Bytes::from(buffer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_path_uses_the_cst_date() {
+        // 2026-11-21 16:30 UTC is 2026-11-22 00:30 CST.
+        let us = 1_795_278_600_000_000;
+        let key = PartitionKey::new(us, "410300");
+        assert_eq!(key.path(), "dt=2026-11-22/city=410300");
+        // 15:59:59 UTC is still the 21st... no: 23:59:59 CST of the 21st.
+        let key = PartitionKey::new(us - 1_800_000_000 - 1_000_000, "350100");
+        assert_eq!(key.path(), "dt=2026-11-21/city=350100");
+        assert_eq!(parse_day("2026-11-22"), Some(key.day + 1));
+        assert_eq!(format_day(0), "1970-01-01");
+        assert_eq!(cst_day(-1), 0, "1970-01-01 07:59:59 CST");
+    }
+
+    #[test]
+    fn split_keeps_every_row_once_in_its_partition() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(arrow::array::Int32Array::from(vec![0, 1, 2, 3, 4]))]).unwrap();
+        let a = PartitionKey { day: 1, city: *b"410300" };
+        let b = PartitionKey { day: 1, city: *b"410100" };
+        let parts = split_by_partition(&batch, &[a, b, a, b, a]).unwrap();
+        let values: Vec<(PartitionKey, Vec<i32>)> = parts
+            .iter()
+            .map(|(k, batch)| {
+                let col = batch.column(0).as_any().downcast_ref::<arrow::array::Int32Array>().unwrap();
+                (*k, col.values().to_vec())
+            })
+            .collect();
+        assert_eq!(values, vec![(b, vec![1, 3]), (a, vec![0, 2, 4])]);
+    }
+}

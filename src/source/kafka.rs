@@ -1,0 +1,112 @@
+//! The Kafka source: a consumer-group member whose rebalances are reported to the pipeline.
+//!
+//! Offsets are never auto-committed or auto-stored: the pipeline commits a partition's offset only
+//! after the lake holds the batch (see [`crate::sink::lake`]). Rebalance callbacks run inside
+//! `recv()`, on the pipeline's own task, so no flush is ever in flight while partitions move; the
+//! callbacks only record what moved, and the pipeline acts on it before the next message.
+
+use std::sync::{Arc, Mutex};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+
+/// A partition moving to or from this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionEvent {
+    Assigned(String, i32),
+    Revoked(String, i32),
+}
+
+/// Consumer context that queues rebalance events for the pipeline.
+#[derive(Clone, Default)]
+pub struct IngestContext {
+    events: Arc<Mutex<Vec<PartitionEvent>>>,
+}
+
+impl IngestContext {
+    /// Takes the events recorded since the last call.
+    pub fn take_events(&self) -> Vec<PartitionEvent> {
+        self.events.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default()
+    }
+
+    fn record(&self, list: &TopicPartitionList, event: fn(String, i32) -> PartitionEvent) {
+        if let Ok(mut events) = self.events.lock() {
+            for element in list.elements() {
+                events.push(event(element.topic().to_owned(), element.partition()));
+            }
+        }
+    }
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            tracing::info!(partitions = list.count(), "partitions revoked");
+            self.record(list, PartitionEvent::Revoked);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(partitions = list.count(), "partitions assigned");
+                self.record(list, PartitionEvent::Assigned);
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// The group consumer of the evaluations topic.
+pub fn consumer(kafka: &KafkaConfig, context: IngestContext) -> KafkaResult<StreamConsumer<IngestContext>> {
+    let mut config = client_config(kafka);
+    config
+        .set("group.id", &kafka.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // Large fetches: the engine is throughput-bound, not latency-bound.
+        .set("fetch.max.bytes", "104857600")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("queued.max.messages.kbytes", "262144")
+        // A flush may take a while on a slow lake; the group must not evict us meanwhile.
+        .set("max.poll.interval.ms", "600000");
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config.create_with_context(context)
+}
+
+/// The producer of the dead-letter topic: idempotent, so retries never duplicate a record.
+pub fn producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
+    let mut config = client_config(kafka);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        // Keep retrying through a broker outage rather than failing the batch.
+        .set("message.timeout.ms", "600000");
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config.create()
+}

@@ -1,0 +1,137 @@
+//! Counting every outcome: in-process counters that `run` returns and the demo shows live, mirrored
+//! to the `metrics` facade under Vector-style names (`haochaping_<what>_<unit>_total`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::decode::Reason;
+
+/// Live counters of one ingest run; cheap to share (`Arc<Stats>`) and to read while it runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub accepted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    by_reason: [AtomicU64; Reason::ALL.len()],
+    /// Messages skipped because the lake already holds them (a replay after a crash).
+    pub already_in_lake: AtomicU64,
+    pub received_bytes: AtomicU64,
+    pub batches_committed: AtomicU64,
+    pub files_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub rolled_back_files: AtomicU64,
+    pub partitions_recovered: AtomicU64,
+    pub dedup_keys_loaded: AtomicU64,
+}
+
+impl Stats {
+    pub fn received(&self, bytes: usize) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.received_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        metrics::counter!("haochaping_events_received_total").increment(1);
+        metrics::counter!("haochaping_events_received_bytes_total").increment(bytes as u64);
+    }
+
+    pub fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("haochaping_events_accepted_total").increment(1);
+    }
+
+    pub fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("haochaping_events_duplicate_total").increment(1);
+    }
+
+    pub fn dead_lettered(&self, reason: Reason) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.by_reason[i].fetch_add(1, Ordering::Relaxed);
+        }
+        metrics::counter!("haochaping_events_dead_lettered_total", "reason" => reason.code()).increment(1);
+    }
+
+    pub fn already_in_lake(&self) {
+        self.already_in_lake.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("haochaping_events_already_in_lake_total").increment(1);
+    }
+
+    pub fn batch_committed(&self, files: usize, bytes: u64, rows: u64) {
+        self.batches_committed.fetch_add(1, Ordering::Relaxed);
+        self.files_written.fetch_add(files as u64, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        self.rows_written.fetch_add(rows, Ordering::Relaxed);
+        metrics::counter!("haochaping_lake_batches_committed_total").increment(1);
+        metrics::counter!("haochaping_lake_files_written_total").increment(files as u64);
+        metrics::counter!("haochaping_lake_written_bytes_total").increment(bytes);
+        metrics::counter!("haochaping_lake_rows_written_total").increment(rows);
+    }
+
+    pub fn partition_recovered(&self, rolled_back_files: usize, dedup_keys: usize) {
+        self.partitions_recovered.fetch_add(1, Ordering::Relaxed);
+        self.rolled_back_files.fetch_add(rolled_back_files as u64, Ordering::Relaxed);
+        self.dedup_keys_loaded.fetch_add(dedup_keys as u64, Ordering::Relaxed);
+        metrics::counter!("haochaping_partitions_recovered_total").increment(1);
+        metrics::counter!("haochaping_lake_files_rolled_back_total").increment(rolled_back_files as u64);
+    }
+
+    /// A consistent-enough copy for printing and assertions.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            received: get(&self.received),
+            received_bytes: get(&self.received_bytes),
+            accepted: get(&self.accepted),
+            duplicates: get(&self.duplicates),
+            dead_lettered: get(&self.dead_lettered),
+            dead_lettered_by_reason: Reason::ALL
+                .iter()
+                .zip(&self.by_reason)
+                .filter(|(_, c)| get(c) > 0)
+                .map(|(r, c)| (r.code().to_owned(), get(c)))
+                .collect(),
+            already_in_lake: get(&self.already_in_lake),
+            batches_committed: get(&self.batches_committed),
+            files_written: get(&self.files_written),
+            bytes_written: get(&self.bytes_written),
+            rows_written: get(&self.rows_written),
+            rolled_back_files: get(&self.rolled_back_files),
+            partitions_recovered: get(&self.partitions_recovered),
+            dedup_keys_loaded: get(&self.dedup_keys_loaded),
+        }
+    }
+}
+
+/// What a run did, by outcome. Every received message is exactly one of accepted, duplicate,
+/// dead-lettered or already in the lake.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    pub received: u64,
+    pub received_bytes: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    pub dead_lettered_by_reason: BTreeMap<String, u64>,
+    pub already_in_lake: u64,
+    pub batches_committed: u64,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub rows_written: u64,
+    pub rolled_back_files: u64,
+    pub partitions_recovered: u64,
+    pub dedup_keys_loaded: u64,
+}
+
+/// Logs to stderr, filtered by `HAOCHAPING_LOG` (or `RUST_LOG`), `default` otherwise.
+pub fn init_logging(default: &str) {
+    let filter = std::env::var("HAOCHAPING_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default.to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

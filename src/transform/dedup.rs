@@ -1,0 +1,169 @@
+//! Deduplication: one first evaluation and one supplementary evaluation per case.
+//!
+//! State is per Kafka partition (producers key by `projectNo`, so a case never spans partitions) and is
+//! a fixed-width hash table: key = xxh3 of (`projectNo`, `assessNumber`), value = the evaluation's day
+//! (16 bits) and a 48-bit fingerprint of its content, 16 bytes a key before the table's own overhead.
+//! A redelivered identical event has the same fingerprint and is dropped; a different event for a
+//! slot already taken is a conflict for the dead-letter topic. The state is never persisted on its
+//! own: after a restart or a rebalance it is rebuilt from the rows the lake holds for the partition
+//! ([`crate::sink::lake`]), so the lake and the state always agree. A 64-bit key makes a false
+//! conflict possible but rare (about 3·10⁻⁶ at ten million cases); a false conflict parks the event in
+//! the dead-letter topic, where it is not lost.
+
+use std::collections::HashMap;
+
+use nohash_hasher::BuildNoHashHasher;
+use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
+
+use crate::transform::validate::{AssessNumber, Evaluation};
+
+const FINGERPRINT_BITS: u32 = 48;
+const FINGERPRINT_MASK: u64 = (1 << FINGERPRINT_BITS) - 1;
+
+/// What dedup decided for one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupOutcome {
+    /// First time this slot is seen: write it.
+    New,
+    /// An identical redelivery: drop it (counted).
+    Duplicate,
+    /// A different evaluation for a slot already taken: to the DLQ.
+    Conflict,
+}
+
+/// The dedup key of a case's first or supplementary evaluation.
+pub fn dedup_key(project_no: &str, assess_number: AssessNumber) -> u64 {
+    xxh3_64_with_seed(project_no.as_bytes(), u64::from(assess_number.code()))
+}
+
+/// A fingerprint of everything an evaluation says (identity only as its key), so that an identical
+/// redelivery is recognised however the producer formatted the JSON.
+pub fn fingerprint(e: &Evaluation<'_>, evaluator_key: Option<&str>) -> u64 {
+    let mut h = Xxh3::new();
+    let mut field = |bytes: &[u8]| {
+        h.update(bytes);
+        h.update(&[0x1f]);
+    };
+    field(e.project_no.as_bytes());
+    field(&[e.assess_number.code(), e.satisfaction.level(), e.channel.code(), e.evaluator_kind.code(), u8::from(e.anonymous)]);
+    field(e.area.as_str().as_bytes());
+    field(e.dept_code.as_bytes());
+    field(e.dept_name.as_deref().unwrap_or("").as_bytes());
+    field(e.task_code.as_bytes());
+    field(e.task_name.as_bytes());
+    field(e.staff_id.as_deref().unwrap_or("").as_bytes());
+    field(e.staff_name.as_deref().unwrap_or("").as_bytes());
+    for tag in &e.tags {
+        field(&tag.to_le_bytes());
+    }
+    field(e.text.as_deref().unwrap_or("").as_bytes());
+    field(&e.assessed_at_us.to_le_bytes());
+    field(evaluator_key.unwrap_or("").as_bytes());
+    h.digest()
+}
+
+/// The dedup state of one Kafka partition.
+#[derive(Debug, Default, Clone)]
+pub struct DedupState {
+    slots: HashMap<u64, u64, BuildNoHashHasher<u64>>,
+}
+
+impl DedupState {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { slots: HashMap::with_capacity_and_hasher(capacity, BuildNoHashHasher::default()) }
+    }
+
+    /// Checks one evaluation and records it when new. `day` is its date as days since 1970-01-01.
+    pub fn check(&mut self, key: u64, fingerprint: u64, day: u16) -> DedupOutcome {
+        let value = (u64::from(day) << FINGERPRINT_BITS) | (fingerprint & FINGERPRINT_MASK);
+        match self.slots.entry(key) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(value);
+                DedupOutcome::New
+            }
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                if slot.get() & FINGERPRINT_MASK == fingerprint & FINGERPRINT_MASK {
+                    DedupOutcome::Duplicate
+                } else {
+                    DedupOutcome::Conflict
+                }
+            }
+        }
+    }
+
+    /// Records a row already in the lake (state rebuild).
+    pub fn insert(&mut self, key: u64, fingerprint: u64, day: u16) {
+        self.slots.insert(key, (u64::from(day) << FINGERPRINT_BITS) | (fingerprint & FINGERPRINT_MASK));
+    }
+
+    /// Forgets evaluations dated before `day` (the dedup window).
+    pub fn evict_before(&mut self, day: u16) {
+        self.slots.retain(|_, value| (*value >> FINGERPRINT_BITS) as u16 >= day);
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Heap bytes held by the table (16 bytes a slot plus one control byte, at the table's capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * (std::mem::size_of::<(u64, u64)>() + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_and_supplementary_are_separate_slots() {
+        let mut state = DedupState::default();
+        let first = dedup_key("P1", AssessNumber::First);
+        let supplementary = dedup_key("P1", AssessNumber::Supplementary);
+        assert_ne!(first, supplementary);
+        assert_eq!(state.check(first, 11, 100), DedupOutcome::New);
+        assert_eq!(state.check(supplementary, 22, 100), DedupOutcome::New);
+        assert_eq!(state.check(first, 11, 100), DedupOutcome::Duplicate);
+        assert_eq!(state.check(supplementary, 22, 101), DedupOutcome::Duplicate);
+        assert_eq!(state.check(first, 12, 100), DedupOutcome::Conflict);
+        assert_eq!(state.len(), 2);
+    }
+
+    #[test]
+    fn window_eviction_forgets_old_days() {
+        let mut state = DedupState::default();
+        state.insert(dedup_key("old", AssessNumber::First), 1, 10);
+        state.insert(dedup_key("new", AssessNumber::First), 2, 20);
+        state.evict_before(15);
+        assert_eq!(state.len(), 1);
+        assert_eq!(state.check(dedup_key("old", AssessNumber::First), 1, 10), DedupOutcome::New);
+        assert_eq!(state.check(dedup_key("new", AssessNumber::First), 2, 20), DedupOutcome::Duplicate);
+    }
+
+    #[test]
+    fn fingerprint_ignores_nothing_that_matters() {
+        let json = |sat: u8, text: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "projectNo": "P1", "taskCode": "T", "taskName": "N", "deptCode": "11410328MB00000015",
+                "areaCode": "410328000000", "pf": 1, "satisfaction": sat, "assessTime": "2026-01-01 00:00:00",
+                "assessNumber": 1, "userProp": 1, "writingEvaluation": text
+            }))
+            .unwrap()
+        };
+        let fp = |bytes: &[u8]| {
+            let wire = crate::decode::decode(bytes, 1 << 16).unwrap();
+            let e = crate::transform::validate::validate(wire, &Default::default(), i64::MAX / 2).unwrap();
+            fingerprint(&e, None)
+        };
+        assert_eq!(fp(&json(5, "好")), fp(&json(5, "好")));
+        assert_ne!(fp(&json(5, "好")), fp(&json(4, "好")));
+        assert_ne!(fp(&json(5, "好")), fp(&json(5, "很好")));
+        // Formatting differences do not matter.
+        let spaced = String::from_utf8(json(5, "好")).unwrap().replace(',', " , ");
+        assert_eq!(fp(spaced.as_bytes()), fp(&json(5, "好")));
+    }
+}

@@ -1,0 +1,153 @@
+//! Evaluator identity protection: clear-text `userName` / `userCert` / `userPhone` become one keyed
+//! hash, the `evaluator_key`, before anything is written anywhere.
+//!
+//! The key is HMAC-SHA256 under the operator's secret of the most stable identifier present: the ID
+//! number (`userCert`), else the phone, else the name, else a platform's own `certKey`. Each input is
+//! tagged with its kind, so a phone number and an ID number never map to the same key. Without the
+//! secret the key cannot be reversed by enumerating ID or phone numbers.
+//!
+//! The dead-letter topic keeps rejected records for replay. [`redact_json`] removes the identity fields
+//! from such a record and adds `evaluatorKey`, which [`EvaluatorKeyer::key`] passes through unchanged on
+//! replay, so a fixed record lands with the same key it would have had.
+
+use std::borrow::Cow;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::transform::validate::Identity;
+
+/// Wire fields that carry or derive from evaluator identity; none of them survives redaction.
+pub const REDACTED_FIELDS: [&str; 4] = ["userName", "userCert", "userPhone", "certKey"];
+
+/// Turns identities into evaluator keys under one secret.
+#[derive(Clone)]
+pub struct EvaluatorKeyer {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for EvaluatorKeyer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EvaluatorKeyer(<secret>)")
+    }
+}
+
+impl EvaluatorKeyer {
+    pub fn new(secret: &[u8]) -> Self {
+        // HMAC accepts keys of any length; the error case cannot happen for HMAC-SHA256.
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        Self { mac }
+    }
+
+    /// The evaluator key (64 lowercase hex digits), or `None` when the evaluation names nobody.
+    pub fn key(&self, identity: &Identity<'_>) -> Option<String> {
+        if let Some(key) = &identity.evaluator_key {
+            return Some(key.to_ascii_lowercase());
+        }
+        let (kind, value): (&[u8], Cow<'_, str>) = if let Some(cert) = &identity.cert {
+            (b"cert", Cow::Owned(cert.trim().to_uppercase()))
+        } else if let Some(phone) = &identity.phone {
+            (b"phone", Cow::Owned(phone.chars().filter(char::is_ascii_digit).collect()))
+        } else if let Some(name) = &identity.name {
+            (b"name", Cow::Borrowed(name.trim()))
+        } else if let Some(cert_key) = &identity.cert_key {
+            (b"certKey", Cow::Borrowed(cert_key.trim()))
+        } else {
+            return None;
+        };
+        let mut mac = self.mac.clone();
+        mac.update(kind);
+        mac.update(b"\x1f");
+        mac.update(value.as_bytes());
+        Some(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Redacts a JSON object record for the dead-letter topic: identity fields removed, `evaluatorKey`
+    /// added. Returns `None` when the payload is not a JSON object (then it is parked as received).
+    pub fn redact_json(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let mut value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let object = value.as_object_mut()?;
+        if REDACTED_FIELDS.iter().all(|f| !object.contains_key(*f)) {
+            return None;
+        }
+        let text = |field: &str| -> Option<Cow<'_, str>> {
+            match object.get(field)? {
+                serde_json::Value::String(s) if !s.trim().is_empty() => Some(Cow::Borrowed(s.as_str())),
+                serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
+                _ => None,
+            }
+        };
+        let identity = Identity {
+            name: text("userName"),
+            cert: text("userCert"),
+            phone: text("userPhone"),
+            cert_key: text("certKey"),
+            evaluator_key: None,
+        };
+        let key = self.key(&identity);
+        for field in REDACTED_FIELDS {
+            object.remove(field);
+        }
+        if let Some(key) = key {
+            object.insert("evaluatorKey".into(), serde_json::Value::String(key));
+        }
+        serde_json::to_vec(&value).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity<'a>(name: Option<&'a str>, cert: Option<&'a str>, phone: Option<&'a str>) -> Identity<'a> {
+        Identity { name: name.map(Into::into), cert: cert.map(Into::into), phone: phone.map(Into::into), ..Default::default() }
+    }
+
+    #[test]
+    fn key_is_keyed_stable_and_normalised() {
+        let keyer = EvaluatorKeyer::new(b"secret-1");
+        let a = keyer.key(&identity(Some("张三"), Some("41032819900101123x"), None)).unwrap();
+        let b = keyer.key(&identity(Some("张 三"), Some(" 41032819900101123X "), Some("13800000000"))).unwrap();
+        assert_eq!(a, b, "the ID number decides, normalised");
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        let other_secret = EvaluatorKeyer::new(b"secret-2").key(&identity(None, Some("41032819900101123X"), None));
+        assert_ne!(Some(a.clone()), other_secret);
+        assert!(!a.contains("41032819900101123"));
+    }
+
+    #[test]
+    fn kinds_never_collide_and_nobody_has_no_key() {
+        let keyer = EvaluatorKeyer::new(b"s");
+        let as_phone = keyer.key(&identity(None, None, Some("13800000000")));
+        let as_name = keyer.key(&identity(Some("13800000000"), None, None));
+        assert_ne!(as_phone, as_name);
+        assert_eq!(keyer.key(&Identity::default()), None);
+    }
+
+    #[test]
+    fn redacted_record_replays_to_the_same_key() {
+        let keyer = EvaluatorKeyer::new(b"s");
+        let raw = r#"{"projectNo":"P1","userName":"张三","userCert":"410328199001011234","userPhone":"13800000000","satisfaction":9}"#.as_bytes();
+        let redacted = keyer.redact_json(raw).unwrap();
+        let text = String::from_utf8(redacted.clone()).unwrap();
+        for secret in ["张三", "410328199001011234", "13800000000", "userName", "userCert", "userPhone"] {
+            assert!(!text.contains(secret), "{secret} leaked into {text}");
+        }
+        let value: serde_json::Value = serde_json::from_slice(&redacted).unwrap();
+        let replayed = Identity { evaluator_key: value["evaluatorKey"].as_str().map(Into::into), ..Default::default() };
+        let original = identity(Some("张三"), Some("410328199001011234"), Some("13800000000"));
+        assert_eq!(keyer.key(&replayed), keyer.key(&original));
+        assert_eq!(value["satisfaction"], 9, "the rest of the record is kept");
+    }
+
+    #[test]
+    fn redaction_leaves_non_objects_and_identity_free_records() {
+        let keyer = EvaluatorKeyer::new(b"s");
+        assert_eq!(keyer.redact_json(b"not json"), None);
+        assert_eq!(keyer.redact_json(b"[1]"), None);
+        assert_eq!(keyer.redact_json(br#"{"projectNo":"P1"}"#), None);
+        let nested = keyer.redact_json(r#"{"userName":{"x":"张三"}}"#.as_bytes()).unwrap();
+        assert_eq!(nested, b"{}");
+    }
+}

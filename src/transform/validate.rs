@@ -1,0 +1,612 @@
+//! Validation: a decoded [`WireEvaluation`] becomes a typed [`Evaluation`] or a [`Rejection`].
+//!
+//! Every rule is a small pure function over one field, so each can be tested on its own (see the
+//! tables below). Which limits apply is configuration ([`ValidationRules`]), not code.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use serde::Deserialize;
+
+use crate::decode::{Reason, Rejection, WireEvaluation, WireValue};
+use crate::region::RegionCode;
+
+/// Limits of the validator; part of the engine's config (`[validation]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationRules {
+    /// Messages larger than this go to the DLQ as `oversize`.
+    pub max_message_bytes: usize,
+    /// Longest accepted free text (`writingEvaluation`), in characters.
+    pub max_text_chars: usize,
+    /// Longest accepted identifier or name field, in characters.
+    pub max_field_chars: usize,
+    /// How far `assessTime` may lie in the future (clock skew between platforms).
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// A bad review (levels 1–2) must carry tags or text (the vendor upload rule of DOMAIN.md §7).
+    pub require_reason_for_bad_review: bool,
+}
+
+impl Default for ValidationRules {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            max_text_chars: 2000,
+            max_field_chars: 200,
+            max_clock_skew: Duration::from_secs(300),
+            require_reason_for_bad_review: true,
+        }
+    }
+}
+
+/// The five levels; 5 非常满意 … 1 非常不满意, in the interface's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Satisfaction(u8);
+
+impl Satisfaction {
+    pub fn new(level: u8) -> Option<Self> {
+        (1..=5).contains(&level).then_some(Self(level))
+    }
+    pub fn level(self) -> u8 {
+        self.0
+    }
+    /// 差评: 不满意 or 非常不满意.
+    pub fn is_bad_review(self) -> bool {
+        self.0 <= 2
+    }
+    pub fn label(self) -> &'static str {
+        ["非常不满意", "不满意", "基本满意", "满意", "非常满意"][usize::from(self.0 - 1)]
+    }
+}
+
+/// Where the evaluation was given (`pf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    PcWeb = 1,
+    Mobile = 2,
+    QrCode = 3,
+    HallWindow = 4,
+    HallOther = 5,
+    Hotline12345 = 6,
+    Sms = 7,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 7] = [
+        Channel::PcWeb,
+        Channel::Mobile,
+        Channel::QrCode,
+        Channel::HallWindow,
+        Channel::HallOther,
+        Channel::Hotline12345,
+        Channel::Sms,
+    ];
+    pub fn from_code(code: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| *c as i64 == code)
+    }
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+    /// The lake's `channel` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::PcWeb => "pc_web",
+            Channel::Mobile => "mobile",
+            Channel::QrCode => "qr_code",
+            Channel::HallWindow => "hall_window",
+            Channel::HallOther => "hall_other",
+            Channel::Hotline12345 => "hotline_12345",
+            Channel::Sms => "sms",
+        }
+    }
+}
+
+/// `assessNumber`: the first evaluation of a case, or the one supplementary (追加) evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AssessNumber {
+    First = 1,
+    Supplementary = 2,
+}
+
+impl AssessNumber {
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            1 => Some(Self::First),
+            2 => Some(Self::Supplementary),
+            _ => None,
+        }
+    }
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// `userProp`: who evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EvaluatorKind {
+    NaturalPerson = 1,
+    EnterpriseLegalPerson = 2,
+    PublicInstitution = 3,
+    SocialOrganisation = 4,
+    UnincorporatedEnterprise = 5,
+    GovernmentBody = 6,
+    Other = 9,
+}
+
+impl EvaluatorKind {
+    pub const ALL: [EvaluatorKind; 7] = [
+        EvaluatorKind::NaturalPerson,
+        EvaluatorKind::EnterpriseLegalPerson,
+        EvaluatorKind::PublicInstitution,
+        EvaluatorKind::SocialOrganisation,
+        EvaluatorKind::UnincorporatedEnterprise,
+        EvaluatorKind::GovernmentBody,
+        EvaluatorKind::Other,
+    ];
+    pub fn from_code(code: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| *k as i64 == code)
+    }
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            EvaluatorKind::NaturalPerson => "natural_person",
+            EvaluatorKind::EnterpriseLegalPerson => "enterprise_legal_person",
+            EvaluatorKind::PublicInstitution => "public_institution",
+            EvaluatorKind::SocialOrganisation => "social_organisation",
+            EvaluatorKind::UnincorporatedEnterprise => "unincorporated_enterprise",
+            EvaluatorKind::GovernmentBody => "government_body",
+            EvaluatorKind::Other => "other",
+        }
+    }
+}
+
+/// The evaluator's identity as received; only ever turned into a keyed hash.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity<'a> {
+    pub name: Option<Cow<'a, str>>,
+    pub cert: Option<Cow<'a, str>>,
+    pub phone: Option<Cow<'a, str>>,
+    pub cert_key: Option<Cow<'a, str>>,
+    /// Set when the record comes back from the DLQ with its identity already replaced.
+    pub evaluator_key: Option<Cow<'a, str>>,
+}
+
+/// A valid evaluation, borrowing its text from the message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation<'a> {
+    pub project_no: Cow<'a, str>,
+    pub assess_number: AssessNumber,
+    pub satisfaction: Satisfaction,
+    pub channel: Channel,
+    pub area: RegionCode,
+    pub dept_code: Cow<'a, str>,
+    pub dept_name: Option<Cow<'a, str>>,
+    pub task_code: Cow<'a, str>,
+    pub task_name: Cow<'a, str>,
+    pub staff_id: Option<Cow<'a, str>>,
+    pub staff_name: Option<Cow<'a, str>>,
+    /// Tag codes (`evalDetail`), each of the evaluation's level.
+    pub tags: Vec<u16>,
+    pub text: Option<Cow<'a, str>>,
+    /// Microseconds since the Unix epoch, UTC.
+    pub assessed_at_us: i64,
+    pub evaluator_kind: EvaluatorKind,
+    pub identity: Identity<'a>,
+    pub anonymous: bool,
+}
+
+/// China Standard Time is UTC+8 all year (no daylight saving).
+pub const CST_OFFSET_SECONDS: i64 = 8 * 3600;
+
+/// Validates one decoded evaluation; `now_us` is the current time (UTC microseconds).
+pub fn validate<'a>(
+    wire: WireEvaluation<'a>,
+    rules: &ValidationRules,
+    now_us: i64,
+) -> Result<Evaluation<'a>, Rejection> {
+    let limit = rules.max_field_chars;
+    let project_no = required_text("projectNo", wire.project_no, limit)?;
+    let task_code = required_text("taskCode", wire.task_code, limit)?;
+    let task_name = required_text("taskName", wire.task_name, limit)?;
+    let dept_code = required_text("deptCode", wire.dept_code, limit)?;
+    check_credit_code(&dept_code)?;
+    let area_text = required_text("areaCode", wire.area_code, limit)?;
+    let area = RegionCode::parse(&area_text).map_err(|e| {
+        Rejection::new(Reason::InvalidAreaCode, format!("areaCode {area_text:?}: {e}"))
+    })?;
+    let channel = required_code("pf", wire.pf, Channel::from_code)?;
+    let satisfaction = required_code("satisfaction", wire.satisfaction, |c| {
+        u8::try_from(c).ok().and_then(Satisfaction::new)
+    })?;
+    let assess_number = required_code("assessNumber", wire.assess_number, AssessNumber::from_code)?;
+    let evaluator_kind = required_code("userProp", wire.user_prop, EvaluatorKind::from_code)?;
+    let anonymous = match wire.anonymity_flag {
+        None | Some(WireValue::Null) => false,
+        value => required_code("anonymityFlag", value, |c| match c {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        })?,
+    };
+    let assess_time = required_text("assessTime", wire.assess_time, limit)?;
+    let assessed_at_us = parse_assess_time(&assess_time, now_us, rules.max_clock_skew)?;
+    let tags = parse_tags(wire.eval_detail, satisfaction)?;
+    let text = optional_text("writingEvaluation", wire.writing_evaluation, rules.max_text_chars)
+        .map_err(|mut r| {
+            if r.reason == Reason::InvalidField && r.message.contains("characters") {
+                r.reason = Reason::TextTooLong;
+            }
+            r
+        })?;
+    if rules.require_reason_for_bad_review
+        && satisfaction.is_bad_review()
+        && tags.is_empty()
+        && text.as_deref().is_none_or(|t| t.trim().is_empty())
+    {
+        return Err(Rejection::new(
+            Reason::BadReviewWithoutReason,
+            format!(
+                "satisfaction {} ({}) is a bad review and must carry evalDetail tags or writingEvaluation text",
+                satisfaction.level(),
+                satisfaction.label()
+            ),
+        ));
+    }
+    let identity = Identity {
+        name: optional_text("userName", wire.user_name, limit)?,
+        cert: optional_text("userCert", wire.user_cert, limit)?,
+        phone: optional_text("userPhone", wire.user_phone, limit)?,
+        cert_key: optional_text("certKey", wire.cert_key, limit)?,
+        evaluator_key: optional_text("evaluatorKey", wire.evaluator_key, limit)?,
+    };
+    Ok(Evaluation {
+        project_no,
+        assess_number,
+        satisfaction,
+        channel,
+        area,
+        dept_code,
+        dept_name: optional_text("deptName", wire.dept_name, limit)?,
+        task_code,
+        task_name,
+        staff_id: optional_text("staffId", wire.staff_id, limit)?,
+        staff_name: optional_text("staffName", wire.staff_name, limit)?,
+        tags,
+        text,
+        assessed_at_us,
+        evaluator_kind,
+        identity,
+        anonymous,
+    })
+}
+
+/// A text field that must be present and non-blank. Numbers are accepted as their decimal text,
+/// because some platforms send numeric ids unquoted.
+fn required_text<'a>(
+    field: &str,
+    value: Option<WireValue<'a>>,
+    max_chars: usize,
+) -> Result<Cow<'a, str>, Rejection> {
+    optional_text(field, value, max_chars)?
+        .ok_or_else(|| Rejection::new(Reason::MissingField, format!("required field {field} is missing or empty")))
+}
+
+/// A text field that may be absent, null or empty (all read as absent).
+fn optional_text<'a>(
+    field: &str,
+    value: Option<WireValue<'a>>,
+    max_chars: usize,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    let text = match value {
+        None | Some(WireValue::Null) => return Ok(None),
+        Some(WireValue::Str(s)) => s,
+        Some(WireValue::Int(i)) => Cow::Owned(i.to_string()),
+        Some(other) => {
+            return Err(Rejection::new(
+                Reason::InvalidField,
+                format!("field {field} must be a string, got {}", other.kind()),
+            ))
+        }
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    // Byte length bounds the character count from above; count only when it could matter.
+    if text.len() > max_chars && text.chars().count() > max_chars {
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            format!("field {field} has {} characters, the limit is {max_chars}", text.chars().count()),
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// A code field (`pf`, `satisfaction`…): an integer or a string of one, within its code set.
+fn required_code<T>(
+    field: &str,
+    value: Option<WireValue<'_>>,
+    lookup: impl Fn(i64) -> Option<T>,
+) -> Result<T, Rejection> {
+    let code = match &value {
+        None | Some(WireValue::Null) => {
+            return Err(Rejection::new(Reason::MissingField, format!("required field {field} is missing")))
+        }
+        Some(WireValue::Int(i)) => Some(*i),
+        Some(WireValue::Str(s)) => s.trim().parse::<i64>().ok(),
+        Some(_) => None,
+    };
+    code.and_then(&lookup).ok_or_else(|| {
+        let shown = match &value {
+            Some(WireValue::Int(i)) => i.to_string(),
+            Some(WireValue::Str(s)) => format!("{s:?}"),
+            Some(other) => other.kind().to_owned(),
+            None => String::new(),
+        };
+        Rejection::new(Reason::InvalidCode, format!("field {field} has {shown}, which is not in its code set"))
+    })
+}
+
+/// GB 32100-2015 unified social credit code: 18 characters of the 31-character alphabet (no I, O, Z,
+/// S, V), the last being the check character of the first 17.
+pub fn check_credit_code(code: &str) -> Result<(), Rejection> {
+    let fail = |why: &str| Rejection::new(Reason::InvalidDeptCode, format!("deptCode {code:?}: {why}"));
+    if code.len() != 18 || !code.is_ascii() {
+        return Err(fail("must be 18 characters (GB 32100 unified social credit code)"));
+    }
+    let mut sum = 0u32;
+    for (i, c) in code.bytes().enumerate() {
+        let value = credit_code_value(c).ok_or_else(|| fail("contains a character outside the GB 32100 alphabet"))?;
+        if i == 17 {
+            return if value == credit_code_check(sum) { Ok(()) } else { Err(fail("check character does not match")) };
+        }
+        sum += value * CREDIT_CODE_WEIGHTS[i];
+    }
+    Err(fail("must be 18 characters"))
+}
+
+const CREDIT_CODE_ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
+const CREDIT_CODE_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+
+fn credit_code_value(c: u8) -> Option<u32> {
+    CREDIT_CODE_ALPHABET.iter().position(|a| *a == c).map(|p| p as u32)
+}
+
+fn credit_code_check(weighted_sum: u32) -> u32 {
+    (31 - weighted_sum % 31) % 31
+}
+
+/// The check character for the first 17 characters of a credit code (used by the generator).
+pub fn credit_code_check_char(first17: &str) -> Option<char> {
+    if first17.len() != 17 {
+        return None;
+    }
+    let mut sum = 0;
+    for (i, c) in first17.bytes().enumerate() {
+        sum += credit_code_value(c)? * CREDIT_CODE_WEIGHTS[i];
+    }
+    Some(char::from(CREDIT_CODE_ALPHABET[credit_code_check(sum) as usize]))
+}
+
+/// `assessTime` as `yyyy-MM-dd HH:mm:ss` in China Standard Time → UTC microseconds, not further in the
+/// future than the allowed skew.
+pub fn parse_assess_time(text: &str, now_us: i64, max_skew: Duration) -> Result<i64, Rejection> {
+    let local = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").map_err(|e| {
+        Rejection::new(
+            Reason::InvalidAssessTime,
+            format!("assessTime {text:?} is not yyyy-MM-dd HH:mm:ss: {e}"),
+        )
+    })?;
+    let utc_us = (local.and_utc().timestamp() - CST_OFFSET_SECONDS) * 1_000_000;
+    let skew_us = i64::try_from(max_skew.as_micros()).unwrap_or(i64::MAX);
+    if utc_us > now_us.saturating_add(skew_us) {
+        return Err(Rejection::new(
+            Reason::FutureAssessTime,
+            format!("assessTime {text} (CST) is in the future by more than {}", humantime::format_duration(max_skew)),
+        ));
+    }
+    Ok(utc_us)
+}
+
+/// `evalDetail`: tag codes as a JSON array or a comma-separated string; three digits each, the first
+/// being the level the tag belongs to.
+pub fn parse_tags(value: Option<WireValue<'_>>, level: Satisfaction) -> Result<Vec<u16>, Rejection> {
+    let mut tags = Vec::new();
+    let mut push = |item: &str| -> Result<(), Rejection> {
+        let item = item.trim();
+        if item.is_empty() {
+            return Ok(());
+        }
+        let tag: u16 = item
+            .parse()
+            .ok()
+            .filter(|t| (100..=599).contains(t))
+            .ok_or_else(|| Rejection::new(Reason::InvalidTag, format!("evalDetail tag {item:?} is not a 3-digit tag code")))?;
+        if tag / 100 != u16::from(level.level()) {
+            return Err(Rejection::new(
+                Reason::TagLevelMismatch,
+                format!("evalDetail tag {tag} belongs to level {}, but satisfaction is {}", tag / 100, level.level()),
+            ));
+        }
+        tags.push(tag);
+        Ok(())
+    };
+    match value {
+        None | Some(WireValue::Null) => {}
+        Some(WireValue::Str(s)) => s.split(',').try_for_each(&mut push)?,
+        Some(WireValue::Int(i)) => push(&i.to_string())?,
+        Some(WireValue::List(items)) => {
+            for item in items {
+                match item {
+                    WireValue::Str(s) => push(&s)?,
+                    WireValue::Int(i) => push(&i.to_string())?,
+                    other => {
+                        return Err(Rejection::new(
+                            Reason::InvalidTag,
+                            format!("evalDetail items must be tag codes, got {}", other.kind()),
+                        ))
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(Rejection::new(
+                Reason::InvalidField,
+                format!("field evalDetail must be an array or a comma-separated string, got {}", other.kind()),
+            ))
+        }
+    }
+    tags.sort_unstable();
+    tags.dedup();
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode;
+
+    /// 2026-11-22 12:00:00 CST.
+    const NOW_US: i64 = 1_795_320_000_000_000;
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "projectNo": "410328-2026-000001",
+            "taskCode": "11410328MB1234567X4000117004000",
+            "taskName": "城乡居民基本养老保险参保登记",
+            "deptCode": "11410328MB00000015",
+            "deptName": "洛宁县人力资源和社会保障局",
+            "areaCode": "410328100201",
+            "pf": "4",
+            "satisfaction": "5",
+            "evalDetail": "510,511",
+            "writingEvaluation": "窗口人员服务热情",
+            "assessTime": "2026-11-22 10:15:00",
+            "assessNumber": 1,
+            "userProp": "1",
+            "userName": "张三",
+            "userCert": "410328199001011234",
+            "userPhone": "13800000000",
+            "anonymityFlag": "2",
+            "staffId": "LN0012",
+            "staffName": "李四"
+        })
+    }
+
+    fn run(edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Result<(), Rejection> {
+        let mut value = base();
+        edit(value.as_object_mut().unwrap());
+        let bytes = serde_json::to_vec(&value).unwrap();
+        let wire = decode(&bytes, 1 << 20)?;
+        validate(wire, &ValidationRules::default(), NOW_US).map(|_| ())
+    }
+
+    #[test]
+    fn fixture_credit_code_is_valid() {
+        let code = format!("11410328MB000000{}", 1);
+        let check = credit_code_check_char(&code).unwrap();
+        assert_eq!(format!("{code}{check}"), "11410328MB00000015");
+    }
+
+    #[test]
+    fn accepts_a_complete_evaluation() {
+        let bytes = serde_json::to_vec(&base()).unwrap();
+        let e = validate(decode(&bytes, 1 << 20).unwrap(), &ValidationRules::default(), NOW_US).unwrap();
+        assert_eq!(e.project_no, "410328-2026-000001");
+        assert_eq!(e.satisfaction.level(), 5);
+        assert_eq!(e.channel, Channel::HallWindow);
+        assert_eq!(e.assess_number, AssessNumber::First);
+        assert_eq!(e.tags, vec![510, 511]);
+        assert!(!e.anonymous);
+        // 10:15 CST is 02:15 UTC.
+        assert_eq!(e.assessed_at_us, 1_795_313_700_000_000);
+        assert_eq!(e.evaluator_kind, EvaluatorKind::NaturalPerson);
+        assert_eq!(e.identity.cert.as_deref(), Some("410328199001011234"));
+    }
+
+    type Edit = fn(&mut serde_json::Map<String, serde_json::Value>);
+
+    #[test]
+    fn each_rule_accepts_and_rejects() {
+        use serde_json::json;
+        let table: &[(&str, Edit, Option<Reason>)] = &[
+            ("numbers as codes", |m| { m.insert("pf".into(), json!(2)); m.insert("satisfaction".into(), json!(5)); }, None),
+            ("missing projectNo", |m| { m.remove("projectNo"); }, Some(Reason::MissingField)),
+            ("blank projectNo", |m| { m.insert("projectNo".into(), json!("  ")); }, Some(Reason::MissingField)),
+            ("projectNo object", |m| { m.insert("projectNo".into(), json!({"a":1})); }, Some(Reason::InvalidField)),
+            ("missing taskCode", |m| { m.remove("taskCode"); }, Some(Reason::MissingField)),
+            ("missing taskName", |m| { m.remove("taskName"); }, Some(Reason::MissingField)),
+            ("missing deptCode", |m| { m.remove("deptCode"); }, Some(Reason::MissingField)),
+            ("missing areaCode", |m| { m.remove("areaCode"); }, Some(Reason::MissingField)),
+            ("missing assessTime", |m| { m.remove("assessTime"); }, Some(Reason::MissingField)),
+            ("missing pf", |m| { m.remove("pf"); }, Some(Reason::MissingField)),
+            ("missing satisfaction", |m| { m.remove("satisfaction"); }, Some(Reason::MissingField)),
+            ("missing assessNumber", |m| { m.remove("assessNumber"); }, Some(Reason::MissingField)),
+            ("missing userProp", |m| { m.remove("userProp"); }, Some(Reason::MissingField)),
+            ("pf 8", |m| { m.insert("pf".into(), json!("8")); }, Some(Reason::InvalidCode)),
+            ("pf 0", |m| { m.insert("pf".into(), json!(0)); }, Some(Reason::InvalidCode)),
+            ("pf 7 sms", |m| { m.insert("pf".into(), json!(7)); }, None),
+            ("satisfaction 6", |m| { m.insert("satisfaction".into(), json!(6)); }, Some(Reason::InvalidCode)),
+            ("satisfaction 0", |m| { m.insert("satisfaction".into(), json!("0")); }, Some(Reason::InvalidCode)),
+            ("satisfaction 4.5", |m| { m.insert("satisfaction".into(), json!(4.5)); }, Some(Reason::InvalidCode)),
+            ("satisfaction word", |m| { m.insert("satisfaction".into(), json!("满意")); }, Some(Reason::InvalidCode)),
+            ("assessNumber 2", |m| { m.insert("assessNumber".into(), json!("2")); }, None),
+            ("assessNumber 3", |m| { m.insert("assessNumber".into(), json!(3)); }, Some(Reason::InvalidCode)),
+            ("userProp 9", |m| { m.insert("userProp".into(), json!(9)); }, None),
+            ("userProp 7", |m| { m.insert("userProp".into(), json!(7)); }, Some(Reason::InvalidCode)),
+            ("anonymityFlag 1", |m| { m.insert("anonymityFlag".into(), json!(1)); }, None),
+            ("anonymityFlag absent", |m| { m.remove("anonymityFlag"); }, None),
+            ("anonymityFlag 3", |m| { m.insert("anonymityFlag".into(), json!(3)); }, Some(Reason::InvalidCode)),
+            ("areaCode province", |m| { m.insert("areaCode".into(), json!("410000000000")); }, None),
+            ("areaCode short", |m| { m.insert("areaCode".into(), json!("410328")); }, Some(Reason::InvalidAreaCode)),
+            ("areaCode letters", |m| { m.insert("areaCode".into(), json!("41032810020X")); }, Some(Reason::InvalidAreaCode)),
+            ("areaCode gap", |m| { m.insert("areaCode".into(), json!("410300100201")); }, Some(Reason::InvalidAreaCode)),
+            ("areaCode as number", |m| { m.insert("areaCode".into(), json!(410328100201_i64)); }, None),
+            ("deptCode check", |m| { m.insert("deptCode".into(), json!("11410328MB0000001A")); }, Some(Reason::InvalidDeptCode)),
+            ("deptCode length", |m| { m.insert("deptCode".into(), json!("11410328MB0000001")); }, Some(Reason::InvalidDeptCode)),
+            ("deptCode letter I", |m| { m.insert("deptCode".into(), json!("11410328IB0000001T")); }, Some(Reason::InvalidDeptCode)),
+            ("deptCode lowercase", |m| { m.insert("deptCode".into(), json!("11410328mb0000001t")); }, Some(Reason::InvalidDeptCode)),
+            ("assessTime ISO T", |m| { m.insert("assessTime".into(), json!("2026-11-22T10:15:00")); }, Some(Reason::InvalidAssessTime)),
+            ("assessTime date only", |m| { m.insert("assessTime".into(), json!("2026-11-22")); }, Some(Reason::InvalidAssessTime)),
+            ("assessTime Feb 30", |m| { m.insert("assessTime".into(), json!("2026-02-30 10:00:00")); }, Some(Reason::InvalidAssessTime)),
+            ("assessTime within skew", |m| { m.insert("assessTime".into(), json!("2026-11-22 12:04:00")); }, None),
+            ("assessTime future", |m| { m.insert("assessTime".into(), json!("2026-11-22 12:06:00")); }, Some(Reason::FutureAssessTime)),
+            ("tags as array", |m| { m.insert("evalDetail".into(), json!(["510", 512])); }, None),
+            ("tags empty", |m| { m.insert("evalDetail".into(), json!("")); }, None),
+            ("tag of other level", |m| { m.insert("evalDetail".into(), json!("510,406")); }, Some(Reason::TagLevelMismatch)),
+            ("tag not a code", |m| { m.insert("evalDetail".into(), json!("51a")); }, Some(Reason::InvalidTag)),
+            ("tag 4 digits", |m| { m.insert("evalDetail".into(), json!("5100")); }, Some(Reason::InvalidTag)),
+            ("tags object", |m| { m.insert("evalDetail".into(), json!({"t": 1})); }, Some(Reason::InvalidField)),
+            ("text at limit", |m| { m.insert("writingEvaluation".into(), json!("好".repeat(2000))); }, None),
+            ("text too long", |m| { m.insert("writingEvaluation".into(), json!("好".repeat(2001))); }, Some(Reason::TextTooLong)),
+            ("bad review with tag", |m| { m.insert("satisfaction".into(), json!(1)); m.insert("evalDetail".into(), json!("115")); m.insert("writingEvaluation".into(), json!("")); }, None),
+            ("bad review with text", |m| { m.insert("satisfaction".into(), json!(2)); m.remove("evalDetail"); m.insert("writingEvaluation".into(), json!("排队两小时")); }, None),
+            ("bad review without reason", |m| { m.insert("satisfaction".into(), json!(1)); m.remove("evalDetail"); m.insert("writingEvaluation".into(), json!(" ")); }, Some(Reason::BadReviewWithoutReason)),
+            ("name too long", |m| { m.insert("userName".into(), json!("张".repeat(201))); }, Some(Reason::InvalidField)),
+        ];
+        for (name, edit, expected) in table {
+            let got = run(*edit);
+            assert_eq!(got.as_ref().err().map(|r| r.reason), *expected, "{name}: {got:?}");
+            if let Err(rejection) = got {
+                assert!(!rejection.message.is_empty(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn credit_code_known_examples() {
+        // The example code printed in GB 32100 explanations.
+        assert!(check_credit_code("91350100M000100Y43").is_ok());
+        assert_eq!(credit_code_check_char("91350100M000100Y4"), Some('3'));
+        assert!(check_credit_code("91350100M000100Y44").is_err());
+    }
+
+    #[test]
+    fn assess_time_is_china_standard_time() {
+        let us = parse_assess_time("2026-01-01 08:00:00", i64::MAX, Duration::ZERO).unwrap();
+        assert_eq!(us, 1_767_225_600_000_000, "08:00 CST on 1 January is midnight UTC");
+    }
+}

@@ -1,0 +1,64 @@
+//! Against a real broker (Tansu): produce evaluations with redeliveries and malformed records, run the
+//! `haochaping ingest` binary until idle, and read everything back.
+
+mod support;
+
+use std::process::Stdio;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_lands_every_valid_evaluation_once_and_parks_the_rest() {
+    let broker = Tansu::start();
+    broker.create_topic("evaluations", 4).await;
+    broker.create_topic("evaluations.dlq", 1).await;
+    let mut produced = Produced::new();
+    let mut generator = generator(7, 0.05, 0.05);
+    produce(&broker.brokers, "evaluations", &mut generator, 6_000, &mut produced).await;
+    assert!(produced.report.duplicates > 100 && produced.report.dead_lettered() > 100);
+
+    let lake = tempfile::tempdir().unwrap();
+    let output = ingest_command(&broker.brokers, lake.path(), "broker-test", &["--exit-when-idle", "4s", "--flush-rows", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ingest failed: {stderr}");
+
+    // The lake: exactly the valid slots, once each.
+    assert_exactly_once(lake.path(), &produced.slots);
+
+    // The summary on stdout accounts for every message.
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["received"], produced.report.produced);
+    assert_eq!(summary["accepted"], produced.report.accepted);
+    assert_eq!(summary["duplicates"], produced.report.duplicates);
+    assert_eq!(summary["dead_lettered"], produced.report.dead_lettered());
+
+    // The dead-letter topic: one record per rejected message, by reason, with its source position.
+    let dead = read_topic(&broker.brokers, "evaluations.dlq", 1);
+    assert_eq!(dead.len() as u64, produced.report.dead_lettered());
+    assert_eq!(count_by_reason(&dead), expected_by_reason(&produced.report));
+    for record in &dead {
+        assert_eq!(record.headers.get("haochaping.source.topic").map(String::as_str), Some("evaluations"));
+        assert!(record.headers.get("haochaping.source.offset").is_some_and(|o| o.parse::<i64>().is_ok()));
+        assert!(record.headers.get("haochaping.message").is_some_and(|m| !m.is_empty()));
+    }
+
+    // No clear-text identity anywhere: lake cells, dead letters, logs.
+    assert!(produced.identities.len() > 1000);
+    let cells = lake_strings(lake.path());
+    let leaked: Vec<_> = cells.iter().filter(|c| produced.identities.contains(*c)).take(3).collect();
+    assert!(leaked.is_empty(), "identity in the lake: {leaked:?}");
+    for record in &dead {
+        let text = String::from_utf8_lossy(&record.payload);
+        if serde_json::from_slice::<serde_json::Value>(&record.payload).is_ok() {
+            assert!(!text.contains("userCert") && !text.contains("userPhone") && !text.contains("userName"), "{text}");
+        }
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for identity in produced.identities.iter().take(2000) {
+        assert!(!stderr.contains(identity.as_str()) && !stdout.contains(identity.as_str()), "identity in the logs");
+    }
+}

@@ -1,0 +1,268 @@
+//! Shared test support: a real Tansu broker on a free port, producing generated events, reading the
+//! dead-letter topic and the lake back.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int8Type;
+use haochaping::generate::{self, Generator, GeneratorConfig, ProduceReport};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::TopicPartitionList;
+
+pub const SECRET: &str = "test-secret-0123456789";
+
+/// Where `.ci/run` installs Tansu; `HAOCHAPING_TANSU_BIN` overrides.
+pub fn tansu_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("HAOCHAPING_TANSU_BIN") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cached = PathBuf::from(home).join(".cache/haochaping/tansu/bin/tansu");
+    assert!(
+        cached.exists(),
+        "Tansu broker not found at {}: run `bash .ci/run` once (it installs Tansu 0.6.0), or set HAOCHAPING_TANSU_BIN",
+        cached.display()
+    );
+    cached
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A Tansu broker process with in-memory storage, killed on drop.
+pub struct Tansu {
+    child: Child,
+    pub brokers: String,
+}
+
+impl Tansu {
+    pub fn start() -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tansu");
+        let tansu = Self { child, brokers: format!("127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tansu
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("admin client");
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = admin.create_topics([&topic], &AdminOptions::new()).await.expect("create topics");
+        for result in results {
+            result.expect("topic created");
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A generator for yesterday (CST), so no event lies in the future.
+pub fn generator(seed: u64, dup_rate: f64, bad_rate: f64) -> Generator {
+    let mut config = GeneratorConfig::new("41", haochaping::commands::yesterday_cst());
+    config.seed = seed;
+    config.dup_rate = dup_rate;
+    config.bad_rate = bad_rate;
+    Generator::new(config).expect("generator")
+}
+
+/// What a test produced: the report, the exact slots that must land, and the identity values sent.
+pub struct Produced {
+    pub report: ProduceReport,
+    pub slots: HashSet<(String, i8)>,
+    pub identities: HashSet<String>,
+}
+
+impl Produced {
+    pub fn new() -> Self {
+        Self { report: ProduceReport::default(), slots: HashSet::new(), identities: HashSet::new() }
+    }
+
+    fn record(&mut self, event: &generate::GeneratedEvent) {
+        self.report.record(event);
+        if let Some((project, number)) = &event.slot {
+            self.slots.insert((project.clone(), *number as i8));
+        }
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&event.payload) {
+            for field in ["userCert", "userPhone"] {
+                if let Some(v) = value.get(field).and_then(|v| v.as_str()) {
+                    self.identities.insert(v.to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// Produces `events` generated events to `topic`.
+pub async fn produce(brokers: &str, topic: &str, generator: &mut Generator, events: u64, into: &mut Produced) {
+    let producer = generate::producer(brokers).expect("producer");
+    let mut seen = Vec::new();
+    generate::produce(&producer, topic, generator, events, None, |e| seen.push(e.clone())).await.expect("produce");
+    for event in &seen {
+        into.record(event);
+    }
+}
+
+/// Every (`project_no`, `assess_number`) row of the lake, with its count.
+pub fn lake_slots(lake: &Path) -> HashMap<(String, i8), usize> {
+    let mut counts = HashMap::new();
+    for file in parquet_files(&lake.join("evaluations")) {
+        for batch in read_file(&file) {
+            let project = batch.column_by_name("project_no").unwrap().as_string::<i32>().clone();
+            let number = batch.column_by_name("assess_number").unwrap().as_primitive::<Int8Type>().clone();
+            for row in 0..batch.num_rows() {
+                *counts.entry((project.value(row).to_owned(), number.value(row))).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// Every string cell of the lake.
+pub fn lake_strings(lake: &Path) -> Vec<String> {
+    let mut cells = Vec::new();
+    for file in parquet_files(&lake.join("evaluations")) {
+        for batch in read_file(&file) {
+            for column in batch.columns() {
+                if let Some(strings) = column.as_string_opt::<i32>() {
+                    cells.extend(strings.iter().flatten().map(str::to_owned));
+                } else if let Some(list) = column.as_list_opt::<i32>() {
+                    if let Some(strings) = list.values().as_string_opt::<i32>() {
+                        cells.extend(strings.iter().flatten().map(str::to_owned));
+                    }
+                }
+            }
+        }
+    }
+    cells
+}
+
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return files };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(parquet_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn read_file(path: &Path) -> Vec<arrow::array::RecordBatch> {
+    let file = std::fs::File::open(path).unwrap();
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+/// Asserts the lake holds exactly the expected slots, each once.
+pub fn assert_exactly_once(lake: &Path, expected: &HashSet<(String, i8)>) {
+    let counts = lake_slots(lake);
+    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(duplicated.is_empty(), "duplicated rows in the lake: {duplicated:?}");
+    let missing: Vec<_> = expected.iter().filter(|s| !counts.contains_key(*s)).take(5).collect();
+    assert!(missing.is_empty(), "missing from the lake ({} of {}): {missing:?}", expected.len() - counts.len().min(expected.len()), expected.len());
+    let unexpected: Vec<_> = counts.keys().filter(|s| !expected.contains(*s)).take(5).collect();
+    assert!(unexpected.is_empty(), "unexpected rows in the lake: {unexpected:?}");
+    assert_eq!(counts.len(), expected.len());
+}
+
+/// One dead-letter record as read back.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads the whole dead-letter topic (until it has been quiet for two seconds).
+pub fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<DeadLetter> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", free_port()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut records = Vec::new();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(3) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet_since = Instant::now();
+                let mut headers = BTreeMap::new();
+                if let Some(h) = message.headers() {
+                    for header in h.iter() {
+                        headers.insert(header.key.to_owned(), String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned());
+                    }
+                }
+                records.push(DeadLetter { payload: message.payload().unwrap_or_default().to_vec(), headers });
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    records
+}
+
+/// Dead letters counted by reason, once per source position (a crash may park a record twice).
+pub fn count_by_reason(records: &[DeadLetter]) -> BTreeMap<String, u64> {
+    let mut seen = HashSet::new();
+    let mut counts = BTreeMap::new();
+    for record in records {
+        let position = (record.headers.get("haochaping.source.partition").cloned(), record.headers.get("haochaping.source.offset").cloned());
+        if seen.insert(position) {
+            *counts.entry(record.headers.get("haochaping.reason").cloned().unwrap_or_default()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+pub fn expected_by_reason(report: &ProduceReport) -> BTreeMap<String, u64> {
+    report.dead_letters.iter().map(|(r, n)| (r.code().to_owned(), *n)).collect()
+}
+
+/// The `haochaping` binary with `ingest` arguments for a broker and lake.
+pub fn ingest_command(brokers: &str, lake: &Path, group: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_haochaping"));
+    command
+        .args(["ingest", "--brokers", brokers, "--lake", lake.to_str().unwrap(), "--group", group])
+        .args(extra)
+        .env("HAOCHAPING_IDENTITY_SECRET", SECRET)
+        .env("HAOCHAPING_LOG", "info");
+    command
+}
