@@ -81,6 +81,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     let ingested = ingest.await??;
     ingested_bar.finish();
     let elapsed = started.elapsed();
+    drop(producer);
     drop(cluster);
     let report = DemoReport { produced, ingested, elapsed, lake: args.lake.canonicalize().unwrap_or(args.lake) };
     print_report(&report).await;

@@ -35,6 +35,8 @@ use crate::transform::{Outcome, Processor};
 
 /// How long `recv` waits before the loop looks at timers (flush deadlines, idleness).
 const TICK: Duration = Duration::from_millis(100);
+/// How long an idle exit waits for the first partition assignment.
+const JOIN_GRACE: Duration = Duration::from_secs(30);
 /// Attempts at committing one batch to the lake before the run fails.
 const LAKE_ATTEMPTS: u32 = 5;
 
@@ -93,6 +95,10 @@ pub async fn run(
     };
 
     tokio::pin!(shutdown);
+    // Idleness counts from the last message or assignment; before the first assignment the group
+    // may still be forming, so an idle exit then waits a grace period on top.
+    let started = Instant::now();
+    let mut assigned = false;
     let mut last_activity = Instant::now();
     loop {
         let received = tokio::select! {
@@ -104,6 +110,7 @@ pub async fn run(
             received = tokio::time::timeout(TICK, consumer.recv()) => received,
         };
         if ingest.apply_rebalance().await? {
+            assigned = true;
             last_activity = Instant::now();
         }
         match received {
@@ -113,7 +120,10 @@ pub async fn run(
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error (retrying)"),
             Err(_elapsed) => {
-                if options.exit_when_idle.is_some_and(|idle| last_activity.elapsed() >= idle) {
+                let idle_for = |idle: Duration| {
+                    last_activity.elapsed() >= idle && (assigned || started.elapsed() >= idle + JOIN_GRACE)
+                };
+                if options.exit_when_idle.is_some_and(idle_for) {
                     tracing::info!("topic idle, finishing");
                     break;
                 }
