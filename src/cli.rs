@@ -142,6 +142,9 @@ pub struct GenerateArgs {
     /// Random seed (the same seed gives the same events).
     #[arg(long, env = "HAOCHAPING_SEED", default_value_t = 2026)]
     pub seed: u64,
+    /// Create the topic (and `<topic>.dlq`) with this many partitions if it does not exist.
+    #[arg(long, env = "HAOCHAPING_PARTITIONS", default_value_t = 4)]
+    pub partitions: i32,
 }
 
 #[derive(Debug, Args)]

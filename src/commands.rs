@@ -35,6 +35,7 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     config.dup_rate = args.dup_rate;
     config.bad_rate = args.bad_rate;
     let mut generator = Generator::new(config).context("--province")?;
+    generate::ensure_topics(&brokers, &[(topic.as_str(), args.partitions), (&format!("{topic}.dlq"), 1)]).await?;
     let producer = generate::producer(&brokers)?;
     let bar = ProgressBar::new(args.events).with_style(
         ProgressStyle::with_template("{bar:40.cyan/blue} {pos:>9}/{len:9} {per_sec:>12} {elapsed}")

@@ -15,6 +15,8 @@ use governor::{Quota, RateLimiter};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -388,8 +390,10 @@ impl Generator {
         let kind = self.rng.random_range(0..10);
         let reason = match kind {
             0 => {
-                let mut payload = serde_json::to_vec(&wire).unwrap_or_default();
-                payload.truncate(payload.len() / 2);
+                // Cut at a character boundary, so that the record is valid UTF-8 but not JSON.
+                let text = serde_json::to_string(&wire).unwrap_or_default();
+                let cut = (0..=text.len() / 2).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+                let payload = text.as_bytes()[..cut].to_vec();
                 return GeneratedEvent { key: wire.project_no, payload, expected: Expected::DeadLetter(Reason::NotJson), slot: None };
             }
             1 => {
@@ -483,6 +487,19 @@ impl ProduceReport {
     pub fn dead_lettered(&self) -> u64 {
         self.dead_letters.values().sum()
     }
+}
+
+/// Creates topics that do not exist yet (an existing topic is left as it is).
+pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), GenerateError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let new: Vec<NewTopic<'_>> = topics.iter().map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1))).collect();
+    for result in admin.create_topics(&new, &AdminOptions::new()).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(KafkaError::AdminOp(code).into()),
+        }
+    }
+    Ok(())
 }
 
 /// A producer for generated events (idempotent, batched).

@@ -35,8 +35,8 @@ use crate::transform::{Outcome, Processor};
 
 /// How long `recv` waits before the loop looks at timers (flush deadlines, idleness).
 const TICK: Duration = Duration::from_millis(100);
-/// How long an idle exit waits for the first partition assignment.
-const JOIN_GRACE: Duration = Duration::from_secs(30);
+/// How often an idle run checks whether the group has committed the whole topic.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Attempts at committing one batch to the lake before the run fails.
 const LAKE_ATTEMPTS: u32 = 5;
 
@@ -95,11 +95,8 @@ pub async fn run(
     };
 
     tokio::pin!(shutdown);
-    // Idleness counts from the last message or assignment; before the first assignment the group
-    // may still be forming, so an idle exit then waits a grace period on top.
-    let started = Instant::now();
-    let mut assigned = false;
     let mut last_activity = Instant::now();
+    let mut last_idle_check = Instant::now();
     loop {
         let received = tokio::select! {
             biased;
@@ -110,7 +107,6 @@ pub async fn run(
             received = tokio::time::timeout(TICK, consumer.recv()) => received,
         };
         if ingest.apply_rebalance().await? {
-            assigned = true;
             last_activity = Instant::now();
         }
         match received {
@@ -120,12 +116,18 @@ pub async fn run(
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error (retrying)"),
             Err(_elapsed) => {
-                let idle_for = |idle: Duration| {
-                    last_activity.elapsed() >= idle && (assigned || started.elapsed() >= idle + JOIN_GRACE)
-                };
-                if options.exit_when_idle.is_some_and(idle_for) {
-                    tracing::info!("topic idle, finishing");
-                    break;
+                let idle = options.exit_when_idle.is_some_and(|idle| last_activity.elapsed() >= idle);
+                if idle && last_idle_check.elapsed() >= IDLE_CHECK_EVERY {
+                    last_idle_check = Instant::now();
+                    // Idle here is not enough: partitions may still sit with a member that crashed
+                    // and has not yet been replaced. Finish only when the group has committed the
+                    // whole topic.
+                    ingest.flush_all().await?;
+                    ingest.commit_offsets(CommitMode::Sync);
+                    if topic_fully_committed(consumer.clone(), ingest.config.kafka.topic.clone()).await? {
+                        tracing::info!("topic idle and fully committed, finishing");
+                        break;
+                    }
                 }
             }
         }
@@ -248,6 +250,12 @@ impl Ingest {
                 return Ok(());
             }
         }
+        if let Some(position) = state.position.filter(|p| offset > *p) {
+            // Offsets can be missing for good reasons (retention, compaction, transaction markers),
+            // but a broker that skips records it still holds loses data: never silently.
+            tracing::error!(partition, expected = position, received = offset, "offset gap: records between were not delivered");
+            metrics::counter!("haochaping_offset_gaps_total").increment(1);
+        }
         state.checked = true;
         state.position = Some(offset + 1);
         let payload = message.payload().unwrap_or_default();
@@ -354,6 +362,7 @@ impl Ingest {
             }
         }
         if list.count() > 0 {
+            tracing::debug!(offsets = ?list.to_topic_map(), "committing offsets to the group");
             if let Err(e) = self.consumer.commit(&list, mode) {
                 tracing::warn!(error = %e, "committing offsets to the group failed; the lake keeps the position");
             }
@@ -450,6 +459,32 @@ fn read_dedup_keys(bytes: bytes::Bytes, day: i32, path: &str) -> Result<Vec<(u64
         }
     }
     Ok(keys)
+}
+
+/// Whether the group's committed offset of every partition of the topic is at its end.
+async fn topic_fully_committed(consumer: Arc<StreamConsumer<IngestContext>>, topic: String) -> Result<bool, PipelineError> {
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut list = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for partition in metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
+            let (low, high) = consumer.fetch_watermarks(&topic, partition.id(), timeout)?;
+            if high > low {
+                ends.insert(partition.id(), high);
+                list.add_partition(&topic, partition.id());
+            }
+        }
+        if ends.is_empty() {
+            return Ok(true);
+        }
+        let committed = consumer.committed_offsets(list, timeout)?;
+        Ok(committed.elements().iter().all(|e| match e.offset() {
+            Offset::Offset(offset) => ends.get(&e.partition()).is_none_or(|end| offset >= *end),
+            _ => false,
+        }))
+    })
+    .await?
 }
 
 fn now_us() -> i64 {

@@ -120,7 +120,16 @@ impl Produced {
 
 /// Produces `events` generated events to `topic`.
 pub async fn produce(brokers: &str, topic: &str, generator: &mut Generator, events: u64, into: &mut Produced) {
-    let producer = generate::producer(brokers).expect("producer");
+    // One record per batch: Tansu 0.6.0 answers a fetch from an offset inside a record batch with
+    // the *next* batch (probed: offset 990 of a batch 0–994 came back as 995), so a restart at a
+    // commit point inside a batch would skip records. Real Kafka returns the containing batch.
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
     let mut seen = Vec::new();
     generate::produce(&producer, topic, generator, events, None, |e| seen.push(e.clone())).await.expect("produce");
     for event in &seen {
@@ -192,7 +201,8 @@ pub fn assert_exactly_once(lake: &Path, expected: &HashSet<(String, i8)>) {
     let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(duplicated.is_empty(), "duplicated rows in the lake: {duplicated:?}");
     let missing: Vec<_> = expected.iter().filter(|s| !counts.contains_key(*s)).take(5).collect();
-    assert!(missing.is_empty(), "missing from the lake ({} of {}): {missing:?}", expected.len() - counts.len().min(expected.len()), expected.len());
+    let missing_count = expected.iter().filter(|s| !counts.contains_key(*s)).count();
+    assert!(missing.is_empty(), "missing from the lake ({missing_count} of {}): {missing:?}", expected.len());
     let unexpected: Vec<_> = counts.keys().filter(|s| !expected.contains(*s)).take(5).collect();
     assert!(unexpected.is_empty(), "unexpected rows in the lake: {unexpected:?}");
     assert_eq!(counts.len(), expected.len());
