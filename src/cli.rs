@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{ConfigError, IngestConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "haochaping", version, about = "政务服务好差评 evaluations: Kafka → validated, deduplicated, Hive-partitioned Parquet, exactly once")]
+#[command(
+    name = "haochaping",
+    version,
+    about = "政务服务好差评 evaluations: Kafka → validated, deduplicated, Hive-partitioned Parquet, exactly once"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -93,7 +97,10 @@ impl IngestArgs {
         if self.dlq_topic.is_some() {
             config.kafka.dlq_topic.clone_from(&self.dlq_topic);
         }
-        config.kafka.properties.extend(self.kafka_properties.iter().cloned());
+        config
+            .kafka
+            .properties
+            .extend(self.kafka_properties.iter().cloned());
         if let Some(lake) = &self.lake {
             config.lake.path.clone_from(lake);
         }
@@ -187,25 +194,50 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "[kafka]\nbrokers = \"file:1\"\ngroup = \"g\"\n[identity]\nsecret = \"0123456789abcdef\"\n").unwrap();
         let cli = Cli::try_parse_from([
-            "haochaping", "ingest", "--config", file.to_str().unwrap(), "--brokers", "flag:2",
-            "--flush-interval", "5s", "--kafka-property", "client.id=x",
+            "haochaping",
+            "ingest",
+            "--config",
+            file.to_str().unwrap(),
+            "--brokers",
+            "flag:2",
+            "--flush-interval",
+            "5s",
+            "--kafka-property",
+            "client.id=x",
         ])
         .unwrap();
-        let Command::Ingest(args) = cli.command else { panic!() };
+        let Command::Ingest(args) = cli.command else {
+            panic!()
+        };
         let config = args.resolve().unwrap();
         assert_eq!(config.kafka.brokers, "flag:2");
         assert_eq!(config.kafka.group, "g");
         assert_eq!(config.lake.flush_interval, Duration::from_secs(5));
-        assert_eq!(config.kafka.properties.get("client.id").map(String::as_str), Some("x"));
+        assert_eq!(
+            config.kafka.properties.get("client.id").map(String::as_str),
+            Some("x")
+        );
     }
 
     #[test]
     fn bad_arguments_name_the_flag() {
         for (args, flag) in [
-            (vec!["haochaping", "ingest", "--flush-interval", "soon"], "--flush-interval"),
-            (vec!["haochaping", "ingest", "--flush-rows", "many"], "--flush-rows"),
-            (vec!["haochaping", "generate", "--dup-rate", "2"], "--dup-rate"),
-            (vec!["haochaping", "ingest", "--kafka-property", "novalue"], "--kafka-property"),
+            (
+                vec!["haochaping", "ingest", "--flush-interval", "soon"],
+                "--flush-interval",
+            ),
+            (
+                vec!["haochaping", "ingest", "--flush-rows", "many"],
+                "--flush-rows",
+            ),
+            (
+                vec!["haochaping", "generate", "--dup-rate", "2"],
+                "--dup-rate",
+            ),
+            (
+                vec!["haochaping", "ingest", "--kafka-property", "novalue"],
+                "--kafka-property",
+            ),
         ] {
             let error = Cli::try_parse_from(&args).unwrap_err().to_string();
             assert!(error.lines().next().unwrap().contains(flag), "{error}");

@@ -20,29 +20,55 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
 
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    let options = RunOptions { exit_when_idle: args.exit_when_idle };
-    let summary = pipeline::run(config, options, Arc::new(Stats::default()), shutdown_signal()).await?;
+    let options = RunOptions {
+        exit_when_idle: args.exit_when_idle,
+    };
+    let summary = pipeline::run(
+        config,
+        options,
+        Arc::new(Stats::default()),
+        shutdown_signal(),
+    )
+    .await?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }
 
 async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let brokers = args.kafka.brokers.clone().unwrap_or_else(|| "localhost:9092".into());
-    let topic = args.kafka.topic.clone().unwrap_or_else(|| "evaluations".into());
+    let brokers = args
+        .kafka
+        .brokers
+        .clone()
+        .unwrap_or_else(|| "localhost:9092".into());
+    let topic = args
+        .kafka
+        .topic
+        .clone()
+        .unwrap_or_else(|| "evaluations".into());
     let day = args.day.unwrap_or_else(yesterday_cst);
     let mut config = GeneratorConfig::new(&args.province, day);
     config.seed = args.seed;
     config.dup_rate = args.dup_rate;
     config.bad_rate = args.bad_rate;
     let mut generator = Generator::new(config).context("--province")?;
-    generate::ensure_topics(&brokers, &[(topic.as_str(), args.partitions), (&format!("{topic}.dlq"), 1)]).await?;
+    generate::ensure_topics(
+        &brokers,
+        &[
+            (topic.as_str(), args.partitions),
+            (&format!("{topic}.dlq"), 1),
+        ],
+    )
+    .await?;
     let producer = generate::producer(&brokers)?;
     let bar = ProgressBar::new(args.events).with_style(
         ProgressStyle::with_template("{bar:40.cyan/blue} {pos:>9}/{len:9} {per_sec:>12} {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let rate = (args.rate > 0).then_some(args.rate);
-    let report = generate::produce(&producer, &topic, &mut generator, args.events, rate, |_| bar.inc(1)).await?;
+    let report = generate::produce(&producer, &topic, &mut generator, args.events, rate, |_| {
+        bar.inc(1)
+    })
+    .await?;
     bar.finish();
     println!(
         "produced {} events to {topic} ({} bytes): {} valid, {} redeliveries, {} malformed {:?}",
@@ -51,7 +77,11 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         report.accepted,
         report.duplicates,
         report.dead_lettered(),
-        report.dead_letters.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>()
+        report
+            .dead_letters
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect::<Vec<_>>()
     );
     Ok(())
 }
@@ -66,13 +96,14 @@ pub fn yesterday_cst() -> chrono::NaiveDate {
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

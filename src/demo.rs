@@ -44,7 +44,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     config.lake.flush_interval = Duration::from_secs(5);
     config.identity.secret = Some("demo-secret-not-for-production".into());
 
-    let day = chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| unreachable!())).date_naive()
+    let day = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| unreachable!()))
+        .date_naive()
         - chrono::Duration::days(1);
     let mut generator_config = GeneratorConfig::new(&args.province, day);
     generator_config.dup_rate = 0.01;
@@ -52,21 +54,42 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     let mut generator = Generator::new(generator_config)?;
 
     let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:>9} {bar:40.cyan/blue} {pos:>8}/{len:8} {per_sec:>12} {elapsed}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let produced_bar = bars.add(ProgressBar::new(args.events).with_style(style.clone()).with_prefix("produced"));
-    let ingested_bar = bars.add(ProgressBar::new(args.events).with_style(style).with_prefix("ingested"));
+    let style = ProgressStyle::with_template(
+        "{prefix:>9} {bar:40.cyan/blue} {pos:>8}/{len:8} {per_sec:>12} {elapsed}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let produced_bar = bars.add(
+        ProgressBar::new(args.events)
+            .with_style(style.clone())
+            .with_prefix("produced"),
+    );
+    let ingested_bar = bars.add(
+        ProgressBar::new(args.events)
+            .with_style(style)
+            .with_prefix("ingested"),
+    );
 
-    println!("haochaping demo: embedded Kafka at {brokers}, province {}, {} evaluations dated {day}", args.province, args.events);
+    println!(
+        "haochaping demo: embedded Kafka at {brokers}, province {}, {} evaluations dated {day}",
+        args.province, args.events
+    );
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ingest = tokio::spawn(pipeline::run(config, RunOptions::default(), stats.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let ingest = tokio::spawn(pipeline::run(
+        config,
+        RunOptions::default(),
+        stats.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let producer = generate::producer(&brokers)?;
     let produce_bar = produced_bar.clone();
-    let produced = generate::produce(&producer, topic, &mut generator, args.events, None, |_| produce_bar.inc(1)).await?;
+    let produced = generate::produce(&producer, topic, &mut generator, args.events, None, |_| {
+        produce_bar.inc(1)
+    })
+    .await?;
     produced_bar.finish();
     // Wait until every produced message has been read, then let the job flush and commit.
     loop {
@@ -83,7 +106,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     let elapsed = started.elapsed();
     drop(producer);
     drop(cluster);
-    let report = DemoReport { produced, ingested, elapsed, lake: args.lake.canonicalize().unwrap_or(args.lake) };
+    let report = DemoReport {
+        produced,
+        ingested,
+        elapsed,
+        lake: args.lake.canonicalize().unwrap_or(args.lake),
+    };
     print_report(&report).await;
     Ok(report)
 }
@@ -92,7 +120,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
 fn prepare_lake(lake: &Path) -> anyhow::Result<()> {
     if lake.exists() && std::fs::read_dir(lake)?.next().is_some() {
         if !lake.join(DEMO_MARKER).exists() {
-            anyhow::bail!("--lake {}: folder exists and is not a demo lake; choose another folder", lake.display());
+            anyhow::bail!(
+                "--lake {}: folder exists and is not a demo lake; choose another folder",
+                lake.display()
+            );
         }
         std::fs::remove_dir_all(lake)?;
     }
@@ -100,7 +131,10 @@ fn prepare_lake(lake: &Path) -> anyhow::Result<()> {
     if let Some(parent) = marker.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(marker, "created by `haochaping demo`; the next demo replaces this lake\n")?;
+    std::fs::write(
+        marker,
+        "created by `haochaping demo`; the next demo replaces this lake\n",
+    )?;
     Ok(())
 }
 
@@ -109,9 +143,18 @@ async fn print_report(report: &DemoReport) {
     let seconds = report.elapsed.as_secs_f64().max(1e-9);
     println!();
     println!("events read      {:>10}", s.received);
-    println!("  accepted       {:>10}  (rows written: {})", s.accepted, s.rows_written);
-    println!("  duplicates     {:>10}  (identical redeliveries, dropped)", s.duplicates);
-    println!("  dead-lettered  {:>10}  (topic evaluations.dlq)", s.dead_lettered);
+    println!(
+        "  accepted       {:>10}  (rows written: {})",
+        s.accepted, s.rows_written
+    );
+    println!(
+        "  duplicates     {:>10}  (identical redeliveries, dropped)",
+        s.duplicates
+    );
+    println!(
+        "  dead-lettered  {:>10}  (topic evaluations.dlq)",
+        s.dead_lettered
+    );
     for (reason, count) in &s.dead_lettered_by_reason {
         println!("    {reason:<28}{count:>8}");
     }

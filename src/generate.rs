@@ -63,7 +63,14 @@ pub struct GeneratorConfig {
 
 impl GeneratorConfig {
     pub fn new(province: &str, day: NaiveDate) -> Self {
-        Self { province: province.to_owned(), day, seed: 2026, dup_rate: 0.0, bad_rate: 0.0, supplementary_rate: 0.03 }
+        Self {
+            province: province.to_owned(),
+            day,
+            seed: 2026,
+            dup_rate: 0.0,
+            bad_rate: 0.0,
+            supplementary_rate: 0.03,
+        }
     }
 }
 
@@ -90,43 +97,163 @@ struct Department {
 
 /// Department kinds with the service items they handle.
 const DEPARTMENTS: &[(&str, &[&str])] = &[
-    ("人力资源和社会保障局", &["城乡居民基本养老保险参保登记", "失业保险金申领", "社会保障卡申领", "就业创业证申领", "职业资格证书核发"]),
-    ("市场监督管理局", &["企业设立登记", "个体工商户注册登记", "食品经营许可", "企业变更登记", "药品零售许可"]),
-    ("公安局", &["居民身份证换领", "户口迁移", "出入境证件办理", "机动车驾驶证换证", "居住证办理"]),
-    ("自然资源局", &["不动产首次登记", "不动产转移登记", "不动产抵押登记", "建设用地规划许可"]),
-    ("医疗保障局", &["医保关系转移接续", "异地就医备案", "生育保险待遇申领", "门诊慢特病认定"]),
-    ("民政局", &["结婚登记", "最低生活保障申请", "高龄津贴申领", "社会团体成立登记"]),
-    ("卫生健康委员会", &["出生医学证明办理", "医师执业注册", "公共场所卫生许可"]),
-    ("住房和城乡建设局", &["建筑工程施工许可", "商品房预售许可", "住房公积金提取"]),
-    ("交通运输局", &["道路运输经营许可", "出租汽车驾驶员从业资格", "网络预约出租汽车运输证"]),
-    ("税务局", &["发票领用", "增值税申报", "个人所得税汇算", "税务登记"]),
+    (
+        "人力资源和社会保障局",
+        &[
+            "城乡居民基本养老保险参保登记",
+            "失业保险金申领",
+            "社会保障卡申领",
+            "就业创业证申领",
+            "职业资格证书核发",
+        ],
+    ),
+    (
+        "市场监督管理局",
+        &[
+            "企业设立登记",
+            "个体工商户注册登记",
+            "食品经营许可",
+            "企业变更登记",
+            "药品零售许可",
+        ],
+    ),
+    (
+        "公安局",
+        &[
+            "居民身份证换领",
+            "户口迁移",
+            "出入境证件办理",
+            "机动车驾驶证换证",
+            "居住证办理",
+        ],
+    ),
+    (
+        "自然资源局",
+        &[
+            "不动产首次登记",
+            "不动产转移登记",
+            "不动产抵押登记",
+            "建设用地规划许可",
+        ],
+    ),
+    (
+        "医疗保障局",
+        &[
+            "医保关系转移接续",
+            "异地就医备案",
+            "生育保险待遇申领",
+            "门诊慢特病认定",
+        ],
+    ),
+    (
+        "民政局",
+        &[
+            "结婚登记",
+            "最低生活保障申请",
+            "高龄津贴申领",
+            "社会团体成立登记",
+        ],
+    ),
+    (
+        "卫生健康委员会",
+        &["出生医学证明办理", "医师执业注册", "公共场所卫生许可"],
+    ),
+    (
+        "住房和城乡建设局",
+        &["建筑工程施工许可", "商品房预售许可", "住房公积金提取"],
+    ),
+    (
+        "交通运输局",
+        &[
+            "道路运输经营许可",
+            "出租汽车驾驶员从业资格",
+            "网络预约出租汽车运输证",
+        ],
+    ),
+    (
+        "税务局",
+        &["发票领用", "增值税申报", "个人所得税汇算", "税务登记"],
+    ),
 ];
 
 /// Tag names by code; the first digit is the level (DOMAIN.md §6).
 const TAGS: &[(u16, &str)] = &[
-    (510, "办事指南清晰准确"), (511, "服务热情周到"), (512, "办理快捷高效"), (513, "一次办好"),
-    (514, "申请材料精简"), (515, "办事流程便捷"), (516, "大厅环境舒适"), (517, "网上办理方便"),
-    (406, "办事指南较清晰"), (407, "服务态度较好"), (408, "办理较快"), (409, "材料较精简"),
-    (410, "流程较便捷"), (411, "跑动次数少"), (412, "等候时间短"), (413, "系统操作方便"),
-    (307, "办事指南基本清楚"), (308, "服务态度一般"), (309, "办理速度一般"), (310, "材料偏多"),
-    (311, "需多次跑动"), (312, "等候时间较长"), (313, "系统偶有卡顿"), (314, "咨询答复一般"),
-    (207, "无理由超过法定办理时间"), (208, "办事指南之外增加审批条件"), (209, "服务态度生硬"),
-    (210, "要求重复提交材料"), (211, "多次跑动仍未办成"), (212, "咨询无人答复"), (213, "系统故障无法办理"),
+    (510, "办事指南清晰准确"),
+    (511, "服务热情周到"),
+    (512, "办理快捷高效"),
+    (513, "一次办好"),
+    (514, "申请材料精简"),
+    (515, "办事流程便捷"),
+    (516, "大厅环境舒适"),
+    (517, "网上办理方便"),
+    (406, "办事指南较清晰"),
+    (407, "服务态度较好"),
+    (408, "办理较快"),
+    (409, "材料较精简"),
+    (410, "流程较便捷"),
+    (411, "跑动次数少"),
+    (412, "等候时间短"),
+    (413, "系统操作方便"),
+    (307, "办事指南基本清楚"),
+    (308, "服务态度一般"),
+    (309, "办理速度一般"),
+    (310, "材料偏多"),
+    (311, "需多次跑动"),
+    (312, "等候时间较长"),
+    (313, "系统偶有卡顿"),
+    (314, "咨询答复一般"),
+    (207, "无理由超过法定办理时间"),
+    (208, "办事指南之外增加审批条件"),
+    (209, "服务态度生硬"),
+    (210, "要求重复提交材料"),
+    (211, "多次跑动仍未办成"),
+    (212, "咨询无人答复"),
+    (213, "系统故障无法办理"),
     (214, "窗口人员不在岗"),
-    (108, "推诿扯皮"), (109, "吃拿卡要"), (110, "无理由超过法定办理时间"), (111, "办事指南之外增加审批条件"),
-    (112, "多次跑动仍未办成"), (113, "态度恶劣"), (114, "违规收费"), (115, "服务态度差、效率低"),
+    (108, "推诿扯皮"),
+    (109, "吃拿卡要"),
+    (110, "无理由超过法定办理时间"),
+    (111, "办事指南之外增加审批条件"),
+    (112, "多次跑动仍未办成"),
+    (113, "态度恶劣"),
+    (114, "违规收费"),
+    (115, "服务态度差、效率低"),
 ];
 
 const TEXTS: [&[&str]; 5] = [
-    &["跑了五趟还没办成，窗口互相推诿", "工作人员态度恶劣，问三句不答一句", "明明材料齐全却说要补交证明，耽误了一个月"],
-    &["等了两个多小时才轮到", "指南上没写的材料也要求提供", "网上系统一直提交失败，只能跑现场"],
-    &["整体还可以，就是排队时间有点长", "材料要求再简化一些就更好了", ""],
+    &[
+        "跑了五趟还没办成，窗口互相推诿",
+        "工作人员态度恶劣，问三句不答一句",
+        "明明材料齐全却说要补交证明，耽误了一个月",
+    ],
+    &[
+        "等了两个多小时才轮到",
+        "指南上没写的材料也要求提供",
+        "网上系统一直提交失败，只能跑现场",
+    ],
+    &[
+        "整体还可以，就是排队时间有点长",
+        "材料要求再简化一些就更好了",
+        "",
+    ],
     &["办理挺顺利的", "工作人员解释得很清楚", "比以前方便多了", ""],
-    &["一次就办好了，非常感谢", "窗口工作人员热情耐心，点赞", "全程网办，不用跑腿，太方便了", "服务很好", ""],
+    &[
+        "一次就办好了，非常感谢",
+        "窗口工作人员热情耐心，点赞",
+        "全程网办，不用跑腿，太方便了",
+        "服务很好",
+        "",
+    ],
 ];
 
-const SURNAMES: &[&str] = &["王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "马", "朱", "胡", "郭", "何", "林", "高", "罗"];
-const GIVEN: &[&str] = &["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "秀英", "华", "建国", "志强", "淑珍"];
+const SURNAMES: &[&str] = &[
+    "王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "马", "朱", "胡", "郭",
+    "何", "林", "高", "罗",
+];
+const GIVEN: &[&str] = &[
+    "伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明",
+    "超", "秀英", "华", "建国", "志强", "淑珍",
+];
 
 /// The generated province.
 pub struct Province {
@@ -136,20 +263,34 @@ pub struct Province {
 
 impl Province {
     /// Builds a province from the shipped division-code table.
-    pub fn new(table: &RegionTable, province: &str, rng: &mut StdRng) -> Result<Self, GenerateError> {
+    pub fn new(
+        table: &RegionTable,
+        province: &str,
+        rng: &mut StdRng,
+    ) -> Result<Self, GenerateError> {
         let regions: Vec<_> = table.in_province(province).collect();
         if regions.is_empty() {
-            return Err(GenerateError::UnknownProvince(province.to_owned(), table.edition().to_owned()));
+            return Err(GenerateError::UnknownProvince(
+                province.to_owned(),
+                table.edition().to_owned(),
+            ));
         }
-        let counties: Vec<_> = regions.iter().filter(|r| matches!(r.level, RegionLevel::County | RegionLevel::City)).collect();
+        let counties: Vec<_> = regions
+            .iter()
+            .filter(|r| matches!(r.level, RegionLevel::County | RegionLevel::City))
+            .collect();
         let mut departments = Vec::new();
         for (index, county) in counties.iter().enumerate() {
             for (kind, items) in DEPARTMENTS {
-                let org: String = (0..8).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect();
+                let org: String = (0..8)
+                    .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                    .collect();
                 let org = format!("{org}{}", organisation_check_char(&org));
                 let county6 = &county.code.as_str()[..6];
                 let first17 = format!("11{county6}{org}");
-                let Some(check) = credit_code_check_char(&first17) else { continue };
+                let Some(check) = credit_code_check_char(&first17) else {
+                    continue;
+                };
                 let code = format!("{first17}{check}");
                 let task_items = items
                     .iter()
@@ -158,11 +299,18 @@ impl Province {
                     .collect();
                 let staff = (0..rng.random_range(3..9))
                     .map(|n| {
-                        let id = format!("{}{:02}{:03}", &county6[2..6], departments.len() % 100, n);
+                        let id =
+                            format!("{}{:02}{:03}", &county6[2..6], departments.len() % 100, n);
                         (id, person_name(rng))
                     })
                     .collect();
-                departments.push(Department { code, name: format!("{}{kind}", county.name), area: county.code, items: task_items, staff });
+                departments.push(Department {
+                    code,
+                    name: format!("{}{kind}", county.name),
+                    area: county.code,
+                    items: task_items,
+                    staff,
+                });
             }
         }
         // Evaluations come from halls at every level; townships and villages dominate by count.
@@ -174,7 +322,11 @@ impl Province {
 /// GB 11714 check character of an 8-digit organisation code.
 fn organisation_check_char(first8: &str) -> char {
     const WEIGHTS: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = first8.bytes().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
+    let sum: u32 = first8
+        .bytes()
+        .zip(WEIGHTS)
+        .map(|(c, w)| u32::from(c - b'0') * w)
+        .sum();
     match 11 - sum % 11 {
         10 => 'X',
         11 => '0',
@@ -183,7 +335,11 @@ fn organisation_check_char(first8: &str) -> char {
 }
 
 fn person_name(rng: &mut StdRng) -> String {
-    format!("{}{}", SURNAMES.choose(rng).unwrap_or(&"王"), GIVEN.choose(rng).unwrap_or(&"伟"))
+    format!(
+        "{}{}",
+        SURNAMES.choose(rng).unwrap_or(&"王"),
+        GIVEN.choose(rng).unwrap_or(&"伟")
+    )
 }
 
 /// The wire form the generator sends (the national interface's field names).
@@ -242,7 +398,14 @@ impl Generator {
     pub fn with_table(config: GeneratorConfig, table: &RegionTable) -> Result<Self, GenerateError> {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let province = Province::new(table, &config.province, &mut rng)?;
-        Ok(Self { config, rng, province, sequence: 0, recent: VecDeque::with_capacity(4096), supplemented: Default::default() })
+        Ok(Self {
+            config,
+            rng,
+            province,
+            sequence: 0,
+            recent: VecDeque::with_capacity(4096),
+            supplemented: Default::default(),
+        })
     }
 
     /// The next event.
@@ -250,12 +413,20 @@ impl Generator {
         let roll: f64 = self.rng.random();
         if roll < self.config.dup_rate {
             if let Some((wire, payload)) = self.pick_recent() {
-                return GeneratedEvent { key: wire.project_no, payload, expected: Expected::Duplicate, slot: None };
+                return GeneratedEvent {
+                    key: wire.project_no,
+                    payload,
+                    expected: Expected::Duplicate,
+                    slot: None,
+                };
             }
         } else if roll < self.config.dup_rate + self.config.bad_rate {
             return self.bad_event();
         }
-        let wire = if self.rng.random_bool(self.config.supplementary_rate.clamp(0.0, 1.0)) {
+        let wire = if self
+            .rng
+            .random_bool(self.config.supplementary_rate.clamp(0.0, 1.0))
+        {
             self.supplementary().unwrap_or_else(|| self.evaluation())
         } else {
             self.evaluation()
@@ -266,7 +437,12 @@ impl Generator {
             self.recent.pop_front();
         }
         self.recent.push_back((wire.clone(), payload.clone()));
-        GeneratedEvent { key: wire.project_no, payload, expected: Expected::Accepted, slot }
+        GeneratedEvent {
+            key: wire.project_no,
+            payload,
+            expected: Expected::Accepted,
+            slot,
+        }
     }
 
     fn pick_recent(&mut self) -> Option<(WireOut, Vec<u8>)> {
@@ -310,13 +486,39 @@ impl Generator {
             self.rng.random_range(1..29),
             self.rng.random_range(0..10_000)
         );
-        let phone = format!("1{}{:09}", self.rng.random_range(3..10), self.rng.random_range(0..1_000_000_000u32));
-        let (task_code, task_name) = dept.items.choose(&mut self.rng).cloned().unwrap_or_default();
+        let phone = format!(
+            "1{}{:09}",
+            self.rng.random_range(3..10),
+            self.rng.random_range(0..1_000_000_000u32)
+        );
+        let (task_code, task_name) = dept
+            .items
+            .choose(&mut self.rng)
+            .cloned()
+            .unwrap_or_default();
         // The hall's region: the department's own county, or a township/village below it.
-        let below: Vec<&RegionCode> = self.province.areas.iter().filter(|a| a.as_str().starts_with(county)).collect();
-        let area = if self.rng.random_bool(0.6) { below.choose(&mut self.rng).copied().copied() } else { None }.unwrap_or(dept.area);
-        let staff = if window { dept.staff.choose(&mut self.rng).cloned() } else { None };
-        let project_no = format!("{county}{}{:09}", self.config.day.format("%Y%m%d"), self.sequence);
+        let below: Vec<&RegionCode> = self
+            .province
+            .areas
+            .iter()
+            .filter(|a| a.as_str().starts_with(county))
+            .collect();
+        let area = if self.rng.random_bool(0.6) {
+            below.choose(&mut self.rng).copied().copied()
+        } else {
+            None
+        }
+        .unwrap_or(dept.area);
+        let staff = if window {
+            dept.staff.choose(&mut self.rng).cloned()
+        } else {
+            None
+        };
+        let project_no = format!(
+            "{county}{}{:09}",
+            self.config.day.format("%Y%m%d"),
+            self.sequence
+        );
         let (user_name, user_cert, user_phone) = match (anonymous, pf) {
             (true, _) => (None, None, None),
             (false, 6 | 7) => (None, None, Some(phone)),
@@ -347,30 +549,63 @@ impl Generator {
 
     /// Tags of the level and free text; a bad review always says why.
     fn opinion(&mut self, satisfaction: u8) -> (String, String) {
-        let level_tags: Vec<u16> = TAGS.iter().map(|(c, _)| *c).filter(|c| c / 100 == u16::from(satisfaction)).collect();
-        let count = if satisfaction <= 2 { self.rng.random_range(1..3) } else { self.rng.random_range(0..3) };
-        let mut tags: Vec<u16> = level_tags.choose_multiple(&mut self.rng, count).copied().collect();
+        let level_tags: Vec<u16> = TAGS
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|c| c / 100 == u16::from(satisfaction))
+            .collect();
+        let count = if satisfaction <= 2 {
+            self.rng.random_range(1..3)
+        } else {
+            self.rng.random_range(0..3)
+        };
+        let mut tags: Vec<u16> = level_tags
+            .choose_multiple(&mut self.rng, count)
+            .copied()
+            .collect();
         tags.sort_unstable();
-        let text = TEXTS[usize::from(satisfaction - 1)].choose(&mut self.rng).copied().unwrap_or("");
-        (tags.iter().map(u16::to_string).collect::<Vec<_>>().join(","), text.to_owned())
+        let text = TEXTS[usize::from(satisfaction - 1)]
+            .choose(&mut self.rng)
+            .copied()
+            .unwrap_or("");
+        (
+            tags.iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            text.to_owned(),
+        )
     }
 
     fn time_of_day(&mut self, office_hours: bool) -> String {
         let seconds = if office_hours {
             let morning = self.rng.random_bool(0.55);
-            if morning { self.rng.random_range(8 * 3600 + 1800..12 * 3600) } else { self.rng.random_range(14 * 3600..17 * 3600 + 1800) }
+            if morning {
+                self.rng.random_range(8 * 3600 + 1800..12 * 3600)
+            } else {
+                self.rng.random_range(14 * 3600..17 * 3600 + 1800)
+            }
         } else {
             self.rng.random_range(0..86_400)
         };
-        let time = self.config.day.and_hms_opt(0, 0, 0).map(|d| d + chrono::Duration::seconds(seconds));
-        time.map(|t: NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
+        let time = self
+            .config
+            .day
+            .and_hms_opt(0, 0, 0)
+            .map(|d| d + chrono::Duration::seconds(seconds));
+        time.map(|t: NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default()
     }
 
     /// A supplementary evaluation of a recently evaluated case that has none yet.
     fn supplementary(&mut self) -> Option<WireOut> {
-        let index = (0..8).map(|_| self.rng.random_range(0..self.recent.len().max(1))).find(|i| {
-            self.recent.get(*i).is_some_and(|(w, _)| w.assess_number == 1 && !self.supplemented.contains(&w.project_no))
-        })?;
+        let index = (0..8)
+            .map(|_| self.rng.random_range(0..self.recent.len().max(1)))
+            .find(|i| {
+                self.recent.get(*i).is_some_and(|(w, _)| {
+                    w.assess_number == 1 && !self.supplemented.contains(&w.project_no)
+                })
+            })?;
         let mut wire = self.recent.get(index)?.0.clone();
         wire.assess_number = 2;
         wire.pf = "2".into();
@@ -392,15 +627,28 @@ impl Generator {
             0 => {
                 // Cut at a character boundary, so that the record is valid UTF-8 but not JSON.
                 let text = serde_json::to_string(&wire).unwrap_or_default();
-                let cut = (0..=text.len() / 2).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+                let cut = (0..=text.len() / 2)
+                    .rev()
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(0);
                 let payload = text.as_bytes()[..cut].to_vec();
-                return GeneratedEvent { key: wire.project_no, payload, expected: Expected::DeadLetter(Reason::NotJson), slot: None };
+                return GeneratedEvent {
+                    key: wire.project_no,
+                    payload,
+                    expected: Expected::DeadLetter(Reason::NotJson),
+                    slot: None,
+                };
             }
             1 => {
                 let mut payload = serde_json::to_vec(&wire).unwrap_or_default();
                 let at = payload.len() / 2;
                 payload.splice(at..at, [0xff, 0xfe]);
-                return GeneratedEvent { key: wire.project_no, payload, expected: Expected::DeadLetter(Reason::NotUtf8), slot: None };
+                return GeneratedEvent {
+                    key: wire.project_no,
+                    payload,
+                    expected: Expected::DeadLetter(Reason::NotUtf8),
+                    slot: None,
+                };
             }
             2 => {
                 wire.area_code = format!("{}00{}", &wire.area_code[..2], &wire.area_code[4..]);
@@ -437,11 +685,22 @@ impl Generator {
                 wire.writing_evaluation = String::new();
                 Reason::BadReviewWithoutReason
             }
-            _ => match self.recent.iter().rev().find(|(w, _)| w.assess_number == 1).cloned() {
+            _ => match self
+                .recent
+                .iter()
+                .rev()
+                .find(|(w, _)| w.assess_number == 1)
+                .cloned()
+            {
                 Some((mut earlier, _)) => {
                     // The same case evaluated again, differently.
-                    earlier.satisfaction = if earlier.satisfaction == "3" { "4".into() } else { "3".into() };
-                    (earlier.eval_detail, earlier.writing_evaluation) = (String::new(), "再次评价".into());
+                    earlier.satisfaction = if earlier.satisfaction == "3" {
+                        "4".into()
+                    } else {
+                        "3".into()
+                    };
+                    (earlier.eval_detail, earlier.writing_evaluation) =
+                        (String::new(), "再次评价".into());
                     wire = earlier;
                     Reason::CaseAlreadyEvaluated
                 }
@@ -452,7 +711,12 @@ impl Generator {
             },
         };
         let payload = serde_json::to_vec(&wire).unwrap_or_default();
-        GeneratedEvent { key: wire.project_no, payload, expected: Expected::DeadLetter(reason), slot: None }
+        GeneratedEvent {
+            key: wire.project_no,
+            payload,
+            expected: Expected::DeadLetter(reason),
+            slot: None,
+        }
     }
 }
 
@@ -491,8 +755,13 @@ impl ProduceReport {
 
 /// Creates topics that do not exist yet (an existing topic is left as it is).
 pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), GenerateError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let new: Vec<NewTopic<'_>> = topics.iter().map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1))).collect();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
     for result in admin.create_topics(&new, &AdminOptions::new()).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -540,7 +809,9 @@ pub async fn produce(
         }
         let event = generator.next_event();
         loop {
-            let record = FutureRecord::to(topic).key(event.key.as_bytes()).payload(&event.payload);
+            let record = FutureRecord::to(topic)
+                .key(event.key.as_bytes())
+                .payload(&event.payload);
             match producer.send_result(record) {
                 Ok(delivery) => {
                     in_flight.push_back(delivery);
@@ -601,13 +872,20 @@ mod tests {
             let result = decode(&event.payload, 1 << 16).and_then(|w| validate(w, &rules, now));
             match event.expected {
                 Expected::Accepted => {
-                    let e = result.unwrap_or_else(|r| panic!("{r:?}: {}", String::from_utf8_lossy(&event.payload)));
-                    assert!(slots.insert((e.project_no.to_string(), e.assess_number.code())), "slot repeated");
+                    let e = result.unwrap_or_else(|r| {
+                        panic!("{r:?}: {}", String::from_utf8_lossy(&event.payload))
+                    });
+                    assert!(
+                        slots.insert((e.project_no.to_string(), e.assess_number.code())),
+                        "slot repeated"
+                    );
                     assert!(e.area.as_str().starts_with("41"));
                 }
                 Expected::Duplicate => assert!(result.is_ok()),
                 Expected::DeadLetter(Reason::CaseAlreadyEvaluated) => assert!(result.is_ok()),
-                Expected::DeadLetter(reason) => assert_eq!(result.err().map(|r| r.reason), Some(reason)),
+                Expected::DeadLetter(reason) => {
+                    assert_eq!(result.err().map(|r| r.reason), Some(reason))
+                }
             }
         }
     }
@@ -621,12 +899,17 @@ mod tests {
             let value: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
             let level: u8 = value["satisfaction"].as_str().unwrap().parse().unwrap();
             bad += usize::from(level <= 2);
-            *channels.entry(value["pf"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+            *channels
+                .entry(value["pf"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
         }
         let share = bad as f64 / n as f64;
         assert!((0.005..=0.02).contains(&share), "bad-review share {share}");
         assert_eq!(channels.len(), 7, "every channel appears: {channels:?}");
-        assert!(channels["4"] > channels["6"], "windows outnumber the hotline");
+        assert!(
+            channels["4"] > channels["6"],
+            "windows outnumber the hotline"
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::IngestConfig;
 use crate::sink::dlq::{DeadLetters, DlqError, SourcePosition};
 use crate::sink::lake::{BatchRange, DataFile, Lake, LakeError};
-use crate::sink::parquet::{cst_day, encode_parquet, EvaluationRows, TableError, EVALUATIONS_TABLE};
+use crate::sink::parquet::{
+    cst_day, encode_parquet, EvaluationRows, TableError, EVALUATIONS_TABLE,
+};
 use crate::source::kafka::{self, IngestContext, PartitionEvent};
 use crate::telemetry::{Stats, StatsSnapshot};
 use crate::transform::dedup::{dedup_key, DedupState};
@@ -81,7 +83,14 @@ pub async fn run(
     tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group, lake = %config.lake.path.display(), "ingest started");
 
     let ingest_rules = config.validation.clone();
-    let keyer = EvaluatorKeyer::new(config.identity.secret.as_deref().unwrap_or_default().as_bytes());
+    let keyer = EvaluatorKeyer::new(
+        config
+            .identity
+            .secret
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     let mut ingest = Ingest {
         config,
         consumer: consumer.clone(),
@@ -116,7 +125,9 @@ pub async fn run(
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error (retrying)"),
             Err(_elapsed) => {
-                let idle = options.exit_when_idle.is_some_and(|idle| last_activity.elapsed() >= idle);
+                let idle = options
+                    .exit_when_idle
+                    .is_some_and(|idle| last_activity.elapsed() >= idle);
                 if idle && last_idle_check.elapsed() >= IDLE_CHECK_EVERY {
                     last_idle_check = Instant::now();
                     // Idle here is not enough: partitions may still sit with a member that crashed
@@ -124,7 +135,9 @@ pub async fn run(
                     // whole topic.
                     ingest.flush_all().await?;
                     ingest.commit_offsets(CommitMode::Sync);
-                    if topic_fully_committed(consumer.clone(), ingest.config.kafka.topic.clone()).await? {
+                    if topic_fully_committed(consumer.clone(), ingest.config.kafka.topic.clone())
+                        .await?
+                    {
                         tracing::info!("topic idle and fully committed, finishing");
                         break;
                     }
@@ -182,8 +195,13 @@ impl Ingest {
                 PartitionEvent::Revoked(topic, partition) if topic == self.config.kafka.topic => {
                     // Dropping the open batch is safe: its offsets are not committed, and whoever
                     // owns the partition next recovers it from the lake.
-                    if self.partitions.remove(&partition).is_some_and(|s| s.batch.is_some()) {
-                        tracing::info!(partition, "revoked with an open batch; the next owner replays it");
+                    let dropped_batch = self.partitions.remove(&partition).and_then(|s| s.batch);
+                    if let Some(batch) = dropped_batch {
+                        tracing::info!(
+                            partition,
+                            first_offset = batch.first_offset,
+                            "revoked with an open batch; the next owner replays it"
+                        );
                     }
                 }
                 PartitionEvent::Assigned(topic, partition) if topic == self.config.kafka.topic => {
@@ -212,7 +230,8 @@ impl Ingest {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition recovered from the lake"
         );
-        self.stats.partition_recovered(recovery.rolled_back_files.len(), dedup.len());
+        self.stats
+            .partition_recovered(recovery.rolled_back_files.len(), dedup.len());
         self.partitions.insert(
             partition,
             PartitionState {
@@ -235,7 +254,9 @@ impl Ingest {
         if !self.partitions.contains_key(&partition) {
             self.recover(partition).await?;
         }
-        let Some(state) = self.partitions.get_mut(&partition) else { return Ok(()) };
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return Ok(());
+        };
         if let Some(position) = state.position {
             if offset < position {
                 self.stats.already_in_lake();
@@ -244,16 +265,31 @@ impl Ingest {
             if offset > position && !state.checked {
                 // The group's committed offset is ahead of the lake (offsets reset by hand, or a
                 // lake restored from a backup): go back to where the lake ends.
-                tracing::warn!(partition, offset, position, "seeking back to the lake's position");
+                tracing::warn!(
+                    partition,
+                    offset,
+                    position,
+                    "seeking back to the lake's position"
+                );
                 state.checked = true;
-                self.consumer.seek(message.topic(), partition, Offset::Offset(position), Duration::from_secs(10))?;
+                self.consumer.seek(
+                    message.topic(),
+                    partition,
+                    Offset::Offset(position),
+                    Duration::from_secs(10),
+                )?;
                 return Ok(());
             }
         }
         if let Some(position) = state.position.filter(|p| offset > *p) {
             // Offsets can be missing for good reasons (retention, compaction, transaction markers),
             // but a broker that skips records it still holds loses data: never silently.
-            tracing::error!(partition, expected = position, received = offset, "offset gap: records between were not delivered");
+            tracing::error!(
+                partition,
+                expected = position,
+                received = offset,
+                "offset gap: records between were not delivered"
+            );
             metrics::counter!("haochaping_offset_gaps_total").increment(1);
         }
         state.checked = true;
@@ -270,7 +306,14 @@ impl Ingest {
         });
         batch.last_offset = offset;
 
-        let rejection = match self.processor.process(payload, partition, offset, now_us(), &mut state.dedup, &mut batch.rows) {
+        let rejection = match self.processor.process(
+            payload,
+            partition,
+            offset,
+            now_us(),
+            &mut state.dedup,
+            &mut batch.rows,
+        ) {
             Outcome::Accepted => {
                 self.stats.accepted();
                 None
@@ -283,10 +326,19 @@ impl Ingest {
         };
         if let Some(rejection) = rejection {
             let parked = self.processor.keyer().redact_json(payload);
-            let source = SourcePosition { topic: message.topic(), partition, offset };
+            let source = SourcePosition {
+                topic: message.topic(),
+                partition,
+                offset,
+            };
             let delivery = self
                 .dead_letters
-                .send(message.key(), parked.as_deref().unwrap_or(payload), &rejection, source)
+                .send(
+                    message.key(),
+                    parked.as_deref().unwrap_or(payload),
+                    &rejection,
+                    source,
+                )
                 .await?;
             batch.dead_letters.push(delivery);
             self.stats.dead_lettered(rejection.reason);
@@ -303,14 +355,19 @@ impl Ingest {
         let due: Vec<i32> = self
             .partitions
             .iter()
-            .filter(|(_, s)| s.batch.as_ref().is_some_and(|b| b.opened.elapsed() >= interval))
+            .filter(|(_, s)| {
+                s.batch
+                    .as_ref()
+                    .is_some_and(|b| b.opened.elapsed() >= interval)
+            })
             .map(|(p, _)| *p)
             .collect();
         if !due.is_empty() {
             self.flush(due).await?;
         }
         if self.last_eviction.elapsed() >= Duration::from_secs(3600) {
-            let oldest = u16::try_from(today() - i32::from(self.config.dedup.window_days)).unwrap_or(0);
+            let oldest =
+                u16::try_from(today() - i32::from(self.config.dedup.window_days)).unwrap_or(0);
             for state in self.partitions.values_mut() {
                 state.dedup.evict_before(oldest);
             }
@@ -320,7 +377,12 @@ impl Ingest {
     }
 
     async fn flush_all(&mut self) -> Result<(), PipelineError> {
-        let open: Vec<i32> = self.partitions.iter().filter(|(_, s)| s.batch.is_some()).map(|(p, _)| *p).collect();
+        let open: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.batch.is_some())
+            .map(|(p, _)| *p)
+            .collect();
         self.flush(open).await
     }
 
@@ -330,14 +392,24 @@ impl Ingest {
         let zstd_level = self.config.lake.zstd_level;
         let mut jobs = Vec::new();
         for partition in partitions {
-            if let Some(batch) = self.partitions.get_mut(&partition).and_then(|s| s.batch.take()) {
+            if let Some(batch) = self
+                .partitions
+                .get_mut(&partition)
+                .and_then(|s| s.batch.take())
+            {
                 let range = BatchRange {
                     topic: topic.clone(),
                     partition,
                     first_offset: batch.first_offset,
                     last_offset: batch.last_offset,
                 };
-                jobs.push(commit_batch(self.lake.clone(), self.dead_letters.clone(), range, batch, zstd_level));
+                jobs.push(commit_batch(
+                    self.lake.clone(),
+                    self.dead_letters.clone(),
+                    range,
+                    batch,
+                    zstd_level,
+                ));
             }
         }
         let committed = futures::future::try_join_all(jobs).await?;
@@ -356,7 +428,11 @@ impl Ingest {
         let mut list = TopicPartitionList::new();
         for (partition, state) in &self.partitions {
             if let Some(offset) = state.committed {
-                if let Err(e) = list.add_partition_offset(&self.config.kafka.topic, *partition, Offset::Offset(offset)) {
+                if let Err(e) = list.add_partition_offset(
+                    &self.config.kafka.topic,
+                    *partition,
+                    Offset::Offset(offset),
+                ) {
                     tracing::warn!(error = %e, "offset list");
                 }
             }
@@ -387,7 +463,12 @@ async fn commit_batch(
             .rows
             .finish()?
             .into_iter()
-            .map(|(key, part)| Ok((encode_lake.data_path(&key, &encode_range), encode_parquet(&part, zstd_level)?)))
+            .map(|(key, part)| {
+                Ok((
+                    encode_lake.data_path(&key, &encode_range),
+                    encode_parquet(&part, zstd_level)?,
+                ))
+            })
             .collect::<Result<Vec<_>, TableError>>()
     })
     .await??;
@@ -405,12 +486,22 @@ async fn commit_batch(
             Err(e) => return Err(e.into()),
         }
     }
-    tracing::debug!(partition = range.partition, first = range.first_offset, last = range.last_offset, rows, files = count, "batch committed");
+    tracing::debug!(
+        partition = range.partition,
+        first = range.first_offset,
+        last = range.last_offset,
+        rows,
+        files = count,
+        "batch committed"
+    );
     Ok((range, count, bytes, rows))
 }
 
 /// Rebuilds a partition's dedup state from its files in the lake, decoding files in parallel.
-pub async fn load_dedup_state(lake: &Lake, files: Vec<DataFile>) -> Result<DedupState, PipelineError> {
+pub async fn load_dedup_state(
+    lake: &Lake,
+    files: Vec<DataFile>,
+) -> Result<DedupState, PipelineError> {
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
     let loaded: Vec<Vec<(u64, u64, u16)>> = futures::stream::iter(files)
         .map(|file| {
@@ -418,7 +509,9 @@ pub async fn load_dedup_state(lake: &Lake, files: Vec<DataFile>) -> Result<Dedup
             async move {
                 let bytes = lake.read(&file.path).await?;
                 let path = file.path.to_string();
-                let keys = tokio::task::spawn_blocking(move || read_dedup_keys(bytes, file.day, &path)).await??;
+                let keys =
+                    tokio::task::spawn_blocking(move || read_dedup_keys(bytes, file.day, &path))
+                        .await??;
                 Ok::<_, PipelineError>(keys)
             }
         })
@@ -433,42 +526,78 @@ pub async fn load_dedup_state(lake: &Lake, files: Vec<DataFile>) -> Result<Dedup
 }
 
 /// The dedup entries of one data file: only three columns are decoded.
-fn read_dedup_keys(bytes: bytes::Bytes, day: i32, path: &str) -> Result<Vec<(u64, u64, u16)>, LakeError> {
-    let fail = |source| LakeError::Parquet { path: path.to_owned(), source };
+fn read_dedup_keys(
+    bytes: bytes::Bytes,
+    day: i32,
+    path: &str,
+) -> Result<Vec<(u64, u64, u16)>, LakeError> {
+    let fail = |source| LakeError::Parquet {
+        path: path.to_owned(),
+        source,
+    };
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(fail)?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["project_no", "assess_number", "event_fingerprint"]);
-    let reader = builder.with_projection(mask).with_batch_size(65_536).build().map_err(fail)?;
+    let mask = ProjectionMask::columns(
+        builder.parquet_schema(),
+        ["project_no", "assess_number", "event_fingerprint"],
+    );
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65_536)
+        .build()
+        .map_err(fail)?;
     let day = u16::try_from(day).unwrap_or(0);
     let mut keys = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| fail(e.into()))?;
         let (Some(project), Some(number), Some(fp)) = (
-            batch.column_by_name("project_no").and_then(|c| c.as_string_opt::<i32>()),
-            batch.column_by_name("assess_number").and_then(|c| c.as_primitive_opt::<Int8Type>()),
-            batch.column_by_name("event_fingerprint").and_then(|c| c.as_primitive_opt::<Int64Type>()),
+            batch
+                .column_by_name("project_no")
+                .and_then(|c| c.as_string_opt::<i32>()),
+            batch
+                .column_by_name("assess_number")
+                .and_then(|c| c.as_primitive_opt::<Int8Type>()),
+            batch
+                .column_by_name("event_fingerprint")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
         ) else {
-            return Err(fail(parquet::errors::ParquetError::General("missing dedup columns".into())));
+            return Err(fail(parquet::errors::ParquetError::General(
+                "missing dedup columns".into(),
+            )));
         };
         keys.reserve(batch.num_rows());
         for row in 0..batch.num_rows() {
             if project.is_null(row) {
                 continue;
             }
-            let Some(assess_number) = AssessNumber::from_code(i64::from(number.value(row))) else { continue };
-            keys.push((dedup_key(project.value(row), assess_number), fp.value(row) as u64, day));
+            let Some(assess_number) = AssessNumber::from_code(i64::from(number.value(row))) else {
+                continue;
+            };
+            keys.push((
+                dedup_key(project.value(row), assess_number),
+                fp.value(row) as u64,
+                day,
+            ));
         }
     }
     Ok(keys)
 }
 
 /// Whether the group's committed offset of every partition of the topic is at its end.
-async fn topic_fully_committed(consumer: Arc<StreamConsumer<IngestContext>>, topic: String) -> Result<bool, PipelineError> {
+async fn topic_fully_committed(
+    consumer: Arc<StreamConsumer<IngestContext>>,
+    topic: String,
+) -> Result<bool, PipelineError> {
     tokio::task::spawn_blocking(move || {
         let timeout = Duration::from_secs(10);
         let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
         let mut list = TopicPartitionList::new();
         let mut ends = HashMap::new();
-        for partition in metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
+        for partition in metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions())
+        {
             let (low, high) = consumer.fetch_watermarks(&topic, partition.id(), timeout)?;
             if high > low {
                 ends.insert(partition.id(), high);

@@ -14,15 +14,27 @@ async fn ingest_lands_every_valid_evaluation_once_and_parks_the_rest() {
     broker.create_topic("evaluations.dlq", 1).await;
     let mut produced = Produced::new();
     let mut generator = generator(7, 0.05, 0.05);
-    produce(&broker.brokers, "evaluations", &mut generator, 6_000, &mut produced).await;
+    produce(
+        &broker.brokers,
+        "evaluations",
+        &mut generator,
+        6_000,
+        &mut produced,
+    )
+    .await;
     assert!(produced.report.duplicates > 100 && produced.report.dead_lettered() > 100);
 
     let lake = tempfile::tempdir().unwrap();
-    let output = ingest_command(&broker.brokers, lake.path(), "broker-test", &["--exit-when-idle", "4s", "--flush-rows", "1000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let output = ingest_command(
+        &broker.brokers,
+        lake.path(),
+        "broker-test",
+        &["--exit-when-idle", "4s", "--flush-rows", "1000"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "ingest failed: {stderr}");
 
@@ -41,24 +53,48 @@ async fn ingest_lands_every_valid_evaluation_once_and_parks_the_rest() {
     assert_eq!(dead.len() as u64, produced.report.dead_lettered());
     assert_eq!(count_by_reason(&dead), expected_by_reason(&produced.report));
     for record in &dead {
-        assert_eq!(record.headers.get("haochaping.source.topic").map(String::as_str), Some("evaluations"));
-        assert!(record.headers.get("haochaping.source.offset").is_some_and(|o| o.parse::<i64>().is_ok()));
-        assert!(record.headers.get("haochaping.message").is_some_and(|m| !m.is_empty()));
+        assert_eq!(
+            record
+                .headers
+                .get("haochaping.source.topic")
+                .map(String::as_str),
+            Some("evaluations")
+        );
+        assert!(record
+            .headers
+            .get("haochaping.source.offset")
+            .is_some_and(|o| o.parse::<i64>().is_ok()));
+        assert!(record
+            .headers
+            .get("haochaping.message")
+            .is_some_and(|m| !m.is_empty()));
     }
 
     // No clear-text identity anywhere: lake cells, dead letters, logs.
     assert!(produced.identities.len() > 1000);
     let cells = lake_strings(lake.path());
-    let leaked: Vec<_> = cells.iter().filter(|c| produced.identities.contains(*c)).take(3).collect();
+    let leaked: Vec<_> = cells
+        .iter()
+        .filter(|c| produced.identities.contains(*c))
+        .take(3)
+        .collect();
     assert!(leaked.is_empty(), "identity in the lake: {leaked:?}");
     for record in &dead {
         let text = String::from_utf8_lossy(&record.payload);
         if serde_json::from_slice::<serde_json::Value>(&record.payload).is_ok() {
-            assert!(!text.contains("userCert") && !text.contains("userPhone") && !text.contains("userName"), "{text}");
+            assert!(
+                !text.contains("userCert")
+                    && !text.contains("userPhone")
+                    && !text.contains("userName"),
+                "{text}"
+            );
         }
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     for identity in produced.identities.iter().take(2000) {
-        assert!(!stderr.contains(identity.as_str()) && !stdout.contains(identity.as_str()), "identity in the logs");
+        assert!(
+            !stderr.contains(identity.as_str()) && !stdout.contains(identity.as_str()),
+            "identity in the logs"
+        );
     }
 }

@@ -9,7 +9,10 @@ fn haochaping(args: &[&str]) -> (i32, String) {
         .env_remove("HAOCHAPING_IDENTITY_SECRET")
         .output()
         .unwrap();
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -18,31 +21,64 @@ fn bad_input_gives_one_line_naming_the_field() {
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "[lake]\nflush_intervall = \"5s\"\n").unwrap();
     let bad_value = dir.path().join("bad.toml");
-    std::fs::write(&bad_value, "[identity]\nsecret = \"0123456789abcdef\"\n[lake]\nflush_rows = 0\n").unwrap();
+    std::fs::write(
+        &bad_value,
+        "[identity]\nsecret = \"0123456789abcdef\"\n[lake]\nflush_rows = 0\n",
+    )
+    .unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["ingest", "--flush-interval", "soon"], "--flush-interval"),
+        (
+            vec!["ingest", "--flush-interval", "soon"],
+            "--flush-interval",
+        ),
         (vec!["ingest", "--flush-rows", "many"], "--flush-rows"),
         (vec!["generate", "--bad-rate", "1.5"], "--bad-rate"),
         (vec!["ingest", "--no-such-flag"], "--no-such-flag"),
-        (vec!["ingest", "--config", typo.to_str().unwrap()], "flush_intervall"),
-        (vec!["ingest", "--config", bad_value.to_str().unwrap()], "lake.flush_rows"),
-        (vec!["ingest", "--config", "/nonexistent/haochaping.toml"], "/nonexistent/haochaping.toml"),
+        (
+            vec!["ingest", "--config", typo.to_str().unwrap()],
+            "flush_intervall",
+        ),
+        (
+            vec!["ingest", "--config", bad_value.to_str().unwrap()],
+            "lake.flush_rows",
+        ),
+        (
+            vec!["ingest", "--config", "/nonexistent/haochaping.toml"],
+            "/nonexistent/haochaping.toml",
+        ),
         (vec!["ingest", "--lake", "/tmp/x"], "identity.secret"),
-        (vec!["ingest", "--identity-secret", "short"], "identity.secret"),
+        (
+            vec!["ingest", "--identity-secret", "short"],
+            "identity.secret",
+        ),
     ];
     for (args, field) in cases {
         let (code, stderr) = haochaping(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(field), "{args:?} should name {field}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "{args:?} should name {field}: {stderr}"
+        );
     }
 }
 
 #[test]
 fn help_lists_every_flag_with_its_environment_variable() {
-    let output = Command::new(env!("CARGO_BIN_EXE_haochaping")).args(["ingest", "--help"]).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_haochaping"))
+        .args(["ingest", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--brokers", "--lake", "--group", "--topic", "--config", "--exit-when-idle", "--flush-interval"] {
+    for flag in [
+        "--brokers",
+        "--lake",
+        "--group",
+        "--topic",
+        "--config",
+        "--exit-when-idle",
+        "--flush-interval",
+    ] {
         assert!(help.contains(flag), "{flag} missing from help");
     }
     assert!(help.matches("HAOCHAPING_").count() >= 12, "{help}");

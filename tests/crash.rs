@@ -25,14 +25,29 @@ async fn sigkill_at_any_point_then_restart_leaves_every_event_exactly_once() {
     // dead member for minutes). Resuming in the same group is covered by the SIGTERM test.
     let args = ["--flush-rows", "300", "--flush-interval", "200ms"];
     for round in 0..8 {
-        produce(&broker.brokers, "evaluations", &mut generator, 4_000, &mut produced).await;
-        let mut child = ingest_command(&broker.brokers, lake.path(), &format!("crash-test-{round}"), &args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        produce(
+            &broker.brokers,
+            "evaluations",
+            &mut generator,
+            4_000,
+            &mut produced,
+        )
+        .await;
+        let mut child = ingest_command(
+            &broker.brokers,
+            lake.path(),
+            &format!("crash-test-{round}"),
+            &args,
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
         // Kill only once the instance owns partitions, at a random point of its work.
-        let assigned = wait_for_line(child.stderr.take().unwrap(), "partition recovered from the lake");
+        let assigned = wait_for_line(
+            child.stderr.take().unwrap(),
+            "partition recovered from the lake",
+        );
         tokio::task::spawn_blocking(move || assigned.recv_timeout(Duration::from_secs(90)))
             .await
             .unwrap()
@@ -43,21 +58,32 @@ async fn sigkill_at_any_point_then_restart_leaves_every_event_exactly_once() {
         child.wait().unwrap();
         eprintln!("round {round}: killed {run_for:?} after its first assignment");
     }
-    let output = ingest_command(&broker.brokers, lake.path(), "crash-test-final", &["--exit-when-idle", "4s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let output = ingest_command(
+        &broker.brokers,
+        lake.path(),
+        "crash-test-final",
+        &["--exit-when-idle", "4s"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(!stderr.contains("offset gap"), "the broker skipped records: {stderr}");
+    assert!(
+        !stderr.contains("offset gap"),
+        "the broker skipped records: {stderr}"
+    );
 
     assert_exactly_once(lake.path(), &produced.slots);
     // Dead letters are at least once: every rejected message is there (a replay may repeat one).
     let dead = read_topic(&broker.brokers, "evaluations.dlq", 1);
     assert_eq!(count_by_reason(&dead), expected_by_reason(&produced.report));
     // No staging leftovers or uncommitted intents survive the final run.
-    let leftovers: Vec<_> = walk(lake.path()).into_iter().filter(|p| p.contains('#') || p.ends_with(".pending.json")).collect();
+    let leftovers: Vec<_> = walk(lake.path())
+        .into_iter()
+        .filter(|p| p.contains('#') || p.ends_with(".pending.json"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -68,13 +94,25 @@ async fn sigterm_flushes_commits_and_exits_zero() {
     broker.create_topic("evaluations.dlq", 1).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
-    produce(&broker.brokers, "evaluations", &mut generator(3, 0.0, 0.0), 2_000, &mut produced).await;
+    produce(
+        &broker.brokers,
+        "evaluations",
+        &mut generator(3, 0.0, 0.0),
+        2_000,
+        &mut produced,
+    )
+    .await;
     // A long flush interval: only the shutdown can have written the lake.
-    let child = ingest_command(&broker.brokers, lake.path(), "term-test", &["--flush-interval", "1h"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = ingest_command(
+        &broker.brokers,
+        lake.path(),
+        "term-test",
+        &["--flush-interval", "1h"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     // Wait until the job has read everything, then ask it to stop.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -89,12 +127,18 @@ async fn sigterm_flushes_commits_and_exits_zero() {
 }
 
 /// Signals once a line containing `needle` appears; keeps draining the pipe so the child never blocks.
-fn wait_for_line(stderr: std::process::ChildStderr, needle: &'static str) -> std::sync::mpsc::Receiver<()> {
+fn wait_for_line(
+    stderr: std::process::ChildStderr,
+    needle: &'static str,
+) -> std::sync::mpsc::Receiver<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
         let mut sent = false;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if !sent && line.contains(needle) {
                 let _ = tx.send(());
                 sent = true;

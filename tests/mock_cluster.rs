@@ -39,22 +39,44 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
     cluster.create_topic("evaluations", 1, 1).unwrap();
     cluster.create_topic("evaluations.dlq", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
 
     let mut bad_area = valid("P-2");
     bad_area["areaCode"] = "410300100201".into();
     let mut conflict = valid("P-1");
     conflict["satisfaction"] = "4".into();
     conflict["evalDetail"] = "406".into();
-    let oversize = format!("{{\"projectNo\":\"P-9\",\"writingEvaluation\":\"{}\"}}", "长".repeat(30_000));
+    let oversize = format!(
+        "{{\"projectNo\":\"P-9\",\"writingEvaluation\":\"{}\"}}",
+        "长".repeat(30_000)
+    );
     let messages: Vec<(Option<&str>, Vec<u8>, Option<&str>)> = vec![
-        (Some("P-1"), serde_json::to_vec(&valid("P-1")).unwrap(), None),
+        (
+            Some("P-1"),
+            serde_json::to_vec(&valid("P-1")).unwrap(),
+            None,
+        ),
         (Some("P-0"), b"{not json".to_vec(), Some("not_json")),
         (Some("P-0"), vec![b'{', 0xff, b'}'], Some("not_utf8")),
         (None, oversize.into_bytes(), Some("oversize")),
-        (Some("P-2"), serde_json::to_vec(&bad_area).unwrap(), Some("invalid_area_code")),
-        (Some("P-1"), serde_json::to_vec(&valid("P-1")).unwrap(), None), // identical redelivery
-        (Some("P-1"), serde_json::to_vec(&conflict).unwrap(), Some("case_already_evaluated")),
+        (
+            Some("P-2"),
+            serde_json::to_vec(&bad_area).unwrap(),
+            Some("invalid_area_code"),
+        ),
+        (
+            Some("P-1"),
+            serde_json::to_vec(&valid("P-1")).unwrap(),
+            None,
+        ), // identical redelivery
+        (
+            Some("P-1"),
+            serde_json::to_vec(&conflict).unwrap(),
+            Some("case_already_evaluated"),
+        ),
     ];
     for (key, payload, _) in &messages {
         let mut record = FutureRecord::to("evaluations").payload(payload);
@@ -68,9 +90,21 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
     let mut config = config(&brokers, lake.path());
     config.validation.max_message_bytes = 64 * 1024;
     let stats = Arc::new(Stats::default());
-    let options = RunOptions { exit_when_idle: Some(Duration::from_secs(2)) };
-    let summary = pipeline::run(config, options, stats, std::future::pending()).await.unwrap();
-    assert_eq!((summary.received, summary.accepted, summary.duplicates, summary.dead_lettered), (7, 1, 1, 5));
+    let options = RunOptions {
+        exit_when_idle: Some(Duration::from_secs(2)),
+    };
+    let summary = pipeline::run(config, options, stats, std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary.received,
+            summary.accepted,
+            summary.duplicates,
+            summary.dead_lettered
+        ),
+        (7, 1, 1, 5)
+    );
 
     let dead = read_topic(&brokers, "evaluations.dlq", 1);
     let expected: Vec<(i64, &str)> = messages
@@ -80,7 +114,12 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
         .collect();
     let got: Vec<(i64, &str)> = dead
         .iter()
-        .map(|d| (d.headers["haochaping.source.offset"].parse().unwrap(), d.headers["haochaping.reason"].as_str()))
+        .map(|d| {
+            (
+                d.headers["haochaping.source.offset"].parse().unwrap(),
+                d.headers["haochaping.reason"].as_str(),
+            )
+        })
         .collect();
     assert_eq!(got, expected);
     for record in &dead {
@@ -93,7 +132,11 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
             // JSON records are parked with identity replaced by the evaluator key.
             Ok(value) if value.get("userCert").is_some() => {
                 let parked: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
-                assert!(parked.get("userCert").is_none() && parked.get("userName").is_none() && parked.get("userPhone").is_none());
+                assert!(
+                    parked.get("userCert").is_none()
+                        && parked.get("userName").is_none()
+                        && parked.get("userPhone").is_none()
+                );
                 assert_eq!(parked["evaluatorKey"].as_str().map(str::len), Some(64));
                 assert_eq!(parked["projectNo"], value["projectNo"]);
             }
@@ -102,12 +145,21 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
         }
     }
     // The area-code message names the rule it broke.
-    let area = dead.iter().find(|d| d.headers["haochaping.reason"] == "invalid_area_code").unwrap();
+    let area = dead
+        .iter()
+        .find(|d| d.headers["haochaping.reason"] == "invalid_area_code")
+        .unwrap();
     assert!(area.headers["haochaping.message"].contains("areaCode"));
 
     // The parked conflict, replayed after a fix, keeps the evaluator key of the original.
-    let lake_keys: Vec<String> = lake_strings(lake.path()).into_iter().filter(|c| c.len() == 64).collect();
-    let conflict_record = dead.iter().find(|d| d.headers["haochaping.reason"] == "case_already_evaluated").unwrap();
+    let lake_keys: Vec<String> = lake_strings(lake.path())
+        .into_iter()
+        .filter(|c| c.len() == 64)
+        .collect();
+    let conflict_record = dead
+        .iter()
+        .find(|d| d.headers["haochaping.reason"] == "case_already_evaluated")
+        .unwrap();
     let parked: serde_json::Value = serde_json::from_slice(&conflict_record.payload).unwrap();
     assert!(lake_keys.contains(&parked["evaluatorKey"].as_str().unwrap().to_owned()));
 }
@@ -121,18 +173,37 @@ async fn a_broker_outage_mid_run_loses_nothing() {
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     let mut generator = generator(31, 0.02, 0.02);
-    produce(&brokers, "evaluations", &mut generator, 3_000, &mut produced).await;
+    produce(
+        &brokers,
+        "evaluations",
+        &mut generator,
+        3_000,
+        &mut produced,
+    )
+    .await;
 
     let stats = Arc::new(Stats::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let job = tokio::spawn(pipeline::run(config(&brokers, lake.path()), RunOptions::default(), stats.clone(), async {
-        let _ = stopped.await;
-    }));
+    let job = tokio::spawn(pipeline::run(
+        config(&brokers, lake.path()),
+        RunOptions::default(),
+        stats.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     wait_until(|| stats.snapshot().received >= 1_000).await;
     cluster.broker_down(1).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.broker_up(1).unwrap();
-    produce(&brokers, "evaluations", &mut generator, 3_000, &mut produced).await;
+    produce(
+        &brokers,
+        "evaluations",
+        &mut generator,
+        3_000,
+        &mut produced,
+    )
+    .await;
     wait_until(|| stats.snapshot().received >= produced.report.produced).await;
     stop.send(()).unwrap();
     let summary = job.await.unwrap().unwrap();

@@ -16,7 +16,10 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// Everything `ingest` needs.
@@ -59,7 +62,9 @@ impl Default for KafkaConfig {
 
 impl KafkaConfig {
     pub fn dlq_topic(&self) -> String {
-        self.dlq_topic.clone().unwrap_or_else(|| format!("{}.dlq", self.topic))
+        self.dlq_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.topic))
     }
 }
 
@@ -79,7 +84,12 @@ pub struct LakeConfig {
 
 impl Default for LakeConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("lake"), flush_interval: Duration::from_secs(30), flush_rows: 200_000, zstd_level: 3 }
+        Self {
+            path: PathBuf::from("lake"),
+            flush_interval: Duration::from_secs(30),
+            flush_rows: 200_000,
+            zstd_level: 3,
+        }
     }
 }
 
@@ -106,7 +116,10 @@ pub struct IdentityConfig {
 impl IngestConfig {
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let fail = |message: String| ConfigError::File { path: path.to_owned(), message };
+        let fail = |message: String| ConfigError::File {
+            path: path.to_owned(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
         Self::from_toml(&text).map_err(|e| match e {
             ConfigError::File { message, .. } => fail(message),
@@ -117,7 +130,9 @@ impl IngestConfig {
     /// Parses TOML text; the error is one line with the offending key and its line number.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             let message = e.message().replace('\n', " ");
             ConfigError::File {
                 path: PathBuf::new(),
@@ -131,7 +146,12 @@ impl IngestConfig {
 
     /// Checks values that types alone cannot.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |field, message: &str| Err(ConfigError::Invalid { field, message: message.into() });
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.into(),
+            })
+        };
         if self.kafka.brokers.trim().is_empty() {
             return invalid("kafka.brokers", "must name at least one broker (host:port)");
         }
@@ -215,15 +235,31 @@ mod tests {
             assert!(!message.contains('\n'), "{message:?}");
         }
         let checks: &[(&str, &str)] = &[
-            ("[identity]\nsecret = \"0123456789abcdef\"\n[lake]\nflush_rows = 0", "lake.flush_rows"),
-            ("[identity]\nsecret = \"0123456789abcdef\"\n[lake]\nzstd_level = 30", "lake.zstd_level"),
-            ("[identity]\nsecret = \"0123456789abcdef\"\n[kafka]\ndlq_topic = \"evaluations\"", "kafka.dlq_topic"),
+            (
+                "[identity]\nsecret = \"0123456789abcdef\"\n[lake]\nflush_rows = 0",
+                "lake.flush_rows",
+            ),
+            (
+                "[identity]\nsecret = \"0123456789abcdef\"\n[lake]\nzstd_level = 30",
+                "lake.zstd_level",
+            ),
+            (
+                "[identity]\nsecret = \"0123456789abcdef\"\n[kafka]\ndlq_topic = \"evaluations\"",
+                "kafka.dlq_topic",
+            ),
             ("", "identity.secret"),
             ("[identity]\nsecret = \"short\"", "identity.secret"),
         ];
         for (text, field) in checks {
-            let message = IngestConfig::from_toml(text).unwrap().check().unwrap_err().to_string();
-            assert!(message.starts_with(field), "{message:?} should start with {field}");
+            let message = IngestConfig::from_toml(text)
+                .unwrap()
+                .check()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.starts_with(field),
+                "{message:?} should start with {field}"
+            );
         }
     }
 }

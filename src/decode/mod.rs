@@ -95,7 +95,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -236,12 +239,14 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<WireEvaluation<'_>, Re
     if payload.len() > max_bytes {
         return Err(Rejection::new(
             Reason::Oversize,
-            format!("message is {} bytes, the limit is {max_bytes}", payload.len()),
+            format!(
+                "message is {} bytes, the limit is {max_bytes}",
+                payload.len()
+            ),
         ));
     }
-    let text = std::str::from_utf8(payload).map_err(|e| {
-        Rejection::new(Reason::NotUtf8, format!("message is not UTF-8: {e}"))
-    })?;
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| Rejection::new(Reason::NotUtf8, format!("message is not UTF-8: {e}")))?;
     serde_json::from_str(text).map_err(|e| {
         let message = if e.classify() == serde_json::error::Category::Data {
             format!("message is not a JSON object of evaluation fields: {e}")
@@ -260,12 +265,18 @@ mod tests {
     fn decodes_strings_and_numbers_borrowed() {
         let raw = br#"{"projectNo":"P1","satisfaction":5,"pf":"4","evalDetail":["510",511],"extra":{"a":1}}"#;
         let wire = decode(raw, 1024).unwrap();
-        assert!(matches!(wire.project_no, Some(WireValue::Str(Cow::Borrowed("P1")))));
+        assert!(matches!(
+            wire.project_no,
+            Some(WireValue::Str(Cow::Borrowed("P1")))
+        ));
         assert_eq!(wire.satisfaction, Some(WireValue::Int(5)));
         assert_eq!(wire.pf, Some(WireValue::Str("4".into())));
         assert_eq!(
             wire.eval_detail,
-            Some(WireValue::List(vec![WireValue::Str("510".into()), WireValue::Int(511)]))
+            Some(WireValue::List(vec![
+                WireValue::Str("510".into()),
+                WireValue::Int(511)
+            ]))
         );
     }
 
@@ -277,7 +288,11 @@ mod tests {
             (b"not json", 100, Reason::NotJson),
             (b"[1,2]", 100, Reason::NotJson),
             (b"\"text\"", 100, Reason::NotJson),
-            (b"{\"projectNo\":\"a\",\"projectNo\":\"b\"}", 100, Reason::NotJson),
+            (
+                b"{\"projectNo\":\"a\",\"projectNo\":\"b\"}",
+                100,
+                Reason::NotJson,
+            ),
             (b"{\"projectNo\":", 100, Reason::NotJson),
         ];
         for (raw, max, reason) in cases {

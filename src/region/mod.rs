@@ -55,7 +55,9 @@ impl RegionCode {
         }
         // Under a city without counties (不设区的地级市: 东莞, 中山, 儋州) townships sit directly
         // below the city, so there the county digits are 00 while the township's are not.
-        let countyless = !is_zero(LEVELS[1]) && is_zero(LEVELS[2]) && countyless_cities().contains(&[digits[0], digits[1], digits[2], digits[3]]);
+        let countyless = !is_zero(LEVELS[1])
+            && is_zero(LEVELS[2])
+            && countyless_cities().contains(&[digits[0], digits[1], digits[2], digits[3]]);
         let mut seen_zero = false;
         for (index, level) in LEVELS.iter().enumerate() {
             let zero = is_zero(*level);
@@ -172,7 +174,12 @@ fn countyless_cities() -> &'static [[u8; 4]] {
         let mut cities: Vec<[u8; 4]> = EDITION_2023
             .lines()
             .filter_map(|line| line.as_bytes().get(..12))
-            .filter(|code| code.iter().all(u8::is_ascii_digit) && &code[4..6] == b"00" && &code[6..9] != b"000" && &code[2..4] != b"00")
+            .filter(|code| {
+                code.iter().all(u8::is_ascii_digit)
+                    && &code[4..6] == b"00"
+                    && &code[6..9] != b"000"
+                    && &code[2..4] != b"00"
+            })
             .map(|code| [code[0], code[1], code[2], code[3]])
             .collect();
         cities.sort_unstable();
@@ -194,9 +201,13 @@ impl RegionTable {
     pub fn parse(edition: &'static str, csv: &str) -> Result<Self, RegionTableError> {
         let mut regions = Vec::new();
         for (index, line) in csv.lines().enumerate().skip(1) {
-            let fail = |reason: String| RegionTableError { line: index + 1, reason };
+            let fail = |reason: String| RegionTableError {
+                line: index + 1,
+                reason,
+            };
             let mut fields = line.split(',');
-            let (Some(code), Some(name), Some(level)) = (fields.next(), fields.next(), fields.next())
+            let (Some(code), Some(name), Some(level)) =
+                (fields.next(), fields.next(), fields.next())
             else {
                 return Err(fail("expected code,name,level,parent_code".into()));
             };
@@ -209,7 +220,11 @@ impl RegionTable {
                 "village" => RegionLevel::Village,
                 other => return Err(fail(format!("unknown level {other:?}"))),
             };
-            regions.push(Region { code, name: name.to_owned(), level });
+            regions.push(Region {
+                code,
+                name: name.to_owned(),
+                level,
+            });
         }
         Ok(Self { edition, regions })
     }
@@ -221,7 +236,9 @@ impl RegionTable {
     /// Every region whose code starts with the given province's two digits.
     pub fn in_province<'t>(&'t self, province: &'t str) -> impl Iterator<Item = &'t Region> + 't {
         let prefix = province.get(..2).unwrap_or(province);
-        self.regions.iter().filter(move |r| r.code.as_str().starts_with(prefix))
+        self.regions
+            .iter()
+            .filter(move |r| r.code.as_str().starts_with(prefix))
     }
 
     /// Looks a code up.
@@ -247,14 +264,26 @@ mod tests {
             ("41032810020a", Err(RegionCodeError::NotDigits)),
             ("４１0328100201", Err(RegionCodeError::Length(12))),
             ("000328100201", Err(RegionCodeError::NoProvince)),
-            ("410028100201", Err(RegionCodeError::BrokenHierarchy(RegionLevel::County))),
-            ("410300100000", Err(RegionCodeError::BrokenHierarchy(RegionLevel::Township))),
-            ("410328000201", Err(RegionCodeError::BrokenHierarchy(RegionLevel::Village))),
+            (
+                "410028100201",
+                Err(RegionCodeError::BrokenHierarchy(RegionLevel::County)),
+            ),
+            (
+                "410300100000",
+                Err(RegionCodeError::BrokenHierarchy(RegionLevel::Township)),
+            ),
+            (
+                "410328000201",
+                Err(RegionCodeError::BrokenHierarchy(RegionLevel::Village)),
+            ),
             // 东莞 has no counties: its townships sit directly below the city.
             ("441900003000", Ok(RegionLevel::Township)),
             ("441900003001", Ok(RegionLevel::Village)),
             // Guangzhou has districts, so the same shape is broken there.
-            ("440100003000", Err(RegionCodeError::BrokenHierarchy(RegionLevel::Township))),
+            (
+                "440100003000",
+                Err(RegionCodeError::BrokenHierarchy(RegionLevel::Township)),
+            ),
         ];
         for (code, expected) in cases {
             let got = RegionCode::parse(code).map(|c| c.level());
@@ -293,7 +322,9 @@ mod tests {
     fn edition_2023_loads_and_is_consistent() {
         let table = RegionTable::edition_2023().unwrap();
         assert!(table.regions.len() > 60_000);
-        let luoning = table.get(&RegionCode::parse("410328000000").unwrap()).unwrap();
+        let luoning = table
+            .get(&RegionCode::parse("410328000000").unwrap())
+            .unwrap();
         assert_eq!(luoning.name, "洛宁县");
         assert_eq!(luoning.level, RegionLevel::County);
         // Every row's level agrees with the shape of its code.
@@ -301,7 +332,12 @@ mod tests {
         // placeholders one level down: a city without counties as its own county, 金门县's
         // township and village rows.)
         for region in &table.regions {
-            assert!(region.code.level() <= region.level, "{} {:?}", region.code, region.level);
+            assert!(
+                region.code.level() <= region.level,
+                "{} {:?}",
+                region.code,
+                region.level
+            );
         }
     }
 }

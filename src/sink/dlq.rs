@@ -29,7 +29,10 @@ pub const HEADER_SOURCE_OFFSET: &str = "haochaping.source.offset";
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
     #[error("producing to the dead-letter topic {topic}: {source}")]
-    Produce { topic: String, source: rdkafka::error::KafkaError },
+    Produce {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
     #[error("the dead-letter producer was dropped before acknowledging a record")]
     Canceled,
 }
@@ -71,13 +74,29 @@ impl DeadLetters {
         let offset = source.offset.to_string();
         loop {
             let headers = OwnedHeaders::new_with_capacity(5)
-                .insert(Header { key: HEADER_REASON, value: Some(rejection.reason.code()) })
-                .insert(Header { key: HEADER_MESSAGE, value: Some(&rejection.message) })
-                .insert(Header { key: HEADER_SOURCE_TOPIC, value: Some(source.topic) })
-                .insert(Header { key: HEADER_SOURCE_PARTITION, value: Some(&partition) })
-                .insert(Header { key: HEADER_SOURCE_OFFSET, value: Some(&offset) });
-            let mut record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&self.topic).payload(payload).headers(headers);
+                .insert(Header {
+                    key: HEADER_REASON,
+                    value: Some(rejection.reason.code()),
+                })
+                .insert(Header {
+                    key: HEADER_MESSAGE,
+                    value: Some(&rejection.message),
+                })
+                .insert(Header {
+                    key: HEADER_SOURCE_TOPIC,
+                    value: Some(source.topic),
+                })
+                .insert(Header {
+                    key: HEADER_SOURCE_PARTITION,
+                    value: Some(&partition),
+                })
+                .insert(Header {
+                    key: HEADER_SOURCE_OFFSET,
+                    value: Some(&offset),
+                });
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+                .payload(payload)
+                .headers(headers);
             if let Some(key) = key {
                 record = record.key(key);
             }
@@ -86,7 +105,12 @@ impl DeadLetters {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
-                Err((source, _)) => return Err(DlqError::Produce { topic: self.topic.clone(), source }),
+                Err((source, _)) => {
+                    return Err(DlqError::Produce {
+                        topic: self.topic.clone(),
+                        source,
+                    })
+                }
             }
         }
     }
@@ -96,7 +120,12 @@ impl DeadLetters {
         for delivery in deliveries {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((source, _))) => return Err(DlqError::Produce { topic: self.topic.clone(), source }),
+                Ok(Err((source, _))) => {
+                    return Err(DlqError::Produce {
+                        topic: self.topic.clone(),
+                        source,
+                    })
+                }
                 Err(_) => return Err(DlqError::Canceled),
             }
         }

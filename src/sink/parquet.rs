@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, Int8Builder, ListBuilder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder, UInt32Array,
+    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, Int8Builder, ListBuilder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -57,9 +57,17 @@ pub fn evaluations_schema() -> SchemaRef {
                 text("task_name", false),
                 text("staff_id", true),
                 text("staff_name", true),
-                Field::new("tags", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
+                Field::new(
+                    "tags",
+                    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                    false,
+                ),
                 text("text", true),
-                Field::new("assessed_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+                Field::new(
+                    "assessed_at",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    false,
+                ),
                 text("evaluator_kind", false),
                 text("evaluator_key", true),
                 Field::new("anonymous", DataType::Boolean, false),
@@ -85,12 +93,19 @@ impl PartitionKey {
         let mut digits = [b'0'; 6];
         let len = city.len().min(6);
         digits[..len].copy_from_slice(&city.as_bytes()[..len]);
-        Self { day: cst_day(assessed_at_us), city: digits }
+        Self {
+            day: cst_day(assessed_at_us),
+            city: digits,
+        }
     }
 
     /// `dt=2026-11-22/city=410300`
     pub fn path(&self) -> String {
-        format!("dt={}/city={}", format_day(self.day), std::str::from_utf8(&self.city).unwrap_or("000000"))
+        format!(
+            "dt={}/city={}",
+            format_day(self.day),
+            std::str::from_utf8(&self.city).unwrap_or("000000")
+        )
     }
 }
 
@@ -110,7 +125,11 @@ pub fn format_day(day: i32) -> String {
 /// Parses `yyyy-mm-dd` into a day number.
 pub fn parse_day(text: &str) -> Option<i32> {
     let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-    i32::try_from(date.signed_duration_since(chrono::NaiveDate::default()).num_days()).ok()
+    i32::try_from(
+        date.signed_duration_since(chrono::NaiveDate::default())
+            .num_days(),
+    )
+    .ok()
 }
 
 /// Rows of `evaluations` being accumulated for one flush.
@@ -201,9 +220,13 @@ impl EvaluationRows {
         kafka_offset: i64,
     ) {
         let city = e.area.city();
-        self.partitions.push(PartitionKey::new(e.assessed_at_us, city.as_deref().unwrap_or(&e.area.province())));
+        self.partitions.push(PartitionKey::new(
+            e.assessed_at_us,
+            city.as_deref().unwrap_or(&e.area.province()),
+        ));
         self.project_no.append_value(&e.project_no);
-        self.assess_number.append_value(e.assess_number.code() as i8);
+        self.assess_number
+            .append_value(e.assess_number.code() as i8);
         self.satisfaction.append_value(e.satisfaction.level() as i8);
         self.bad_review.append_value(e.satisfaction.is_bad_review());
         self.channel.append_value(e.channel.name());
@@ -331,14 +354,30 @@ mod tests {
     #[test]
     fn split_keeps_every_row_once_in_its_partition() {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(arrow::array::Int32Array::from(vec![0, 1, 2, 3, 4]))]).unwrap();
-        let a = PartitionKey { day: 1, city: *b"410300" };
-        let b = PartitionKey { day: 1, city: *b"410100" };
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(arrow::array::Int32Array::from(vec![
+                0, 1, 2, 3, 4,
+            ]))],
+        )
+        .unwrap();
+        let a = PartitionKey {
+            day: 1,
+            city: *b"410300",
+        };
+        let b = PartitionKey {
+            day: 1,
+            city: *b"410100",
+        };
         let parts = split_by_partition(&batch, &[a, b, a, b, a]).unwrap();
         let values: Vec<(PartitionKey, Vec<i32>)> = parts
             .iter()
             .map(|(k, batch)| {
-                let col = batch.column(0).as_any().downcast_ref::<arrow::array::Int32Array>().unwrap();
+                let col = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int32Array>()
+                    .unwrap();
                 (*k, col.values().to_vec())
             })
             .collect();

@@ -31,7 +31,10 @@ pub struct IngestContext {
 impl IngestContext {
     /// Takes the events recorded since the last call.
     pub fn take_events(&self) -> Vec<PartitionEvent> {
-        self.events.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default()
+        self.events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
     }
 
     fn record(&self, list: &TopicPartitionList, event: fn(String, i32) -> PartitionEvent) {
@@ -75,7 +78,10 @@ fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 /// The group consumer of the evaluations topic.
-pub fn consumer(kafka: &KafkaConfig, context: IngestContext) -> KafkaResult<StreamConsumer<IngestContext>> {
+pub fn consumer(
+    kafka: &KafkaConfig,
+    context: IngestContext,
+) -> KafkaResult<StreamConsumer<IngestContext>> {
     let mut config = client_config(kafka);
     config
         .set("group.id", &kafka.group)

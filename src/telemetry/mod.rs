@@ -31,7 +31,8 @@ pub struct Stats {
 impl Stats {
     pub fn received(&self, bytes: usize) {
         self.received.fetch_add(1, Ordering::Relaxed);
-        self.received_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.received_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         metrics::counter!("haochaping_events_received_total").increment(1);
         metrics::counter!("haochaping_events_received_bytes_total").increment(bytes as u64);
     }
@@ -51,7 +52,8 @@ impl Stats {
         if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
             self.by_reason[i].fetch_add(1, Ordering::Relaxed);
         }
-        metrics::counter!("haochaping_events_dead_lettered_total", "reason" => reason.code()).increment(1);
+        metrics::counter!("haochaping_events_dead_lettered_total", "reason" => reason.code())
+            .increment(1);
     }
 
     pub fn already_in_lake(&self) {
@@ -61,7 +63,8 @@ impl Stats {
 
     pub fn batch_committed(&self, files: usize, bytes: u64, rows: u64) {
         self.batches_committed.fetch_add(1, Ordering::Relaxed);
-        self.files_written.fetch_add(files as u64, Ordering::Relaxed);
+        self.files_written
+            .fetch_add(files as u64, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
         self.rows_written.fetch_add(rows, Ordering::Relaxed);
         metrics::counter!("haochaping_lake_batches_committed_total").increment(1);
@@ -72,10 +75,13 @@ impl Stats {
 
     pub fn partition_recovered(&self, rolled_back_files: usize, dedup_keys: usize) {
         self.partitions_recovered.fetch_add(1, Ordering::Relaxed);
-        self.rolled_back_files.fetch_add(rolled_back_files as u64, Ordering::Relaxed);
-        self.dedup_keys_loaded.fetch_add(dedup_keys as u64, Ordering::Relaxed);
+        self.rolled_back_files
+            .fetch_add(rolled_back_files as u64, Ordering::Relaxed);
+        self.dedup_keys_loaded
+            .fetch_add(dedup_keys as u64, Ordering::Relaxed);
         metrics::counter!("haochaping_partitions_recovered_total").increment(1);
-        metrics::counter!("haochaping_lake_files_rolled_back_total").increment(rolled_back_files as u64);
+        metrics::counter!("haochaping_lake_files_rolled_back_total")
+            .increment(rolled_back_files as u64);
     }
 
     /// A consistent-enough copy for printing and assertions.

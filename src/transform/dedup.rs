@@ -45,7 +45,13 @@ pub fn fingerprint(e: &Evaluation<'_>, evaluator_key: Option<&str>) -> u64 {
         h.update(&[0x1f]);
     };
     field(e.project_no.as_bytes());
-    field(&[e.assess_number.code(), e.satisfaction.level(), e.channel.code(), e.evaluator_kind.code(), u8::from(e.anonymous)]);
+    field(&[
+        e.assess_number.code(),
+        e.satisfaction.level(),
+        e.channel.code(),
+        e.evaluator_kind.code(),
+        u8::from(e.anonymous),
+    ]);
     field(e.area.as_str().as_bytes());
     field(e.dept_code.as_bytes());
     field(e.dept_name.as_deref().unwrap_or("").as_bytes());
@@ -70,7 +76,9 @@ pub struct DedupState {
 
 impl DedupState {
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { slots: HashMap::with_capacity_and_hasher(capacity, BuildNoHashHasher::default()) }
+        Self {
+            slots: HashMap::with_capacity_and_hasher(capacity, BuildNoHashHasher::default()),
+        }
     }
 
     /// Checks one evaluation and records it when new. `day` is its date as days since 1970-01-01.
@@ -93,12 +101,16 @@ impl DedupState {
 
     /// Records a row already in the lake (state rebuild).
     pub fn insert(&mut self, key: u64, fingerprint: u64, day: u16) {
-        self.slots.insert(key, (u64::from(day) << FINGERPRINT_BITS) | (fingerprint & FINGERPRINT_MASK));
+        self.slots.insert(
+            key,
+            (u64::from(day) << FINGERPRINT_BITS) | (fingerprint & FINGERPRINT_MASK),
+        );
     }
 
     /// Forgets evaluations dated before `day` (the dedup window).
     pub fn evict_before(&mut self, day: u16) {
-        self.slots.retain(|_, value| (*value >> FINGERPRINT_BITS) as u16 >= day);
+        self.slots
+            .retain(|_, value| (*value >> FINGERPRINT_BITS) as u16 >= day);
     }
 
     pub fn len(&self) -> usize {
@@ -140,8 +152,14 @@ mod tests {
         state.insert(dedup_key("new", AssessNumber::First), 2, 20);
         state.evict_before(15);
         assert_eq!(state.len(), 1);
-        assert_eq!(state.check(dedup_key("old", AssessNumber::First), 1, 10), DedupOutcome::New);
-        assert_eq!(state.check(dedup_key("new", AssessNumber::First), 2, 20), DedupOutcome::Duplicate);
+        assert_eq!(
+            state.check(dedup_key("old", AssessNumber::First), 1, 10),
+            DedupOutcome::New
+        );
+        assert_eq!(
+            state.check(dedup_key("new", AssessNumber::First), 2, 20),
+            DedupOutcome::Duplicate
+        );
     }
 
     #[test]
@@ -156,14 +174,17 @@ mod tests {
         };
         let fp = |bytes: &[u8]| {
             let wire = crate::decode::decode(bytes, 1 << 16).unwrap();
-            let e = crate::transform::validate::validate(wire, &Default::default(), i64::MAX / 2).unwrap();
+            let e = crate::transform::validate::validate(wire, &Default::default(), i64::MAX / 2)
+                .unwrap();
             fingerprint(&e, None)
         };
         assert_eq!(fp(&json(5, "好")), fp(&json(5, "好")));
         assert_ne!(fp(&json(5, "好")), fp(&json(4, "好")));
         assert_ne!(fp(&json(5, "好")), fp(&json(5, "很好")));
         // Formatting differences do not matter.
-        let spaced = String::from_utf8(json(5, "好")).unwrap().replace(',', " , ");
+        let spaced = String::from_utf8(json(5, "好"))
+            .unwrap()
+            .replace(',', " , ");
         assert_eq!(fp(spaced.as_bytes()), fp(&json(5, "好")));
     }
 }

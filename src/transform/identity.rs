@@ -35,7 +35,8 @@ impl std::fmt::Debug for EvaluatorKeyer {
 impl EvaluatorKeyer {
     pub fn new(secret: &[u8]) -> Self {
         // HMAC accepts keys of any length; the error case cannot happen for HMAC-SHA256.
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         Self { mac }
     }
 
@@ -47,7 +48,10 @@ impl EvaluatorKeyer {
         let (kind, value): (&[u8], Cow<'_, str>) = if let Some(cert) = &identity.cert {
             (b"cert", Cow::Owned(cert.trim().to_uppercase()))
         } else if let Some(phone) = &identity.phone {
-            (b"phone", Cow::Owned(phone.chars().filter(char::is_ascii_digit).collect()))
+            (
+                b"phone",
+                Cow::Owned(phone.chars().filter(char::is_ascii_digit).collect()),
+            )
         } else if let Some(name) = &identity.name {
             (b"name", Cow::Borrowed(name.trim()))
         } else if let Some(cert_key) = &identity.cert_key {
@@ -72,7 +76,9 @@ impl EvaluatorKeyer {
         }
         let text = |field: &str| -> Option<Cow<'_, str>> {
             match object.get(field)? {
-                serde_json::Value::String(s) if !s.trim().is_empty() => Some(Cow::Borrowed(s.as_str())),
+                serde_json::Value::String(s) if !s.trim().is_empty() => {
+                    Some(Cow::Borrowed(s.as_str()))
+                }
                 serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
                 _ => None,
             }
@@ -99,19 +105,39 @@ impl EvaluatorKeyer {
 mod tests {
     use super::*;
 
-    fn identity<'a>(name: Option<&'a str>, cert: Option<&'a str>, phone: Option<&'a str>) -> Identity<'a> {
-        Identity { name: name.map(Into::into), cert: cert.map(Into::into), phone: phone.map(Into::into), ..Default::default() }
+    fn identity<'a>(
+        name: Option<&'a str>,
+        cert: Option<&'a str>,
+        phone: Option<&'a str>,
+    ) -> Identity<'a> {
+        Identity {
+            name: name.map(Into::into),
+            cert: cert.map(Into::into),
+            phone: phone.map(Into::into),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn key_is_keyed_stable_and_normalised() {
         let keyer = EvaluatorKeyer::new(b"secret-1");
-        let a = keyer.key(&identity(Some("张三"), Some("41032819900101123x"), None)).unwrap();
-        let b = keyer.key(&identity(Some("张 三"), Some(" 41032819900101123X "), Some("13800000000"))).unwrap();
+        let a = keyer
+            .key(&identity(Some("张三"), Some("41032819900101123x"), None))
+            .unwrap();
+        let b = keyer
+            .key(&identity(
+                Some("张 三"),
+                Some(" 41032819900101123X "),
+                Some("13800000000"),
+            ))
+            .unwrap();
         assert_eq!(a, b, "the ID number decides, normalised");
         assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        let other_secret = EvaluatorKeyer::new(b"secret-2").key(&identity(None, Some("41032819900101123X"), None));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        let other_secret =
+            EvaluatorKeyer::new(b"secret-2").key(&identity(None, Some("41032819900101123X"), None));
         assert_ne!(Some(a.clone()), other_secret);
         assert!(!a.contains("41032819900101123"));
     }
@@ -131,12 +157,26 @@ mod tests {
         let raw = r#"{"projectNo":"P1","userName":"张三","userCert":"410328199001011234","userPhone":"13800000000","satisfaction":9}"#.as_bytes();
         let redacted = keyer.redact_json(raw).unwrap();
         let text = String::from_utf8(redacted.clone()).unwrap();
-        for secret in ["张三", "410328199001011234", "13800000000", "userName", "userCert", "userPhone"] {
+        for secret in [
+            "张三",
+            "410328199001011234",
+            "13800000000",
+            "userName",
+            "userCert",
+            "userPhone",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked into {text}");
         }
         let value: serde_json::Value = serde_json::from_slice(&redacted).unwrap();
-        let replayed = Identity { evaluator_key: value["evaluatorKey"].as_str().map(Into::into), ..Default::default() };
-        let original = identity(Some("张三"), Some("410328199001011234"), Some("13800000000"));
+        let replayed = Identity {
+            evaluator_key: value["evaluatorKey"].as_str().map(Into::into),
+            ..Default::default()
+        };
+        let original = identity(
+            Some("张三"),
+            Some("410328199001011234"),
+            Some("13800000000"),
+        );
         assert_eq!(keyer.key(&replayed), keyer.key(&original));
         assert_eq!(value["satisfaction"], 9, "the rest of the record is kept");
     }
@@ -147,7 +187,9 @@ mod tests {
         assert_eq!(keyer.redact_json(b"not json"), None);
         assert_eq!(keyer.redact_json(b"[1]"), None);
         assert_eq!(keyer.redact_json(br#"{"projectNo":"P1"}"#), None);
-        let nested = keyer.redact_json(r#"{"userName":{"x":"张三"}}"#.as_bytes()).unwrap();
+        let nested = keyer
+            .redact_json(r#"{"userName":{"x":"张三"}}"#.as_bytes())
+            .unwrap();
         assert_eq!(nested, b"{}");
     }
 }

@@ -49,7 +49,9 @@ impl Processor {
         dedup: &mut DedupState,
         rows: &mut EvaluationRows,
     ) -> Outcome {
-        let evaluation = match decode(payload, self.rules.max_message_bytes).and_then(|w| validate(w, &self.rules, now_us)) {
+        let evaluation = match decode(payload, self.rules.max_message_bytes)
+            .and_then(|w| validate(w, &self.rules, now_us))
+        {
             Ok(evaluation) => evaluation,
             Err(rejection) => return Outcome::Rejected(rejection),
         };
@@ -59,18 +61,30 @@ impl Processor {
         let day = u16::try_from(cst_day(evaluation.assessed_at_us)).unwrap_or(0);
         match dedup.check(key, fingerprint, day) {
             DedupOutcome::New => {
-                rows.push(&evaluation, evaluator_key.as_deref(), fingerprint, partition, offset);
+                rows.push(
+                    &evaluation,
+                    evaluator_key.as_deref(),
+                    fingerprint,
+                    partition,
+                    offset,
+                );
                 Outcome::Accepted
             }
             DedupOutcome::Duplicate => Outcome::Duplicate,
             DedupOutcome::Conflict => Outcome::Rejected(match evaluation.assess_number {
                 AssessNumber::First => Rejection::new(
                     Reason::CaseAlreadyEvaluated,
-                    format!("case {} already has a different first evaluation (assessNumber 1)", evaluation.project_no),
+                    format!(
+                        "case {} already has a different first evaluation (assessNumber 1)",
+                        evaluation.project_no
+                    ),
                 ),
                 AssessNumber::Supplementary => Rejection::new(
                     Reason::CaseAlreadySupplemented,
-                    format!("case {} already has a different supplementary evaluation (assessNumber 2)", evaluation.project_no),
+                    format!(
+                        "case {} already has a different supplementary evaluation (assessNumber 2)",
+                        evaluation.project_no
+                    ),
                 ),
             }),
         }

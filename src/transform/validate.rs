@@ -216,7 +216,10 @@ pub fn validate<'a>(
     check_credit_code(&dept_code)?;
     let area_text = required_text("areaCode", wire.area_code, limit)?;
     let area = RegionCode::parse(&area_text).map_err(|e| {
-        Rejection::new(Reason::InvalidAreaCode, format!("areaCode {area_text:?}: {e}"))
+        Rejection::new(
+            Reason::InvalidAreaCode,
+            format!("areaCode {area_text:?}: {e}"),
+        )
     })?;
     let channel = required_code("pf", wire.pf, Channel::from_code)?;
     let satisfaction = required_code("satisfaction", wire.satisfaction, |c| {
@@ -235,13 +238,17 @@ pub fn validate<'a>(
     let assess_time = required_text("assessTime", wire.assess_time, limit)?;
     let assessed_at_us = parse_assess_time(&assess_time, now_us, rules.max_clock_skew)?;
     let tags = parse_tags(wire.eval_detail, satisfaction)?;
-    let text = optional_text("writingEvaluation", wire.writing_evaluation, rules.max_text_chars)
-        .map_err(|mut r| {
-            if r.reason == Reason::InvalidField && r.message.contains("characters") {
-                r.reason = Reason::TextTooLong;
-            }
-            r
-        })?;
+    let text = optional_text(
+        "writingEvaluation",
+        wire.writing_evaluation,
+        rules.max_text_chars,
+    )
+    .map_err(|mut r| {
+        if r.reason == Reason::InvalidField && r.message.contains("characters") {
+            r.reason = Reason::TextTooLong;
+        }
+        r
+    })?;
     if rules.require_reason_for_bad_review
         && satisfaction.is_bad_review()
         && tags.is_empty()
@@ -291,8 +298,12 @@ fn required_text<'a>(
     value: Option<WireValue<'a>>,
     max_chars: usize,
 ) -> Result<Cow<'a, str>, Rejection> {
-    optional_text(field, value, max_chars)?
-        .ok_or_else(|| Rejection::new(Reason::MissingField, format!("required field {field} is missing or empty")))
+    optional_text(field, value, max_chars)?.ok_or_else(|| {
+        Rejection::new(
+            Reason::MissingField,
+            format!("required field {field} is missing or empty"),
+        )
+    })
 }
 
 /// A text field that may be absent, null or empty (all read as absent).
@@ -319,7 +330,10 @@ fn optional_text<'a>(
     if text.len() > max_chars && text.chars().count() > max_chars {
         return Err(Rejection::new(
             Reason::InvalidField,
-            format!("field {field} has {} characters, the limit is {max_chars}", text.chars().count()),
+            format!(
+                "field {field} has {} characters, the limit is {max_chars}",
+                text.chars().count()
+            ),
         ));
     }
     Ok(Some(text))
@@ -333,7 +347,10 @@ fn required_code<T>(
 ) -> Result<T, Rejection> {
     let code = match &value {
         None | Some(WireValue::Null) => {
-            return Err(Rejection::new(Reason::MissingField, format!("required field {field} is missing")))
+            return Err(Rejection::new(
+                Reason::MissingField,
+                format!("required field {field} is missing"),
+            ))
         }
         Some(WireValue::Int(i)) => Some(*i),
         Some(WireValue::Str(s)) => s.trim().parse::<i64>().ok(),
@@ -346,22 +363,33 @@ fn required_code<T>(
             Some(other) => other.kind().to_owned(),
             None => String::new(),
         };
-        Rejection::new(Reason::InvalidCode, format!("field {field} has {shown}, which is not in its code set"))
+        Rejection::new(
+            Reason::InvalidCode,
+            format!("field {field} has {shown}, which is not in its code set"),
+        )
     })
 }
 
 /// GB 32100-2015 unified social credit code: 18 characters of the 31-character alphabet (no I, O, Z,
 /// S, V), the last being the check character of the first 17.
 pub fn check_credit_code(code: &str) -> Result<(), Rejection> {
-    let fail = |why: &str| Rejection::new(Reason::InvalidDeptCode, format!("deptCode {code:?}: {why}"));
+    let fail =
+        |why: &str| Rejection::new(Reason::InvalidDeptCode, format!("deptCode {code:?}: {why}"));
     if code.len() != 18 || !code.is_ascii() {
-        return Err(fail("must be 18 characters (GB 32100 unified social credit code)"));
+        return Err(fail(
+            "must be 18 characters (GB 32100 unified social credit code)",
+        ));
     }
     let mut sum = 0u32;
     for (i, c) in code.bytes().enumerate() {
-        let value = credit_code_value(c).ok_or_else(|| fail("contains a character outside the GB 32100 alphabet"))?;
+        let value = credit_code_value(c)
+            .ok_or_else(|| fail("contains a character outside the GB 32100 alphabet"))?;
         if i == 17 {
-            return if value == credit_code_check(sum) { Ok(()) } else { Err(fail("check character does not match")) };
+            return if value == credit_code_check(sum) {
+                Ok(())
+            } else {
+                Err(fail("check character does not match"))
+            };
         }
         sum += value * CREDIT_CODE_WEIGHTS[i];
     }
@@ -369,10 +397,15 @@ pub fn check_credit_code(code: &str) -> Result<(), Rejection> {
 }
 
 const CREDIT_CODE_ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-const CREDIT_CODE_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+const CREDIT_CODE_WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
 
 fn credit_code_value(c: u8) -> Option<u32> {
-    CREDIT_CODE_ALPHABET.iter().position(|a| *a == c).map(|p| p as u32)
+    CREDIT_CODE_ALPHABET
+        .iter()
+        .position(|a| *a == c)
+        .map(|p| p as u32)
 }
 
 fn credit_code_check(weighted_sum: u32) -> u32 {
@@ -388,7 +421,9 @@ pub fn credit_code_check_char(first17: &str) -> Option<char> {
     for (i, c) in first17.bytes().enumerate() {
         sum += credit_code_value(c)? * CREDIT_CODE_WEIGHTS[i];
     }
-    Some(char::from(CREDIT_CODE_ALPHABET[credit_code_check(sum) as usize]))
+    Some(char::from(
+        CREDIT_CODE_ALPHABET[credit_code_check(sum) as usize],
+    ))
 }
 
 /// `assessTime` as `yyyy-MM-dd HH:mm:ss` in China Standard Time → UTC microseconds, not further in the
@@ -405,7 +440,10 @@ pub fn parse_assess_time(text: &str, now_us: i64, max_skew: Duration) -> Result<
     if utc_us > now_us.saturating_add(skew_us) {
         return Err(Rejection::new(
             Reason::FutureAssessTime,
-            format!("assessTime {text} (CST) is in the future by more than {}", humantime::format_duration(max_skew)),
+            format!(
+                "assessTime {text} (CST) is in the future by more than {}",
+                humantime::format_duration(max_skew)
+            ),
         ));
     }
     Ok(utc_us)
@@ -413,7 +451,10 @@ pub fn parse_assess_time(text: &str, now_us: i64, max_skew: Duration) -> Result<
 
 /// `evalDetail`: tag codes as a JSON array or a comma-separated string; three digits each, the first
 /// being the level the tag belongs to.
-pub fn parse_tags(value: Option<WireValue<'_>>, level: Satisfaction) -> Result<Vec<u16>, Rejection> {
+pub fn parse_tags(
+    value: Option<WireValue<'_>>,
+    level: Satisfaction,
+) -> Result<Vec<u16>, Rejection> {
     let mut tags = Vec::new();
     let mut push = |item: &str| -> Result<(), Rejection> {
         let item = item.trim();
@@ -424,11 +465,20 @@ pub fn parse_tags(value: Option<WireValue<'_>>, level: Satisfaction) -> Result<V
             .parse()
             .ok()
             .filter(|t| (100..=599).contains(t))
-            .ok_or_else(|| Rejection::new(Reason::InvalidTag, format!("evalDetail tag {item:?} is not a 3-digit tag code")))?;
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::InvalidTag,
+                    format!("evalDetail tag {item:?} is not a 3-digit tag code"),
+                )
+            })?;
         if tag / 100 != u16::from(level.level()) {
             return Err(Rejection::new(
                 Reason::TagLevelMismatch,
-                format!("evalDetail tag {tag} belongs to level {}, but satisfaction is {}", tag / 100, level.level()),
+                format!(
+                    "evalDetail tag {tag} belongs to level {}, but satisfaction is {}",
+                    tag / 100,
+                    level.level()
+                ),
             ));
         }
         tags.push(tag);
@@ -455,7 +505,10 @@ pub fn parse_tags(value: Option<WireValue<'_>>, level: Satisfaction) -> Result<V
         Some(other) => {
             return Err(Rejection::new(
                 Reason::InvalidField,
-                format!("field evalDetail must be an array or a comma-separated string, got {}", other.kind()),
+                format!(
+                    "field evalDetail must be an array or a comma-separated string, got {}",
+                    other.kind()
+                ),
             ))
         }
     }
@@ -496,7 +549,9 @@ mod tests {
         })
     }
 
-    fn run(edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Result<(), Rejection> {
+    fn run(
+        edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    ) -> Result<(), Rejection> {
         let mut value = base();
         edit(value.as_object_mut().unwrap());
         let bytes = serde_json::to_vec(&value).unwrap();
@@ -514,7 +569,12 @@ mod tests {
     #[test]
     fn accepts_a_complete_evaluation() {
         let bytes = serde_json::to_vec(&base()).unwrap();
-        let e = validate(decode(&bytes, 1 << 20).unwrap(), &ValidationRules::default(), NOW_US).unwrap();
+        let e = validate(
+            decode(&bytes, 1 << 20).unwrap(),
+            &ValidationRules::default(),
+            NOW_US,
+        )
+        .unwrap();
         assert_eq!(e.project_no, "410328-2026-000001");
         assert_eq!(e.satisfaction.level(), 5);
         assert_eq!(e.channel, Channel::HallWindow);
@@ -533,63 +593,392 @@ mod tests {
     fn each_rule_accepts_and_rejects() {
         use serde_json::json;
         let table: &[(&str, Edit, Option<Reason>)] = &[
-            ("numbers as codes", |m| { m.insert("pf".into(), json!(2)); m.insert("satisfaction".into(), json!(5)); }, None),
-            ("missing projectNo", |m| { m.remove("projectNo"); }, Some(Reason::MissingField)),
-            ("blank projectNo", |m| { m.insert("projectNo".into(), json!("  ")); }, Some(Reason::MissingField)),
-            ("projectNo object", |m| { m.insert("projectNo".into(), json!({"a":1})); }, Some(Reason::InvalidField)),
-            ("missing taskCode", |m| { m.remove("taskCode"); }, Some(Reason::MissingField)),
-            ("missing taskName", |m| { m.remove("taskName"); }, Some(Reason::MissingField)),
-            ("missing deptCode", |m| { m.remove("deptCode"); }, Some(Reason::MissingField)),
-            ("missing areaCode", |m| { m.remove("areaCode"); }, Some(Reason::MissingField)),
-            ("missing assessTime", |m| { m.remove("assessTime"); }, Some(Reason::MissingField)),
-            ("missing pf", |m| { m.remove("pf"); }, Some(Reason::MissingField)),
-            ("missing satisfaction", |m| { m.remove("satisfaction"); }, Some(Reason::MissingField)),
-            ("missing assessNumber", |m| { m.remove("assessNumber"); }, Some(Reason::MissingField)),
-            ("missing userProp", |m| { m.remove("userProp"); }, Some(Reason::MissingField)),
-            ("pf 8", |m| { m.insert("pf".into(), json!("8")); }, Some(Reason::InvalidCode)),
-            ("pf 0", |m| { m.insert("pf".into(), json!(0)); }, Some(Reason::InvalidCode)),
-            ("pf 7 sms", |m| { m.insert("pf".into(), json!(7)); }, None),
-            ("satisfaction 6", |m| { m.insert("satisfaction".into(), json!(6)); }, Some(Reason::InvalidCode)),
-            ("satisfaction 0", |m| { m.insert("satisfaction".into(), json!("0")); }, Some(Reason::InvalidCode)),
-            ("satisfaction 4.5", |m| { m.insert("satisfaction".into(), json!(4.5)); }, Some(Reason::InvalidCode)),
-            ("satisfaction word", |m| { m.insert("satisfaction".into(), json!("满意")); }, Some(Reason::InvalidCode)),
-            ("assessNumber 2", |m| { m.insert("assessNumber".into(), json!("2")); }, None),
-            ("assessNumber 3", |m| { m.insert("assessNumber".into(), json!(3)); }, Some(Reason::InvalidCode)),
-            ("userProp 9", |m| { m.insert("userProp".into(), json!(9)); }, None),
-            ("userProp 7", |m| { m.insert("userProp".into(), json!(7)); }, Some(Reason::InvalidCode)),
-            ("anonymityFlag 1", |m| { m.insert("anonymityFlag".into(), json!(1)); }, None),
-            ("anonymityFlag absent", |m| { m.remove("anonymityFlag"); }, None),
-            ("anonymityFlag 3", |m| { m.insert("anonymityFlag".into(), json!(3)); }, Some(Reason::InvalidCode)),
-            ("areaCode province", |m| { m.insert("areaCode".into(), json!("410000000000")); }, None),
-            ("areaCode short", |m| { m.insert("areaCode".into(), json!("410328")); }, Some(Reason::InvalidAreaCode)),
-            ("areaCode letters", |m| { m.insert("areaCode".into(), json!("41032810020X")); }, Some(Reason::InvalidAreaCode)),
-            ("areaCode gap", |m| { m.insert("areaCode".into(), json!("410300100201")); }, Some(Reason::InvalidAreaCode)),
-            ("areaCode as number", |m| { m.insert("areaCode".into(), json!(410328100201_i64)); }, None),
-            ("deptCode check", |m| { m.insert("deptCode".into(), json!("11410328MB0000001A")); }, Some(Reason::InvalidDeptCode)),
-            ("deptCode length", |m| { m.insert("deptCode".into(), json!("11410328MB0000001")); }, Some(Reason::InvalidDeptCode)),
-            ("deptCode letter I", |m| { m.insert("deptCode".into(), json!("11410328IB0000001T")); }, Some(Reason::InvalidDeptCode)),
-            ("deptCode lowercase", |m| { m.insert("deptCode".into(), json!("11410328mb0000001t")); }, Some(Reason::InvalidDeptCode)),
-            ("assessTime ISO T", |m| { m.insert("assessTime".into(), json!("2026-11-22T10:15:00")); }, Some(Reason::InvalidAssessTime)),
-            ("assessTime date only", |m| { m.insert("assessTime".into(), json!("2026-11-22")); }, Some(Reason::InvalidAssessTime)),
-            ("assessTime Feb 30", |m| { m.insert("assessTime".into(), json!("2026-02-30 10:00:00")); }, Some(Reason::InvalidAssessTime)),
-            ("assessTime within skew", |m| { m.insert("assessTime".into(), json!("2026-11-22 12:04:00")); }, None),
-            ("assessTime future", |m| { m.insert("assessTime".into(), json!("2026-11-22 12:06:00")); }, Some(Reason::FutureAssessTime)),
-            ("tags as array", |m| { m.insert("evalDetail".into(), json!(["510", 512])); }, None),
-            ("tags empty", |m| { m.insert("evalDetail".into(), json!("")); }, None),
-            ("tag of other level", |m| { m.insert("evalDetail".into(), json!("510,406")); }, Some(Reason::TagLevelMismatch)),
-            ("tag not a code", |m| { m.insert("evalDetail".into(), json!("51a")); }, Some(Reason::InvalidTag)),
-            ("tag 4 digits", |m| { m.insert("evalDetail".into(), json!("5100")); }, Some(Reason::InvalidTag)),
-            ("tags object", |m| { m.insert("evalDetail".into(), json!({"t": 1})); }, Some(Reason::InvalidField)),
-            ("text at limit", |m| { m.insert("writingEvaluation".into(), json!("好".repeat(2000))); }, None),
-            ("text too long", |m| { m.insert("writingEvaluation".into(), json!("好".repeat(2001))); }, Some(Reason::TextTooLong)),
-            ("bad review with tag", |m| { m.insert("satisfaction".into(), json!(1)); m.insert("evalDetail".into(), json!("115")); m.insert("writingEvaluation".into(), json!("")); }, None),
-            ("bad review with text", |m| { m.insert("satisfaction".into(), json!(2)); m.remove("evalDetail"); m.insert("writingEvaluation".into(), json!("排队两小时")); }, None),
-            ("bad review without reason", |m| { m.insert("satisfaction".into(), json!(1)); m.remove("evalDetail"); m.insert("writingEvaluation".into(), json!(" ")); }, Some(Reason::BadReviewWithoutReason)),
-            ("name too long", |m| { m.insert("userName".into(), json!("张".repeat(201))); }, Some(Reason::InvalidField)),
+            (
+                "numbers as codes",
+                |m| {
+                    m.insert("pf".into(), json!(2));
+                    m.insert("satisfaction".into(), json!(5));
+                },
+                None,
+            ),
+            (
+                "missing projectNo",
+                |m| {
+                    m.remove("projectNo");
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "blank projectNo",
+                |m| {
+                    m.insert("projectNo".into(), json!("  "));
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "projectNo object",
+                |m| {
+                    m.insert("projectNo".into(), json!({"a":1}));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "missing taskCode",
+                |m| {
+                    m.remove("taskCode");
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "missing taskName",
+                |m| {
+                    m.remove("taskName");
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "missing deptCode",
+                |m| {
+                    m.remove("deptCode");
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "missing areaCode",
+                |m| {
+                    m.remove("areaCode");
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "missing assessTime",
+                |m| {
+                    m.remove("assessTime");
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "missing pf",
+                |m| {
+                    m.remove("pf");
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "missing satisfaction",
+                |m| {
+                    m.remove("satisfaction");
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "missing assessNumber",
+                |m| {
+                    m.remove("assessNumber");
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "missing userProp",
+                |m| {
+                    m.remove("userProp");
+                },
+                Some(Reason::MissingField),
+            ),
+            (
+                "pf 8",
+                |m| {
+                    m.insert("pf".into(), json!("8"));
+                },
+                Some(Reason::InvalidCode),
+            ),
+            (
+                "pf 0",
+                |m| {
+                    m.insert("pf".into(), json!(0));
+                },
+                Some(Reason::InvalidCode),
+            ),
+            (
+                "pf 7 sms",
+                |m| {
+                    m.insert("pf".into(), json!(7));
+                },
+                None,
+            ),
+            (
+                "satisfaction 6",
+                |m| {
+                    m.insert("satisfaction".into(), json!(6));
+                },
+                Some(Reason::InvalidCode),
+            ),
+            (
+                "satisfaction 0",
+                |m| {
+                    m.insert("satisfaction".into(), json!("0"));
+                },
+                Some(Reason::InvalidCode),
+            ),
+            (
+                "satisfaction 4.5",
+                |m| {
+                    m.insert("satisfaction".into(), json!(4.5));
+                },
+                Some(Reason::InvalidCode),
+            ),
+            (
+                "satisfaction word",
+                |m| {
+                    m.insert("satisfaction".into(), json!("满意"));
+                },
+                Some(Reason::InvalidCode),
+            ),
+            (
+                "assessNumber 2",
+                |m| {
+                    m.insert("assessNumber".into(), json!("2"));
+                },
+                None,
+            ),
+            (
+                "assessNumber 3",
+                |m| {
+                    m.insert("assessNumber".into(), json!(3));
+                },
+                Some(Reason::InvalidCode),
+            ),
+            (
+                "userProp 9",
+                |m| {
+                    m.insert("userProp".into(), json!(9));
+                },
+                None,
+            ),
+            (
+                "userProp 7",
+                |m| {
+                    m.insert("userProp".into(), json!(7));
+                },
+                Some(Reason::InvalidCode),
+            ),
+            (
+                "anonymityFlag 1",
+                |m| {
+                    m.insert("anonymityFlag".into(), json!(1));
+                },
+                None,
+            ),
+            (
+                "anonymityFlag absent",
+                |m| {
+                    m.remove("anonymityFlag");
+                },
+                None,
+            ),
+            (
+                "anonymityFlag 3",
+                |m| {
+                    m.insert("anonymityFlag".into(), json!(3));
+                },
+                Some(Reason::InvalidCode),
+            ),
+            (
+                "areaCode province",
+                |m| {
+                    m.insert("areaCode".into(), json!("410000000000"));
+                },
+                None,
+            ),
+            (
+                "areaCode short",
+                |m| {
+                    m.insert("areaCode".into(), json!("410328"));
+                },
+                Some(Reason::InvalidAreaCode),
+            ),
+            (
+                "areaCode letters",
+                |m| {
+                    m.insert("areaCode".into(), json!("41032810020X"));
+                },
+                Some(Reason::InvalidAreaCode),
+            ),
+            (
+                "areaCode gap",
+                |m| {
+                    m.insert("areaCode".into(), json!("410300100201"));
+                },
+                Some(Reason::InvalidAreaCode),
+            ),
+            (
+                "areaCode as number",
+                |m| {
+                    m.insert("areaCode".into(), json!(410328100201_i64));
+                },
+                None,
+            ),
+            (
+                "deptCode check",
+                |m| {
+                    m.insert("deptCode".into(), json!("11410328MB0000001A"));
+                },
+                Some(Reason::InvalidDeptCode),
+            ),
+            (
+                "deptCode length",
+                |m| {
+                    m.insert("deptCode".into(), json!("11410328MB0000001"));
+                },
+                Some(Reason::InvalidDeptCode),
+            ),
+            (
+                "deptCode letter I",
+                |m| {
+                    m.insert("deptCode".into(), json!("11410328IB0000001T"));
+                },
+                Some(Reason::InvalidDeptCode),
+            ),
+            (
+                "deptCode lowercase",
+                |m| {
+                    m.insert("deptCode".into(), json!("11410328mb0000001t"));
+                },
+                Some(Reason::InvalidDeptCode),
+            ),
+            (
+                "assessTime ISO T",
+                |m| {
+                    m.insert("assessTime".into(), json!("2026-11-22T10:15:00"));
+                },
+                Some(Reason::InvalidAssessTime),
+            ),
+            (
+                "assessTime date only",
+                |m| {
+                    m.insert("assessTime".into(), json!("2026-11-22"));
+                },
+                Some(Reason::InvalidAssessTime),
+            ),
+            (
+                "assessTime Feb 30",
+                |m| {
+                    m.insert("assessTime".into(), json!("2026-02-30 10:00:00"));
+                },
+                Some(Reason::InvalidAssessTime),
+            ),
+            (
+                "assessTime within skew",
+                |m| {
+                    m.insert("assessTime".into(), json!("2026-11-22 12:04:00"));
+                },
+                None,
+            ),
+            (
+                "assessTime future",
+                |m| {
+                    m.insert("assessTime".into(), json!("2026-11-22 12:06:00"));
+                },
+                Some(Reason::FutureAssessTime),
+            ),
+            (
+                "tags as array",
+                |m| {
+                    m.insert("evalDetail".into(), json!(["510", 512]));
+                },
+                None,
+            ),
+            (
+                "tags empty",
+                |m| {
+                    m.insert("evalDetail".into(), json!(""));
+                },
+                None,
+            ),
+            (
+                "tag of other level",
+                |m| {
+                    m.insert("evalDetail".into(), json!("510,406"));
+                },
+                Some(Reason::TagLevelMismatch),
+            ),
+            (
+                "tag not a code",
+                |m| {
+                    m.insert("evalDetail".into(), json!("51a"));
+                },
+                Some(Reason::InvalidTag),
+            ),
+            (
+                "tag 4 digits",
+                |m| {
+                    m.insert("evalDetail".into(), json!("5100"));
+                },
+                Some(Reason::InvalidTag),
+            ),
+            (
+                "tags object",
+                |m| {
+                    m.insert("evalDetail".into(), json!({"t": 1}));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "text at limit",
+                |m| {
+                    m.insert("writingEvaluation".into(), json!("好".repeat(2000)));
+                },
+                None,
+            ),
+            (
+                "text too long",
+                |m| {
+                    m.insert("writingEvaluation".into(), json!("好".repeat(2001)));
+                },
+                Some(Reason::TextTooLong),
+            ),
+            (
+                "bad review with tag",
+                |m| {
+                    m.insert("satisfaction".into(), json!(1));
+                    m.insert("evalDetail".into(), json!("115"));
+                    m.insert("writingEvaluation".into(), json!(""));
+                },
+                None,
+            ),
+            (
+                "bad review with text",
+                |m| {
+                    m.insert("satisfaction".into(), json!(2));
+                    m.remove("evalDetail");
+                    m.insert("writingEvaluation".into(), json!("排队两小时"));
+                },
+                None,
+            ),
+            (
+                "bad review without reason",
+                |m| {
+                    m.insert("satisfaction".into(), json!(1));
+                    m.remove("evalDetail");
+                    m.insert("writingEvaluation".into(), json!(" "));
+                },
+                Some(Reason::BadReviewWithoutReason),
+            ),
+            (
+                "name too long",
+                |m| {
+                    m.insert("userName".into(), json!("张".repeat(201)));
+                },
+                Some(Reason::InvalidField),
+            ),
         ];
         for (name, edit, expected) in table {
             let got = run(*edit);
-            assert_eq!(got.as_ref().err().map(|r| r.reason), *expected, "{name}: {got:?}");
+            assert_eq!(
+                got.as_ref().err().map(|r| r.reason),
+                *expected,
+                "{name}: {got:?}"
+            );
             if let Err(rejection) = got {
                 assert!(!rejection.message.is_empty(), "{name}");
             }
@@ -607,6 +996,9 @@ mod tests {
     #[test]
     fn assess_time_is_china_standard_time() {
         let us = parse_assess_time("2026-01-01 08:00:00", i64::MAX, Duration::ZERO).unwrap();
-        assert_eq!(us, 1_767_225_600_000_000, "08:00 CST on 1 January is midnight UTC");
+        assert_eq!(
+            us, 1_767_225_600_000_000,
+            "08:00 CST on 1 January is midnight UTC"
+        );
     }
 }

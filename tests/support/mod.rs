@@ -36,7 +36,10 @@ pub fn tansu_binary() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A Tansu broker process with in-memory storage, killed on drop.
@@ -50,12 +53,23 @@ impl Tansu {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu_binary())
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn tansu");
-        let tansu = Self { child, brokers: format!("127.0.0.1:{port}") };
+        let tansu = Self {
+            child,
+            brokers: format!("127.0.0.1:{port}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "tansu did not start listening");
@@ -65,10 +79,15 @@ impl Tansu {
     }
 
     pub async fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("admin client");
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .expect("admin client");
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let results = admin.create_topics([&topic], &AdminOptions::new()).await.expect("create topics");
+        let results = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .expect("create topics");
         for result in results {
             result.expect("topic created");
         }
@@ -100,7 +119,11 @@ pub struct Produced {
 
 impl Produced {
     pub fn new() -> Self {
-        Self { report: ProduceReport::default(), slots: HashSet::new(), identities: HashSet::new() }
+        Self {
+            report: ProduceReport::default(),
+            slots: HashSet::new(),
+            identities: HashSet::new(),
+        }
     }
 
     fn record(&mut self, event: &generate::GeneratedEvent) {
@@ -119,7 +142,13 @@ impl Produced {
 }
 
 /// Produces `events` generated events to `topic`.
-pub async fn produce(brokers: &str, topic: &str, generator: &mut Generator, events: u64, into: &mut Produced) {
+pub async fn produce(
+    brokers: &str,
+    topic: &str,
+    generator: &mut Generator,
+    events: u64,
+    into: &mut Produced,
+) {
     // One record per batch: Tansu 0.6.0 answers a fetch from an offset inside a record batch with
     // the *next* batch (probed: offset 990 of a batch 0–994 came back as 995), so a restart at a
     // commit point inside a batch would skip records. Real Kafka returns the containing batch.
@@ -131,7 +160,11 @@ pub async fn produce(brokers: &str, topic: &str, generator: &mut Generator, even
         .create()
         .expect("producer");
     let mut seen = Vec::new();
-    generate::produce(&producer, topic, generator, events, None, |e| seen.push(e.clone())).await.expect("produce");
+    generate::produce(&producer, topic, generator, events, None, |e| {
+        seen.push(e.clone())
+    })
+    .await
+    .expect("produce");
     for event in &seen {
         into.record(event);
     }
@@ -142,10 +175,20 @@ pub fn lake_slots(lake: &Path) -> HashMap<(String, i8), usize> {
     let mut counts = HashMap::new();
     for file in parquet_files(&lake.join("evaluations")) {
         for batch in read_file(&file) {
-            let project = batch.column_by_name("project_no").unwrap().as_string::<i32>().clone();
-            let number = batch.column_by_name("assess_number").unwrap().as_primitive::<Int8Type>().clone();
+            let project = batch
+                .column_by_name("project_no")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let number = batch
+                .column_by_name("assess_number")
+                .unwrap()
+                .as_primitive::<Int8Type>()
+                .clone();
             for row in 0..batch.num_rows() {
-                *counts.entry((project.value(row).to_owned(), number.value(row))).or_insert(0) += 1;
+                *counts
+                    .entry((project.value(row).to_owned(), number.value(row)))
+                    .or_insert(0) += 1;
             }
         }
     }
@@ -173,7 +216,9 @@ pub fn lake_strings(lake: &Path) -> Vec<String> {
 
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return files };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -199,12 +244,30 @@ fn read_file(path: &Path) -> Vec<arrow::array::RecordBatch> {
 pub fn assert_exactly_once(lake: &Path, expected: &HashSet<(String, i8)>) {
     let counts = lake_slots(lake);
     let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(duplicated.is_empty(), "duplicated rows in the lake: {duplicated:?}");
-    let missing: Vec<_> = expected.iter().filter(|s| !counts.contains_key(*s)).take(5).collect();
+    assert!(
+        duplicated.is_empty(),
+        "duplicated rows in the lake: {duplicated:?}"
+    );
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|s| !counts.contains_key(*s))
+        .take(5)
+        .collect();
     let missing_count = expected.iter().filter(|s| !counts.contains_key(*s)).count();
-    assert!(missing.is_empty(), "missing from the lake ({missing_count} of {}): {missing:?}", expected.len());
-    let unexpected: Vec<_> = counts.keys().filter(|s| !expected.contains(*s)).take(5).collect();
-    assert!(unexpected.is_empty(), "unexpected rows in the lake: {unexpected:?}");
+    assert!(
+        missing.is_empty(),
+        "missing from the lake ({missing_count} of {}): {missing:?}",
+        expected.len()
+    );
+    let unexpected: Vec<_> = counts
+        .keys()
+        .filter(|s| !expected.contains(*s))
+        .take(5)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected rows in the lake: {unexpected:?}"
+    );
     assert_eq!(counts.len(), expected.len());
 }
 
@@ -225,7 +288,8 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<DeadLetter
         .unwrap();
     let mut list = TopicPartitionList::new();
     for p in 0..partitions {
-        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&list).unwrap();
     let mut records = Vec::new();
@@ -237,10 +301,16 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<DeadLetter
                 let mut headers = BTreeMap::new();
                 if let Some(h) = message.headers() {
                     for header in h.iter() {
-                        headers.insert(header.key.to_owned(), String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned());
+                        headers.insert(
+                            header.key.to_owned(),
+                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                        );
                     }
                 }
-                records.push(DeadLetter { payload: message.payload().unwrap_or_default().to_vec(), headers });
+                records.push(DeadLetter {
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}
@@ -254,23 +324,46 @@ pub fn count_by_reason(records: &[DeadLetter]) -> BTreeMap<String, u64> {
     let mut seen = HashSet::new();
     let mut counts = BTreeMap::new();
     for record in records {
-        let position = (record.headers.get("haochaping.source.partition").cloned(), record.headers.get("haochaping.source.offset").cloned());
+        let position = (
+            record.headers.get("haochaping.source.partition").cloned(),
+            record.headers.get("haochaping.source.offset").cloned(),
+        );
         if seen.insert(position) {
-            *counts.entry(record.headers.get("haochaping.reason").cloned().unwrap_or_default()).or_insert(0) += 1;
+            *counts
+                .entry(
+                    record
+                        .headers
+                        .get("haochaping.reason")
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+                .or_insert(0) += 1;
         }
     }
     counts
 }
 
 pub fn expected_by_reason(report: &ProduceReport) -> BTreeMap<String, u64> {
-    report.dead_letters.iter().map(|(r, n)| (r.code().to_owned(), *n)).collect()
+    report
+        .dead_letters
+        .iter()
+        .map(|(r, n)| (r.code().to_owned(), *n))
+        .collect()
 }
 
 /// The `haochaping` binary with `ingest` arguments for a broker and lake.
 pub fn ingest_command(brokers: &str, lake: &Path, group: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_haochaping"));
     command
-        .args(["ingest", "--brokers", brokers, "--lake", lake.to_str().unwrap(), "--group", group])
+        .args([
+            "ingest",
+            "--brokers",
+            brokers,
+            "--lake",
+            lake.to_str().unwrap(),
+            "--group",
+            group,
+        ])
         .args(extra)
         .env("HAOCHAPING_IDENTITY_SECRET", SECRET)
         .env("HAOCHAPING_LOG", "info");
