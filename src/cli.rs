@@ -77,6 +77,9 @@ pub struct IngestArgs {
     /// Stop once the topic has been idle this long and everything is committed (backfills, tests).
     #[arg(long, env = "HAOCHAPING_EXIT_WHEN_IDLE", value_parser = humantime::parse_duration)]
     pub exit_when_idle: Option<Duration>,
+    /// Ingest a newline-delimited JSON file instead of Kafka (same stages, same commit protocol).
+    #[arg(long, env = "HAOCHAPING_FROM_FILE")]
+    pub from_file: Option<PathBuf>,
 }
 
 impl IngestArgs {
@@ -149,6 +152,9 @@ pub struct GenerateArgs {
     /// Random seed (the same seed gives the same events).
     #[arg(long, env = "HAOCHAPING_SEED", default_value_t = 2026)]
     pub seed: u64,
+    /// Write newline-delimited JSON to this file instead of producing to Kafka.
+    #[arg(long, env = "HAOCHAPING_TO_FILE")]
+    pub to_file: Option<PathBuf>,
     /// Create the topic (and `<topic>.dlq`) with this many partitions if it does not exist.
     #[arg(long, env = "HAOCHAPING_PARTITIONS", default_value_t = 4)]
     pub partitions: i32,

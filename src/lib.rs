@@ -17,6 +17,7 @@
 //! | lake | [`sink::parquet`], [`sink::lake`] | rows → Hive-partitioned zstd Parquet; the exactly-once commit protocol |
 //! | dead letters | [`sink::dlq`] | every rejection, with its reason, on `<topic>.dlq` |
 //! | wiring | [`pipeline`] | [`pipeline::run`] — the whole job, driven by the CLI, the demo and the tests |
+//! | offline | [`offline`] | the same stages and protocol over an NDJSON file (`ingest --from-file`) |
 //! | analytics | [`analytics`] | DataFusion over the lake (`queries/*.sql`) |
 //!
 //! Around them: [`cli`] and [`commands`] (the command line), [`config`] (typed TOML config),
@@ -30,6 +31,7 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod generate;
+pub mod offline;
 pub mod pipeline;
 pub mod region;
 pub mod sink;

@@ -55,6 +55,8 @@ pub enum PipelineError {
     DeadLetter(#[from] DlqError),
     #[error(transparent)]
     Table(#[from] TableError),
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("a worker task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

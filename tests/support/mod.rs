@@ -126,7 +126,7 @@ impl Produced {
         }
     }
 
-    fn record(&mut self, event: &generate::GeneratedEvent) {
+    pub fn record_event(&mut self, event: &generate::GeneratedEvent) {
         self.report.record(event);
         if let Some((project, number)) = &event.slot {
             self.slots.insert((project.clone(), *number as i8));
@@ -166,7 +166,7 @@ pub async fn produce(
     .await
     .expect("produce");
     for event in &seen {
-        into.record(event);
+        into.record_event(event);
     }
 }
 

@@ -1,0 +1,110 @@
+//! In-process throughput of each stage and of the whole path, on a generated province:
+//! decode → validate → identity → dedup → Arrow rows → Hive split → zstd Parquet.
+//!
+//! `cargo bench --bench pipeline` (set `HAOCHAPING_BENCH_EVENTS`, default 100 000). Under
+//! `cargo nextest`/`cargo test` each benchmark runs once on a small input as a smoke test.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use haochaping::decode::decode;
+use haochaping::generate::{Generator, GeneratorConfig};
+use haochaping::sink::parquet::{encode_parquet, EvaluationRows};
+use haochaping::transform::dedup::{dedup_key, DedupState};
+use haochaping::transform::identity::EvaluatorKeyer;
+use haochaping::transform::validate::{validate, AssessNumber, ValidationRules};
+use haochaping::transform::{Outcome, Processor};
+
+fn events() -> Vec<Vec<u8>> {
+    let count = std::env::var("HAOCHAPING_BENCH_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let mut config = GeneratorConfig::new("41", chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap_or_default());
+    config.dup_rate = 0.01;
+    config.bad_rate = 0.005;
+    let generator = Generator::new(config).expect("generator");
+    generator.take(count).map(|e| e.payload).collect()
+}
+
+fn processor() -> Processor {
+    Processor::new(ValidationRules::default(), EvaluatorKeyer::new(b"bench-secret-0123456789"))
+}
+
+fn process_all(processor: &Processor, events: &[Vec<u8>], now: i64) -> EvaluationRows {
+    let mut dedup = DedupState::with_capacity(events.len());
+    let mut rows = EvaluationRows::new();
+    for (offset, payload) in events.iter().enumerate() {
+        let outcome = processor.process(payload, 0, offset as i64, now, &mut dedup, &mut rows);
+        black_box(matches!(outcome, Outcome::Accepted));
+    }
+    rows
+}
+
+fn stages(c: &mut Criterion) {
+    let events = events();
+    let bytes: usize = events.iter().map(Vec::len).sum();
+    let now = chrono::Utc::now().timestamp_micros();
+    let rules = ValidationRules::default();
+    let processor = processor();
+
+    let mut group = c.benchmark_group("stages");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("decode", |b| {
+        b.iter(|| events.iter().filter(|p| decode(p, 1 << 16).is_ok()).count())
+    });
+    group.bench_function("decode_validate", |b| {
+        b.iter(|| {
+            events.iter().filter(|p| decode(p, 1 << 16).and_then(|w| validate(w, &rules, now)).is_ok()).count()
+        })
+    });
+    group.bench_function("process_to_rows", |b| b.iter(|| process_all(&processor, &events, now).len()));
+    group.bench_function("rows_to_parquet", |b| {
+        b.iter_batched(
+            || process_all(&processor, &events, now),
+            |rows| {
+                rows.finish().expect("finish").iter().map(|(_, batch)| encode_parquet(batch, 3).expect("encode").len()).sum::<usize>()
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("end_to_end");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("events", |b| b.iter(|| end_to_end(&processor, &events, now)));
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("json_bytes", |b| b.iter(|| end_to_end(&processor, &events, now)));
+    group.finish();
+}
+
+fn end_to_end(processor: &Processor, events: &[Vec<u8>], now: i64) -> usize {
+    let rows = process_all(processor, events, now);
+    rows.finish().expect("finish").iter().map(|(_, batch)| encode_parquet(batch, 3).expect("encode").len()).sum()
+}
+
+fn dedup(c: &mut Criterion) {
+    let keys: Vec<u64> = (0..1_000_000u64).map(|i| dedup_key(&format!("41032820261101{i:09}"), AssessNumber::First)).collect();
+    let mut state = DedupState::default();
+    for key in &keys {
+        state.check(*key, key.rotate_left(7), 20_000);
+    }
+    eprintln!(
+        "dedup state: {} keys, {} heap bytes, {:.1} bytes/key",
+        state.len(),
+        state.heap_bytes(),
+        state.heap_bytes() as f64 / state.len() as f64
+    );
+    let mut group = c.benchmark_group("dedup");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(keys.len() as u64));
+    group.bench_function("check_1m_new_keys", |b| {
+        b.iter(|| {
+            let mut state = DedupState::default();
+            keys.iter().filter(|k| state.check(**k, k.rotate_left(7), 20_000) == haochaping::transform::dedup::DedupOutcome::New).count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stages, dedup);
+criterion_main!(benches);
