@@ -16,8 +16,14 @@ use haochaping::transform::validate::{validate, AssessNumber, ValidationRules};
 use haochaping::transform::{Outcome, Processor};
 
 fn events() -> Vec<Vec<u8>> {
-    let count = std::env::var("HAOCHAPING_BENCH_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
-    let mut config = GeneratorConfig::new("41", chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap_or_default());
+    let count = std::env::var("HAOCHAPING_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let mut config = GeneratorConfig::new(
+        "41",
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap_or_default(),
+    );
     config.dup_rate = 0.01;
     config.bad_rate = 0.005;
     let generator = Generator::new(config).expect("generator");
@@ -25,7 +31,10 @@ fn events() -> Vec<Vec<u8>> {
 }
 
 fn processor() -> Processor {
-    Processor::new(ValidationRules::default(), EvaluatorKeyer::new(b"bench-secret-0123456789"))
+    Processor::new(
+        ValidationRules::default(),
+        EvaluatorKeyer::new(b"bench-secret-0123456789"),
+    )
 }
 
 fn process_all(processor: &Processor, events: &[Vec<u8>], now: i64) -> EvaluationRows {
@@ -53,15 +62,28 @@ fn stages(c: &mut Criterion) {
     });
     group.bench_function("decode_validate", |b| {
         b.iter(|| {
-            events.iter().filter(|p| decode(p, 1 << 16).and_then(|w| validate(w, &rules, now)).is_ok()).count()
+            events
+                .iter()
+                .filter(|p| {
+                    decode(p, 1 << 16)
+                        .and_then(|w| validate(w, &rules, now))
+                        .is_ok()
+                })
+                .count()
         })
     });
-    group.bench_function("process_to_rows", |b| b.iter(|| process_all(&processor, &events, now).len()));
+    group.bench_function("process_to_rows", |b| {
+        b.iter(|| process_all(&processor, &events, now).len())
+    });
     group.bench_function("rows_to_parquet", |b| {
         b.iter_batched(
             || process_all(&processor, &events, now),
             |rows| {
-                rows.finish().expect("finish").iter().map(|(_, batch)| encode_parquet(batch, 3).expect("encode").len()).sum::<usize>()
+                rows.finish()
+                    .expect("finish")
+                    .iter()
+                    .map(|(_, batch)| encode_parquet(batch, 3).expect("encode").len())
+                    .sum::<usize>()
             },
             BatchSize::PerIteration,
         )
@@ -71,19 +93,29 @@ fn stages(c: &mut Criterion) {
     let mut group = c.benchmark_group("end_to_end");
     group.sample_size(10);
     group.throughput(Throughput::Elements(events.len() as u64));
-    group.bench_function("events", |b| b.iter(|| end_to_end(&processor, &events, now)));
+    group.bench_function("events", |b| {
+        b.iter(|| end_to_end(&processor, &events, now))
+    });
     group.throughput(Throughput::Bytes(bytes as u64));
-    group.bench_function("json_bytes", |b| b.iter(|| end_to_end(&processor, &events, now)));
+    group.bench_function("json_bytes", |b| {
+        b.iter(|| end_to_end(&processor, &events, now))
+    });
     group.finish();
 }
 
 fn end_to_end(processor: &Processor, events: &[Vec<u8>], now: i64) -> usize {
     let rows = process_all(processor, events, now);
-    rows.finish().expect("finish").iter().map(|(_, batch)| encode_parquet(batch, 3).expect("encode").len()).sum()
+    rows.finish()
+        .expect("finish")
+        .iter()
+        .map(|(_, batch)| encode_parquet(batch, 3).expect("encode").len())
+        .sum()
 }
 
 fn dedup(c: &mut Criterion) {
-    let keys: Vec<u64> = (0..1_000_000u64).map(|i| dedup_key(&format!("41032820261101{i:09}"), AssessNumber::First)).collect();
+    let keys: Vec<u64> = (0..1_000_000u64)
+        .map(|i| dedup_key(&format!("41032820261101{i:09}"), AssessNumber::First))
+        .collect();
     let mut state = DedupState::default();
     for key in &keys {
         state.check(*key, key.rotate_left(7), 20_000);
@@ -100,7 +132,12 @@ fn dedup(c: &mut Criterion) {
     group.bench_function("check_1m_new_keys", |b| {
         b.iter(|| {
             let mut state = DedupState::default();
-            keys.iter().filter(|k| state.check(**k, k.rotate_left(7), 20_000) == haochaping::transform::dedup::DedupOutcome::New).count()
+            keys.iter()
+                .filter(|k| {
+                    state.check(**k, k.rotate_left(7), 20_000)
+                        == haochaping::transform::dedup::DedupOutcome::New
+                })
+                .count()
         })
     });
     group.finish();

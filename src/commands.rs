@@ -24,7 +24,9 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let summary = match &args.from_file {
         Some(path) => crate::offline::ingest_file(config, path, stats).await?,
         None => {
-            let options = RunOptions { exit_when_idle: args.exit_when_idle };
+            let options = RunOptions {
+                exit_when_idle: args.exit_when_idle,
+            };
             pipeline::run(config, options, stats, shutdown_signal()).await?
         }
     };
@@ -50,16 +52,25 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     config.bad_rate = args.bad_rate;
     let mut generator = Generator::new(config).context("--province")?;
     if let Some(path) = &args.to_file {
-        let file = std::fs::File::create(path).with_context(|| format!("--to-file {}", path.display()))?;
+        let file =
+            std::fs::File::create(path).with_context(|| format!("--to-file {}", path.display()))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut report = generate::ProduceReport::default();
-        for event in generator.by_ref().take(usize::try_from(args.events).unwrap_or(usize::MAX)) {
+        for event in generator
+            .by_ref()
+            .take(usize::try_from(args.events).unwrap_or(usize::MAX))
+        {
             std::io::Write::write_all(&mut out, &event.payload)?;
             std::io::Write::write_all(&mut out, b"\n")?;
             report.record(&event);
         }
         std::io::Write::flush(&mut out)?;
-        println!("wrote {} events to {} ({} bytes)", report.produced, path.display(), report.bytes);
+        println!(
+            "wrote {} events to {} ({} bytes)",
+            report.produced,
+            path.display(),
+            report.bytes
+        );
         return Ok(());
     }
     generate::ensure_topics(

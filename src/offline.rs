@@ -14,17 +14,26 @@ use std::sync::Arc;
 use crate::config::IngestConfig;
 use crate::pipeline::{load_dedup_state, PipelineError};
 use crate::sink::lake::{BatchRange, Lake};
-use crate::sink::parquet::{cst_day, encode_parquet, EvaluationRows, TableError, EVALUATIONS_TABLE};
+use crate::sink::parquet::{
+    cst_day, encode_parquet, EvaluationRows, TableError, EVALUATIONS_TABLE,
+};
 use crate::telemetry::{Stats, StatsSnapshot};
 use crate::transform::identity::EvaluatorKeyer;
 use crate::transform::{Outcome, Processor};
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
-    move |source| PipelineError::Io { path: path.to_owned(), source }
+    move |source| PipelineError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Ingests one NDJSON file into the lake.
-pub async fn ingest_file(config: IngestConfig, path: &Path, stats: Arc<Stats>) -> Result<StatsSnapshot, PipelineError> {
+pub async fn ingest_file(
+    config: IngestConfig,
+    path: &Path,
+    stats: Arc<Stats>,
+) -> Result<StatsSnapshot, PipelineError> {
     config.check()?;
     let lake = Lake::open_local(&config.lake.path, EVALUATIONS_TABLE)?;
     let topic = path
@@ -33,7 +42,8 @@ pub async fn ingest_file(config: IngestConfig, path: &Path, stats: Arc<Stats>) -
         .map(|s| s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_"))
         .unwrap_or_else(|| "file".into());
     let recovery = lake.recover(&topic, 0).await?;
-    let since = cst_day(chrono::Utc::now().timestamp_micros()) - i32::from(config.dedup.window_days);
+    let since =
+        cst_day(chrono::Utc::now().timestamp_micros()) - i32::from(config.dedup.window_days);
     let mut dedup = load_dedup_state(&lake, lake.partition_files(&topic, 0, since).await?).await?;
     stats.partition_recovered(recovery.rolled_back_files.len(), dedup.len());
     let start = recovery.next_offset.unwrap_or(0);
@@ -42,7 +52,11 @@ pub async fn ingest_file(config: IngestConfig, path: &Path, stats: Arc<Stats>) -
     std::fs::create_dir_all(&rejected_dir).map_err(io_error(&rejected_dir))?;
     let rejected_path = rejected_dir.join(format!("{topic}.ndjson"));
     let mut rejected = std::io::BufWriter::new(
-        std::fs::OpenOptions::new().create(true).append(true).open(&rejected_path).map_err(io_error(&rejected_path))?,
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&rejected_path)
+            .map_err(io_error(&rejected_path))?,
     );
     let file = std::fs::File::open(path).map_err(io_error(path))?;
 
@@ -59,7 +73,12 @@ pub async fn ingest_file(config: IngestConfig, path: &Path, stats: Arc<Stats>) -
             let files = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
                 rows.finish()?
                     .into_iter()
-                    .map(|(key, part)| Ok((encode_lake.data_path(&key, &encode_range), encode_parquet(&part, zstd_level)?)))
+                    .map(|(key, part)| {
+                        Ok((
+                            encode_lake.data_path(&key, &encode_range),
+                            encode_parquet(&part, zstd_level)?,
+                        ))
+                    })
                     .collect::<Result<Vec<_>, TableError>>()
             })
             .await??;
@@ -71,7 +90,17 @@ pub async fn ingest_file(config: IngestConfig, path: &Path, stats: Arc<Stats>) -
         Ok::<(), PipelineError>(())
     });
 
-    let processor = Processor::new(config.validation.clone(), EvaluatorKeyer::new(config.identity.secret.as_deref().unwrap_or_default().as_bytes()));
+    let processor = Processor::new(
+        config.validation.clone(),
+        EvaluatorKeyer::new(
+            config
+                .identity
+                .secret
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        ),
+    );
     let flush_rows = config.lake.flush_rows;
     let reader_stats = stats.clone();
     let reader_topic = topic.clone();
@@ -85,7 +114,9 @@ pub async fn ingest_file(config: IngestConfig, path: &Path, stats: Arc<Stats>) -
         let now = chrono::Utc::now().timestamp_micros();
         loop {
             line.clear();
-            let read = reader.read_until(b'\n', &mut line).map_err(io_error(&input))?;
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(io_error(&input))?;
             if read == 0 {
                 break;
             }
@@ -103,26 +134,45 @@ pub async fn ingest_file(config: IngestConfig, path: &Path, stats: Arc<Stats>) -
                 Outcome::Duplicate => reader_stats.duplicate(),
                 Outcome::Rejected(rejection) => {
                     reader_stats.dead_lettered(rejection.reason);
-                    let parked = processor.keyer().redact_json(payload).unwrap_or_else(|| payload.to_vec());
+                    let parked = processor
+                        .keyer()
+                        .redact_json(payload)
+                        .unwrap_or_else(|| payload.to_vec());
                     let record = serde_json::json!({
                         "reason": rejection.reason.code(),
                         "message": rejection.message,
                         "offset": this,
                         "payload": String::from_utf8_lossy(&parked),
                     });
-                    serde_json::to_writer(&mut rejected, &record).map_err(std::io::Error::from).and_then(|()| rejected.write_all(b"\n")).map_err(io_error(&rejected_path))?;
+                    serde_json::to_writer(&mut rejected, &record)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| rejected.write_all(b"\n"))
+                        .map_err(io_error(&rejected_path))?;
                 }
             }
             if rows.len() >= flush_rows {
-                let range = BatchRange { topic: reader_topic.clone(), partition: 0, first_offset: first, last_offset: this };
-                if batches.blocking_send((range, std::mem::take(&mut rows))).is_err() {
+                let range = BatchRange {
+                    topic: reader_topic.clone(),
+                    partition: 0,
+                    first_offset: first,
+                    last_offset: this,
+                };
+                if batches
+                    .blocking_send((range, std::mem::take(&mut rows)))
+                    .is_err()
+                {
                     return Ok(()); // the writer failed; its error is reported below
                 }
                 first = this + 1;
             }
         }
         if offset > first {
-            let range = BatchRange { topic: reader_topic, partition: 0, first_offset: first, last_offset: offset - 1 };
+            let range = BatchRange {
+                topic: reader_topic,
+                partition: 0,
+                first_offset: first,
+                last_offset: offset - 1,
+            };
             let _ = batches.blocking_send((range, rows));
         }
         rejected.flush().map_err(io_error(&rejected_path))?;

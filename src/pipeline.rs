@@ -56,7 +56,10 @@ pub enum PipelineError {
     #[error(transparent)]
     Table(#[from] TableError),
     #[error("{path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("a worker task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
