@@ -4,65 +4,12 @@
 
 use std::path::Path;
 
-use chrono::NaiveDate;
-use haochaping::generate::{Generator, GeneratorConfig};
-use haochaping::sink::lake::{BatchRange, Lake};
-use haochaping::sink::parquet::{encode_parquet, EvaluationRows, EVALUATIONS_TABLE};
-use haochaping::transform::dedup::DedupState;
-use haochaping::transform::identity::EvaluatorKeyer;
-use haochaping::transform::{Outcome, Processor};
-
-/// A fixed day, two batches of one partition, through the same processor as the pipeline.
-async fn fixture_lake(root: &Path) -> u64 {
-    let mut config = GeneratorConfig::new("35", NaiveDate::from_ymd_opt(2026, 11, 2).unwrap());
-    config.seed = 42;
-    config.dup_rate = 0.01;
-    config.bad_rate = 0.01;
-    let mut generator = Generator::new(config).unwrap();
-    let processor = Processor::new(
-        Default::default(),
-        EvaluatorKeyer::new(b"golden-secret-0123"),
-    );
-    let lake = Lake::open_local(root, EVALUATIONS_TABLE).unwrap();
-    let mut dedup = DedupState::default();
-    let mut accepted = 0;
-    let now = chrono::Utc::now().timestamp_micros();
-    for (first, last) in [(0, 9_999), (10_000, 19_999)] {
-        let mut rows = EvaluationRows::new();
-        for offset in first..=last {
-            let event = generator.next_event();
-            if processor.process(&event.payload, 0, offset, now, &mut dedup, &mut rows)
-                == Outcome::Accepted
-            {
-                accepted += 1;
-            }
-        }
-        let range = BatchRange {
-            topic: "evaluations".into(),
-            partition: 0,
-            first_offset: first,
-            last_offset: last,
-        };
-        let files = rows
-            .finish()
-            .unwrap()
-            .into_iter()
-            .map(|(key, batch)| {
-                (
-                    lake.data_path(&key, &range),
-                    encode_parquet(&batch, 3).unwrap(),
-                )
-            })
-            .collect();
-        lake.commit_batch(range, files, 0).await.unwrap();
-    }
-    accepted
-}
+mod support;
 
 #[tokio::test]
 async fn every_query_matches_its_golden_output() {
     let dir = tempfile::tempdir().unwrap();
-    let accepted = fixture_lake(dir.path()).await;
+    let accepted = support::fixture_lake(dir.path()).await;
     let bless = std::env::var_os("HAOCHAPING_BLESS").is_some();
     let mut queries: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/queries"))
         .unwrap()
@@ -130,7 +77,7 @@ async fn every_query_matches_its_golden_output() {
 #[tokio::test]
 async fn the_lake_is_readable_with_hive_partition_columns() {
     let dir = tempfile::tempdir().unwrap();
-    fixture_lake(dir.path()).await;
+    support::fixture_lake(dir.path()).await;
     let batches = haochaping::analytics::query_lake(
         dir.path(),
         "SELECT count(DISTINCT dt) AS days, sum(CASE WHEN substr(area_code, 1, 4) || '00' <> city AND city_code IS NOT NULL THEN 1 ELSE 0 END) AS misplaced FROM evaluations",

@@ -369,3 +369,57 @@ pub fn ingest_command(brokers: &str, lake: &Path, group: &str, extra: &[&str]) -
         .env("HAOCHAPING_LOG", "info");
     command
 }
+
+/// A fixed day, two batches of one partition, through the same processor as the pipeline.
+pub async fn fixture_lake(root: &Path) -> u64 {
+    let mut config = haochaping::generate::GeneratorConfig::new(
+        "35",
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+    );
+    config.seed = 42;
+    config.dup_rate = 0.01;
+    config.bad_rate = 0.01;
+    let mut generator = haochaping::generate::Generator::new(config).unwrap();
+    let processor = haochaping::transform::Processor::new(
+        Default::default(),
+        haochaping::transform::identity::EvaluatorKeyer::new(b"golden-secret-0123"),
+    );
+    let lake = haochaping::sink::lake::Lake::open_local(
+        root,
+        haochaping::sink::parquet::EVALUATIONS_TABLE,
+    )
+    .unwrap();
+    let mut dedup = haochaping::transform::dedup::DedupState::default();
+    let mut accepted = 0;
+    let now = chrono::Utc::now().timestamp_micros();
+    for (first, last) in [(0, 9_999), (10_000, 19_999)] {
+        let mut rows = haochaping::sink::parquet::EvaluationRows::new();
+        for offset in first..=last {
+            let event = generator.next_event();
+            if processor.process(&event.payload, 0, offset, now, &mut dedup, &mut rows)
+                == haochaping::transform::Outcome::Accepted
+            {
+                accepted += 1;
+            }
+        }
+        let range = haochaping::sink::lake::BatchRange {
+            topic: "evaluations".into(),
+            partition: 0,
+            first_offset: first,
+            last_offset: last,
+        };
+        let files = rows
+            .finish()
+            .unwrap()
+            .into_iter()
+            .map(|(key, batch)| {
+                (
+                    lake.data_path(&key, &range),
+                    haochaping::sink::parquet::encode_parquet(&batch, 3).unwrap(),
+                )
+            })
+            .collect();
+        lake.commit_batch(range, files, 0).await.unwrap();
+    }
+    accepted
+}
