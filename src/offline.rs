@@ -7,19 +7,73 @@
 //! Reading, decoding and validating run on one thread while the previous batch is encoded and
 //! written on another, so both cores are busy.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::array::{BooleanArray, BooleanBuilder, RecordBatch};
+
 use crate::config::IngestConfig;
+use crate::decode::Rejection;
 use crate::pipeline::{load_dedup_state, PipelineError};
 use crate::sink::lake::{BatchRange, Lake};
 use crate::sink::parquet::{
-    cst_day, encode_parquet, EvaluationRows, TableError, EVALUATIONS_TABLE,
+    cst_day, encode_parquet, evaluations_schema, EvaluationRows, PartitionKey, TableError,
+    EVALUATIONS_TABLE,
 };
 use crate::telemetry::{Stats, StatsSnapshot};
+use crate::transform::dedup::DedupOutcome;
 use crate::transform::identity::EvaluatorKeyer;
-use crate::transform::{Outcome, Processor};
+use crate::transform::{conflict, Candidate, Processor};
+
+/// Lines read and processed together; big enough to amortise the worker hand-off.
+const CHUNK_LINES: usize = 16_384;
+
+/// One worker's rows before dedup, and per line its candidate or rejection (`None`: already in the lake).
+type Prepared = (EvaluationRows, Vec<Option<Result<Candidate, Rejection>>>);
+
+/// One worker's rows and which of them dedup kept.
+type Part = (EvaluationRows, BooleanArray);
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The case number of an evaluation, for the rare conflict message.
+fn project_no_of(line: &[u8]) -> String {
+    match crate::decode::decode(line, usize::MAX)
+        .ok()
+        .and_then(|w| w.project_no)
+    {
+        Some(crate::decode::WireValue::Str(s)) => s.into_owned(),
+        Some(crate::decode::WireValue::Int(i)) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Appends a rejected line, with its reason and identity redacted, to the rejected file.
+fn park(
+    out: &mut impl Write,
+    processor: &Processor,
+    offset: i64,
+    line: &[u8],
+    rejection: &Rejection,
+) -> std::io::Result<()> {
+    let parked = processor
+        .keyer()
+        .redact_json(line)
+        .unwrap_or_else(|| line.to_vec());
+    let record = serde_json::json!({
+        "reason": rejection.reason.code(),
+        "message": rejection.message,
+        "offset": offset,
+        "payload": String::from_utf8_lossy(&parked),
+    });
+    serde_json::to_writer(&mut *out, &record)?;
+    out.write_all(b"\n")
+}
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
     move |source| PipelineError::Io {
@@ -61,31 +115,38 @@ pub async fn ingest_file(
     let file = std::fs::File::open(path).map_err(io_error(path))?;
 
     // The writer: encodes and commits batches in order while the reader goes on.
-    let (batches, mut to_write) = tokio::sync::mpsc::channel::<(BatchRange, EvaluationRows)>(2);
+    let (batches, mut to_write) = tokio::sync::mpsc::channel::<(BatchRange, Vec<Part>)>(2);
     let writer_lake = lake.clone();
     let writer_stats = stats.clone();
     let zstd_level = config.lake.zstd_level;
     let writer = tokio::spawn(async move {
-        while let Some((range, rows)) = to_write.recv().await {
-            let count = rows.len() as u64;
+        while let Some((range, parts)) = to_write.recv().await {
             let encode_lake = writer_lake.clone();
             let encode_range = range.clone();
-            let files = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-                rows.finish()?
-                    .into_iter()
-                    .map(|(key, part)| {
-                        Ok((
-                            encode_lake.data_path(&key, &encode_range),
-                            encode_parquet(&part, zstd_level)?,
-                        ))
-                    })
-                    .collect::<Result<Vec<_>, TableError>>()
+            let (files, rows) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+                let mut by_partition: BTreeMap<PartitionKey, Vec<RecordBatch>> = BTreeMap::new();
+                for (rows, keep) in parts {
+                    for (key, batch) in rows.finish_keeping(Some(&keep))? {
+                        by_partition.entry(key).or_default().push(batch);
+                    }
+                }
+                let mut count = 0;
+                let mut files = Vec::with_capacity(by_partition.len());
+                for (key, batches) in by_partition {
+                    let batch = arrow::compute::concat_batches(&evaluations_schema(), &batches)?;
+                    count += batch.num_rows() as u64;
+                    files.push((
+                        encode_lake.data_path(&key, &encode_range),
+                        encode_parquet(&batch, zstd_level)?,
+                    ));
+                }
+                Ok((files, count))
             })
             .await??;
             let bytes = files.iter().map(|(_, b)| b.len() as u64).sum();
             let file_count = files.len();
-            writer_lake.commit_batch(range, files, count).await?;
-            writer_stats.batch_committed(file_count, bytes, count);
+            writer_lake.commit_batch(range, files, rows).await?;
+            writer_stats.batch_committed(file_count, bytes, rows);
         }
         Ok::<(), PipelineError>(())
     });
@@ -106,64 +167,129 @@ pub async fn ingest_file(
     let reader_topic = topic.clone();
     let input = path.to_owned();
     let read = tokio::task::spawn_blocking(move || -> Result<(), PipelineError> {
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(1);
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        let mut line = Vec::with_capacity(4096);
-        let mut rows = EvaluationRows::new();
-        let mut first = start;
-        let mut offset: i64 = 0;
         let now = chrono::Utc::now().timestamp_micros();
+        let mut offset: i64 = 0;
+        let mut first = start;
+        let mut parts: Vec<Part> = Vec::new();
+        let mut batch_rows = 0;
+        let mut buffer = Vec::with_capacity(CHUNK_LINES * 600);
+        let mut ends = Vec::with_capacity(CHUNK_LINES);
         loop {
-            line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
-                .map_err(io_error(&input))?;
-            if read == 0 {
+            buffer.clear();
+            ends.clear();
+            while ends.len() < CHUNK_LINES {
+                if reader
+                    .read_until(b'\n', &mut buffer)
+                    .map_err(io_error(&input))?
+                    == 0
+                {
+                    break;
+                }
+                ends.push(buffer.len());
+            }
+            if ends.is_empty() {
                 break;
             }
-            let this = offset;
-            offset += 1;
-            if this < start {
-                reader_stats.already_in_lake();
-                continue;
-            }
-            let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-            let payload = payload.strip_suffix(b"\r").unwrap_or(payload);
-            reader_stats.received(payload.len());
-            match processor.process(payload, 0, this, now, &mut dedup, &mut rows) {
-                Outcome::Accepted => reader_stats.accepted(),
-                Outcome::Duplicate => reader_stats.duplicate(),
-                Outcome::Rejected(rejection) => {
-                    reader_stats.dead_lettered(rejection.reason);
-                    let parked = processor
-                        .keyer()
-                        .redact_json(payload)
-                        .unwrap_or_else(|| payload.to_vec());
-                    let record = serde_json::json!({
-                        "reason": rejection.reason.code(),
-                        "message": rejection.message,
-                        "offset": this,
-                        "payload": String::from_utf8_lossy(&parked),
-                    });
-                    serde_json::to_writer(&mut rejected, &record)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| rejected.write_all(b"\n"))
+            let lines: Vec<(i64, &[u8])> = ends
+                .iter()
+                .scan(0, |begin, end| {
+                    let line = trim_line(&buffer[*begin..*end]);
+                    *begin = *end;
+                    Some(line)
+                })
+                .enumerate()
+                .map(|(i, line)| (offset + i as i64, line))
+                .collect();
+            offset += lines.len() as i64;
+            // Decode, validate and build rows in parallel; dedup after, in offset order.
+            let per_worker = lines.len().div_ceil(workers);
+            let prepared: Vec<Prepared> = std::thread::scope(|scope| {
+                let handles: Vec<_> = lines
+                    .chunks(per_worker)
+                    .map(|part| {
+                        let processor = &processor;
+                        scope.spawn(move || {
+                            let mut rows = EvaluationRows::with_capacity(part.len());
+                            let results = part
+                                .iter()
+                                .map(|(offset, line)| {
+                                    (*offset >= start).then(|| {
+                                        processor.prepare(line, 0, *offset, now, &mut rows)
+                                    })
+                                })
+                                .collect();
+                            (rows, results)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
+            let mut lines = lines.iter();
+            for (rows, results) in prepared {
+                let mut keep = BooleanBuilder::with_capacity(rows.len());
+                for (result, (offset, line)) in results.into_iter().zip(lines.by_ref()) {
+                    let rejection = match result {
+                        None => {
+                            reader_stats.already_in_lake();
+                            continue;
+                        }
+                        Some(Err(rejection)) => rejection,
+                        Some(Ok(candidate)) => {
+                            reader_stats.received(line.len());
+                            match dedup.check(candidate.key, candidate.fingerprint, candidate.day) {
+                                DedupOutcome::New => {
+                                    keep.append_value(true);
+                                    reader_stats.accepted();
+                                    batch_rows += 1;
+                                }
+                                DedupOutcome::Duplicate => {
+                                    keep.append_value(false);
+                                    reader_stats.duplicate();
+                                }
+                                DedupOutcome::Conflict => {
+                                    keep.append_value(false);
+                                    let rejection =
+                                        conflict(&project_no_of(line), candidate.assess_number);
+                                    park(&mut rejected, &processor, *offset, line, &rejection)
+                                        .map_err(io_error(&rejected_path))?;
+                                    reader_stats.dead_lettered(rejection.reason);
+                                }
+                            }
+                            continue;
+                        }
+                    };
+                    reader_stats.received(line.len());
+                    park(&mut rejected, &processor, *offset, line, &rejection)
                         .map_err(io_error(&rejected_path))?;
+                    reader_stats.dead_lettered(rejection.reason);
                 }
+                parts.push((rows, keep.finish()));
             }
-            if rows.len() >= flush_rows {
+            if batch_rows >= flush_rows {
                 let range = BatchRange {
                     topic: reader_topic.clone(),
                     partition: 0,
                     first_offset: first,
-                    last_offset: this,
+                    last_offset: offset - 1,
                 };
                 if batches
-                    .blocking_send((range, std::mem::take(&mut rows)))
+                    .blocking_send((range, std::mem::take(&mut parts)))
                     .is_err()
                 {
                     return Ok(()); // the writer failed; its error is reported below
                 }
-                first = this + 1;
+                first = offset;
+                batch_rows = 0;
             }
         }
         if offset > first {
@@ -173,7 +299,7 @@ pub async fn ingest_file(
                 first_offset: first,
                 last_offset: offset - 1,
             };
-            let _ = batches.blocking_send((range, rows));
+            let _ = batches.blocking_send((range, parts));
         }
         rejected.flush().map_err(io_error(&rejected_path))?;
         Ok(())

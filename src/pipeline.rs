@@ -302,8 +302,9 @@ impl Ingest {
         let payload = message.payload().unwrap_or_default();
         self.stats.received(payload.len());
 
+        let flush_rows = self.config.lake.flush_rows;
         let batch = state.batch.get_or_insert_with(|| Batch {
-            rows: EvaluationRows::new(),
+            rows: EvaluationRows::with_capacity(flush_rows.min(1 << 16)),
             first_offset: offset,
             last_offset: offset,
             opened: Instant::now(),

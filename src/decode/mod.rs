@@ -245,9 +245,12 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<WireEvaluation<'_>, Re
             ),
         ));
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| Rejection::new(Reason::NotUtf8, format!("message is not UTF-8: {e}")))?;
-    serde_json::from_str(text).map_err(|e| {
+    // serde_json checks UTF-8 inside strings as it parses; only a failed parse needs the full check,
+    // to tell a non-UTF-8 message from malformed JSON.
+    serde_json::from_slice(payload).map_err(|e| {
+        if let Err(utf8) = std::str::from_utf8(payload) {
+            return Rejection::new(Reason::NotUtf8, format!("message is not UTF-8: {utf8}"));
+        }
         let message = if e.classify() == serde_json::error::Category::Data {
             format!("message is not a JSON object of evaluation fields: {e}")
         } else {

@@ -108,27 +108,68 @@ impl RegionCode {
 
     /// 6-digit province code (`410000`).
     pub fn province(&self) -> String {
-        format!("{}0000", &self.as_str()[..2])
+        self.province_digits().as_str().to_owned()
     }
 
     /// 6-digit city code (`410300`), if the code is at city level or below.
     pub fn city(&self) -> Option<String> {
-        self.prefix(1).map(|p| format!("{p}00"))
+        self.city_digits().map(|d| d.as_str().to_owned())
     }
 
     /// 6-digit county code (`410328`), if at county level or below.
     pub fn county(&self) -> Option<String> {
-        self.prefix(2).map(str::to_owned)
+        self.county_str().map(str::to_owned)
     }
 
     /// 9-digit township code (`410328100`), if at township level or below.
     pub fn township(&self) -> Option<String> {
-        self.prefix(3).map(str::to_owned)
+        self.township_str().map(str::to_owned)
+    }
+
+    /// The province code without allocating.
+    pub fn province_digits(&self) -> SixDigits {
+        SixDigits([self.0[0], self.0[1], b'0', b'0', b'0', b'0'])
+    }
+
+    /// The city code without allocating.
+    pub fn city_digits(&self) -> Option<SixDigits> {
+        (!self.segment_is_zero(1))
+            .then(|| SixDigits([self.0[0], self.0[1], self.0[2], self.0[3], b'0', b'0']))
+    }
+
+    /// The county code, a prefix of the code itself.
+    pub fn county_str(&self) -> Option<&str> {
+        self.prefix(2)
+    }
+
+    /// The township code, a prefix of the code itself.
+    pub fn township_str(&self) -> Option<&str> {
+        self.prefix(3)
     }
 
     /// The lake's `city=` partition value: the city, or the province itself for province-level codes.
     pub fn city_partition(&self) -> String {
-        self.city().unwrap_or_else(|| self.province())
+        self.city_partition_digits().as_str().to_owned()
+    }
+
+    /// [`Self::city_partition`] without allocating.
+    pub fn city_partition_digits(&self) -> SixDigits {
+        self.city_digits().unwrap_or_else(|| self.province_digits())
+    }
+}
+
+/// A 6-digit division code held inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SixDigits([u8; 6]);
+
+impl SixDigits {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("000000")
+    }
+
+    pub fn bytes(&self) -> [u8; 6] {
+        self.0
     }
 }
 

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, Int8Builder, ListBuilder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder, UInt32Array,
+    ArrayRef, BooleanArray, BooleanBuilder, Int32Builder, Int64Builder, Int8Builder, ListBuilder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -99,6 +99,13 @@ impl PartitionKey {
         }
     }
 
+    pub fn from_digits(assessed_at_us: i64, city: [u8; 6]) -> Self {
+        Self {
+            day: cst_day(assessed_at_us),
+            city,
+        }
+    }
+
     /// `dt=2026-11-22/city=410300`
     pub fn path(&self) -> String {
         format!(
@@ -171,34 +178,41 @@ impl Default for EvaluationRows {
 
 impl EvaluationRows {
     pub fn new() -> Self {
+        Self::with_capacity(1024)
+    }
+
+    /// Rows for about `rows` evaluations (bytes estimated per column), so that a batch of that size
+    /// does not keep reallocating its buffers.
+    pub fn with_capacity(rows: usize) -> Self {
+        let text = |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
         Self {
-            project_no: StringBuilder::new(),
-            assess_number: Int8Builder::new(),
-            satisfaction: Int8Builder::new(),
-            bad_review: BooleanBuilder::new(),
-            channel: StringBuilder::new(),
-            channel_code: Int8Builder::new(),
-            area_code: StringBuilder::new(),
-            province_code: StringBuilder::new(),
-            city_code: StringBuilder::new(),
-            county_code: StringBuilder::new(),
-            township_code: StringBuilder::new(),
-            dept_code: StringBuilder::new(),
-            dept_name: StringBuilder::new(),
-            task_code: StringBuilder::new(),
-            task_name: StringBuilder::new(),
-            staff_id: StringBuilder::new(),
-            staff_name: StringBuilder::new(),
-            tags: ListBuilder::new(StringBuilder::new()),
-            text: StringBuilder::new(),
-            assessed_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            evaluator_kind: StringBuilder::new(),
-            evaluator_key: StringBuilder::new(),
-            anonymous: BooleanBuilder::new(),
-            event_fingerprint: Int64Builder::new(),
-            kafka_partition: Int32Builder::new(),
-            kafka_offset: Int64Builder::new(),
-            partitions: Vec::new(),
+            project_no: text(24),
+            assess_number: Int8Builder::with_capacity(rows),
+            satisfaction: Int8Builder::with_capacity(rows),
+            bad_review: BooleanBuilder::with_capacity(rows),
+            channel: text(10),
+            channel_code: Int8Builder::with_capacity(rows),
+            area_code: text(12),
+            province_code: text(6),
+            city_code: text(6),
+            county_code: text(6),
+            township_code: text(9),
+            dept_code: text(18),
+            dept_name: text(30),
+            task_code: text(32),
+            task_name: text(30),
+            staff_id: text(8),
+            staff_name: text(9),
+            tags: ListBuilder::with_capacity(StringBuilder::with_capacity(rows, rows * 4), rows),
+            text: text(40),
+            assessed_at: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            evaluator_kind: text(14),
+            evaluator_key: text(64),
+            anonymous: BooleanBuilder::with_capacity(rows),
+            event_fingerprint: Int64Builder::with_capacity(rows),
+            kafka_partition: Int32Builder::with_capacity(rows),
+            kafka_offset: Int64Builder::with_capacity(rows),
+            partitions: Vec::with_capacity(rows),
         }
     }
 
@@ -219,10 +233,10 @@ impl EvaluationRows {
         kafka_partition: i32,
         kafka_offset: i64,
     ) {
-        let city = e.area.city();
-        self.partitions.push(PartitionKey::new(
+        let city = e.area.city_digits();
+        self.partitions.push(PartitionKey::from_digits(
             e.assessed_at_us,
-            city.as_deref().unwrap_or(&e.area.province()),
+            e.area.city_partition_digits().bytes(),
         ));
         self.project_no.append_value(&e.project_no);
         self.assess_number
@@ -232,18 +246,21 @@ impl EvaluationRows {
         self.channel.append_value(e.channel.name());
         self.channel_code.append_value(e.channel.code() as i8);
         self.area_code.append_value(e.area.as_str());
-        self.province_code.append_value(e.area.province());
-        self.city_code.append_option(city);
-        self.county_code.append_option(e.area.county());
-        self.township_code.append_option(e.area.township());
+        self.province_code
+            .append_value(e.area.province_digits().as_str());
+        self.city_code
+            .append_option(city.as_ref().map(|c| c.as_str()));
+        self.county_code.append_option(e.area.county_str());
+        self.township_code.append_option(e.area.township_str());
         self.dept_code.append_value(&e.dept_code);
         self.dept_name.append_option(e.dept_name.as_deref());
         self.task_code.append_value(&e.task_code);
         self.task_name.append_value(&e.task_name);
         self.staff_id.append_option(e.staff_id.as_deref());
         self.staff_name.append_option(e.staff_name.as_deref());
+        let mut digits = itoa::Buffer::new();
         for tag in &e.tags {
-            self.tags.values().append_value(tag.to_string());
+            self.tags.values().append_value(digits.format(*tag));
         }
         self.tags.append(true);
         self.text.append_option(e.text.as_deref());
@@ -258,7 +275,15 @@ impl EvaluationRows {
     }
 
     /// Finishes the buffer into one batch per Hive partition, in partition order.
-    pub fn finish(mut self) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
+    pub fn finish(self) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
+        self.finish_keeping(None)
+    }
+
+    /// As [`Self::finish`], keeping only the rows whose `keep` bit is set (one bit per row).
+    pub fn finish_keeping(
+        mut self,
+        keep: Option<&BooleanArray>,
+    ) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.project_no.finish()),
             Arc::new(self.assess_number.finish()),
@@ -288,7 +313,20 @@ impl EvaluationRows {
             Arc::new(self.kafka_offset.finish()),
         ];
         let batch = RecordBatch::try_new(evaluations_schema(), columns)?;
-        split_by_partition(&batch, &self.partitions)
+        match keep {
+            None => split_by_partition(&batch, &self.partitions),
+            Some(keep) => {
+                let kept = arrow::compute::filter_record_batch(&batch, keep)?;
+                let keys: Vec<PartitionKey> = self
+                    .partitions
+                    .iter()
+                    .zip(keep.iter())
+                    .filter(|(_, k)| k.unwrap_or(false))
+                    .map(|(p, _)| *p)
+                    .collect();
+                split_by_partition(&kept, &keys)
+            }
+        }
     }
 }
 

@@ -55,38 +55,81 @@ impl Processor {
             Ok(evaluation) => evaluation,
             Err(rejection) => return Outcome::Rejected(rejection),
         };
-        let evaluator_key = self.keyer.key(&evaluation.identity);
-        let fingerprint = fingerprint(&evaluation, evaluator_key.as_deref());
-        let key = dedup_key(&evaluation.project_no, evaluation.assess_number);
-        let day = u16::try_from(cst_day(evaluation.assessed_at_us)).unwrap_or(0);
-        match dedup.check(key, fingerprint, day) {
+        let candidate = self.candidate(&evaluation);
+        match dedup.check(candidate.key, candidate.fingerprint, candidate.day) {
             DedupOutcome::New => {
                 rows.push(
                     &evaluation,
-                    evaluator_key.as_deref(),
-                    fingerprint,
+                    candidate.evaluator_key.as_deref(),
+                    candidate.fingerprint,
                     partition,
                     offset,
                 );
                 Outcome::Accepted
             }
             DedupOutcome::Duplicate => Outcome::Duplicate,
-            DedupOutcome::Conflict => Outcome::Rejected(match evaluation.assess_number {
-                AssessNumber::First => Rejection::new(
-                    Reason::CaseAlreadyEvaluated,
-                    format!(
-                        "case {} already has a different first evaluation (assessNumber 1)",
-                        evaluation.project_no
-                    ),
-                ),
-                AssessNumber::Supplementary => Rejection::new(
-                    Reason::CaseAlreadySupplemented,
-                    format!(
-                        "case {} already has a different supplementary evaluation (assessNumber 2)",
-                        evaluation.project_no
-                    ),
-                ),
-            }),
+            DedupOutcome::Conflict => {
+                Outcome::Rejected(conflict(&evaluation.project_no, evaluation.assess_number))
+            }
         }
+    }
+
+    /// The first, parallel half of [`Self::process`]: decodes, validates and appends the row before
+    /// dedup, returning what [`DedupState::check`] needs. The caller runs dedup in offset order and
+    /// keeps only the rows it accepts (see [`EvaluationRows::finish_keeping`]).
+    pub fn prepare(
+        &self,
+        payload: &[u8],
+        partition: i32,
+        offset: i64,
+        now_us: i64,
+        rows: &mut EvaluationRows,
+    ) -> Result<Candidate, Rejection> {
+        let evaluation = decode(payload, self.rules.max_message_bytes)
+            .and_then(|w| validate(w, &self.rules, now_us))?;
+        let candidate = self.candidate(&evaluation);
+        rows.push(
+            &evaluation,
+            candidate.evaluator_key.as_deref(),
+            candidate.fingerprint,
+            partition,
+            offset,
+        );
+        Ok(candidate)
+    }
+
+    fn candidate(&self, evaluation: &validate::Evaluation<'_>) -> Candidate {
+        let evaluator_key = self.keyer.key(&evaluation.identity);
+        Candidate {
+            key: dedup_key(&evaluation.project_no, evaluation.assess_number),
+            fingerprint: fingerprint(evaluation, evaluator_key.as_deref()),
+            day: u16::try_from(cst_day(evaluation.assessed_at_us)).unwrap_or(0),
+            assess_number: evaluation.assess_number,
+            evaluator_key,
+        }
+    }
+}
+
+/// A valid evaluation waiting for its dedup decision.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub key: u64,
+    pub fingerprint: u64,
+    pub day: u16,
+    pub assess_number: AssessNumber,
+    evaluator_key: Option<String>,
+}
+
+/// The rejection of an evaluation whose slot is taken by a different one.
+pub fn conflict(project_no: &str, assess_number: AssessNumber) -> Rejection {
+    match assess_number {
+        AssessNumber::First => Rejection::new(
+            Reason::CaseAlreadyEvaluated,
+            format!("case {project_no} already has a different first evaluation (assessNumber 1)"),
+        ),
+        AssessNumber::Supplementary => Rejection::new(
+            Reason::CaseAlreadySupplemented,
+            format!("case {project_no} already has a different supplementary evaluation (assessNumber 2)"),
+        ),
     }
 }

@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use crate::decode::{Reason, Rejection, WireEvaluation, WireValue};
@@ -429,12 +428,20 @@ pub fn credit_code_check_char(first17: &str) -> Option<char> {
 /// `assessTime` as `yyyy-MM-dd HH:mm:ss` in China Standard Time → UTC microseconds, not further in the
 /// future than the allowed skew.
 pub fn parse_assess_time(text: &str, now_us: i64, max_skew: Duration) -> Result<i64, Rejection> {
-    let local = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").map_err(|e| {
-        Rejection::new(
-            Reason::InvalidAssessTime,
-            format!("assessTime {text:?} is not yyyy-MM-dd HH:mm:ss: {e}"),
-        )
-    })?;
+    // The format is parsed once; chrono then only walks its items.
+    static FORMAT: std::sync::OnceLock<Vec<chrono::format::Item<'static>>> =
+        std::sync::OnceLock::new();
+    let items =
+        FORMAT.get_or_init(|| chrono::format::StrftimeItems::new("%Y-%m-%d %H:%M:%S").collect());
+    let mut parsed = chrono::format::Parsed::new();
+    let local = chrono::format::parse(&mut parsed, text, items.iter())
+        .and_then(|()| parsed.to_naive_datetime_with_offset(0))
+        .map_err(|e| {
+            Rejection::new(
+                Reason::InvalidAssessTime,
+                format!("assessTime {text:?} is not yyyy-MM-dd HH:mm:ss: {e}"),
+            )
+        })?;
     let utc_us = (local.and_utc().timestamp() - CST_OFFSET_SECONDS) * 1_000_000;
     let skew_us = i64::try_from(max_skew.as_micros()).unwrap_or(i64::MAX);
     if utc_us > now_us.saturating_add(skew_us) {
