@@ -177,11 +177,13 @@ pub async fn ingest_file(
         let mut parts: Vec<Part> = Vec::new();
         let mut batch_rows = 0;
         let mut buffer = Vec::with_capacity(CHUNK_LINES * 600);
-        let mut ends = Vec::with_capacity(CHUNK_LINES);
+        // Batches are cut between chunks, so a chunk is never larger than a batch.
+        let chunk_lines = CHUNK_LINES.min(flush_rows).max(1);
+        let mut ends = Vec::with_capacity(chunk_lines);
         loop {
             buffer.clear();
             ends.clear();
-            while ends.len() < CHUNK_LINES {
+            while ends.len() < chunk_lines {
                 if reader
                     .read_until(b'\n', &mut buffer)
                     .map_err(io_error(&input))?

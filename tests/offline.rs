@@ -40,7 +40,8 @@ async fn a_file_lands_once_even_when_ingested_twice() {
             .unwrap();
     assert_eq!(first.accepted, produced.report.accepted);
     assert_eq!(first.duplicates, produced.report.duplicates);
-    assert!(first.batches_committed >= 7);
+    // Batches are cut between chunks of at most flush_rows lines: several batches, none oversized.
+    assert!(first.batches_committed >= 3, "{first:?}");
     assert_exactly_once(&config.lake.path, &produced.slots);
 
     let rejected = std::fs::read_to_string(
