@@ -16,15 +16,13 @@ use arrow::array::{BooleanArray, BooleanBuilder, RecordBatch};
 
 use crate::config::IngestConfig;
 use crate::decode::Rejection;
-use crate::pipeline::{load_dedup_state, PipelineError};
+use crate::pipeline::{recover_partition, PipelineError};
 use crate::sink::lake::{BatchRange, Lake};
 use crate::sink::parquet::{
-    cst_day, encode_parquet, evaluations_schema, EvaluationRows, PartitionKey, TableError,
-    EVALUATIONS_TABLE,
+    evaluations_schema, EvaluationRows, PartitionKey, TableError, EVALUATIONS_TABLE,
 };
 use crate::telemetry::{Stats, StatsSnapshot};
 use crate::transform::dedup::DedupOutcome;
-use crate::transform::identity::EvaluatorKeyer;
 use crate::transform::{conflict, Candidate, Processor};
 
 /// Lines read and processed together; big enough to amortise the worker hand-off.
@@ -95,10 +93,8 @@ pub async fn ingest_file(
         .and_then(|s| s.to_str())
         .map(|s| s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_"))
         .unwrap_or_else(|| "file".into());
-    let recovery = lake.recover(&topic, 0).await?;
-    let since =
-        cst_day(chrono::Utc::now().timestamp_micros()) - i32::from(config.dedup.window_days);
-    let mut dedup = load_dedup_state(&lake, lake.partition_files(&topic, 0, since).await?).await?;
+    let (recovery, mut dedup) =
+        recover_partition(&lake, &topic, 0, config.dedup.window_days).await?;
     stats.partition_recovered(recovery.rolled_back_files.len(), dedup.len());
     let start = recovery.next_offset.unwrap_or(0);
 
@@ -130,17 +126,23 @@ pub async fn ingest_file(
                         by_partition.entry(key).or_default().push(batch);
                     }
                 }
-                let mut count = 0;
-                let mut files = Vec::with_capacity(by_partition.len());
-                for (key, batches) in by_partition {
-                    let batch = arrow::compute::concat_batches(&evaluations_schema(), &batches)?;
-                    count += batch.num_rows() as u64;
-                    files.push((
-                        encode_lake.data_path(&key, &encode_range),
-                        encode_parquet(&batch, zstd_level)?,
-                    ));
-                }
-                Ok((files, count))
+                let merged = by_partition
+                    .into_iter()
+                    .map(|(key, batches)| {
+                        Ok((
+                            key,
+                            arrow::compute::concat_batches(&evaluations_schema(), &batches)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, TableError>>()?;
+                let count = merged
+                    .iter()
+                    .map(|(_, batch)| batch.num_rows() as u64)
+                    .sum();
+                Ok((
+                    encode_lake.encode_files(&encode_range, merged, zstd_level)?,
+                    count,
+                ))
             })
             .await??;
             let bytes = files.iter().map(|(_, b)| b.len() as u64).sum();
@@ -151,17 +153,7 @@ pub async fn ingest_file(
         Ok::<(), PipelineError>(())
     });
 
-    let processor = Processor::new(
-        config.validation.clone(),
-        EvaluatorKeyer::new(
-            config
-                .identity
-                .secret
-                .as_deref()
-                .unwrap_or_default()
-                .as_bytes(),
-        ),
-    );
+    let processor = Processor::from_config(&config);
     let flush_rows = config.lake.flush_rows;
     let reader_stats = stats.clone();
     let reader_topic = topic.clone();

@@ -24,14 +24,11 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::IngestConfig;
 use crate::sink::dlq::{DeadLetters, DlqError, SourcePosition};
-use crate::sink::lake::{BatchRange, DataFile, Lake, LakeError};
-use crate::sink::parquet::{
-    cst_day, encode_parquet, EvaluationRows, TableError, EVALUATIONS_TABLE,
-};
+use crate::sink::lake::{BatchRange, DataFile, Lake, LakeError, Recovery};
+use crate::sink::parquet::{cst_day, EvaluationRows, TableError, EVALUATIONS_TABLE};
 use crate::source::kafka::{self, IngestContext, PartitionEvent};
 use crate::telemetry::{Stats, StatsSnapshot};
 use crate::transform::dedup::{dedup_key, DedupState};
-use crate::transform::identity::EvaluatorKeyer;
 use crate::transform::validate::AssessNumber;
 use crate::transform::{Outcome, Processor};
 
@@ -87,22 +84,14 @@ pub async fn run(
     consumer.subscribe(&[&config.kafka.topic])?;
     tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group, lake = %config.lake.path.display(), "ingest started");
 
-    let ingest_rules = config.validation.clone();
-    let keyer = EvaluatorKeyer::new(
-        config
-            .identity
-            .secret
-            .as_deref()
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    let processor = Processor::from_config(&config);
     let mut ingest = Ingest {
         config,
         consumer: consumer.clone(),
         context,
         dead_letters,
         lake,
-        processor: Processor::new(ingest_rules, keyer),
+        processor,
         stats: stats.clone(),
         partitions: HashMap::new(),
         last_eviction: Instant::now(),
@@ -223,10 +212,8 @@ impl Ingest {
     async fn recover(&mut self, partition: i32) -> Result<(), PipelineError> {
         let topic = self.config.kafka.topic.clone();
         let started = Instant::now();
-        let recovery = self.lake.recover(&topic, partition).await?;
-        let since = today() - i32::from(self.config.dedup.window_days);
-        let files = self.lake.partition_files(&topic, partition, since).await?;
-        let dedup = load_dedup_state(&self.lake, files).await?;
+        let (recovery, dedup) =
+            recover_partition(&self.lake, &topic, partition, self.config.dedup.window_days).await?;
         tracing::info!(
             partition,
             resume_at = ?recovery.next_offset,
@@ -465,17 +452,7 @@ async fn commit_batch(
     let encode_lake = lake.clone();
     let encode_range = range.clone();
     let files = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-        batch
-            .rows
-            .finish()?
-            .into_iter()
-            .map(|(key, part)| {
-                Ok((
-                    encode_lake.data_path(&key, &encode_range),
-                    encode_parquet(&part, zstd_level)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, TableError>>()
+        encode_lake.encode_files(&encode_range, batch.rows.finish()?, zstd_level)
     })
     .await??;
     let bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
@@ -501,6 +478,22 @@ async fn commit_batch(
         "batch committed"
     );
     Ok((range, count, bytes, rows))
+}
+
+/// Recovers one partition from the lake (see [`crate::sink::lake`]): rolls back a batch that never
+/// committed, finds where to resume, and rebuilds the dedup state from the rows of the last
+/// `window_days` days. Kafka partitions and the offline path's file both start here.
+pub async fn recover_partition(
+    lake: &Lake,
+    topic: &str,
+    partition: i32,
+    window_days: u16,
+) -> Result<(Recovery, DedupState), PipelineError> {
+    let recovery = lake.recover(topic, partition).await?;
+    let since = today() - i32::from(window_days);
+    let dedup =
+        load_dedup_state(lake, lake.partition_files(topic, partition, since).await?).await?;
+    Ok((recovery, dedup))
 }
 
 /// Rebuilds a partition's dedup state from its files in the lake, decoding files in parallel.

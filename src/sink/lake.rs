@@ -39,7 +39,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::sink::parquet::{parse_day, PartitionKey};
+use arrow::array::RecordBatch;
+
+use crate::sink::parquet::{encode_parquet, parse_day, PartitionKey, TableError};
 
 /// The folder of commit records, beside the tables.
 pub const LOG_FOLDER: &str = "_haochaping/log";
@@ -180,6 +182,24 @@ impl Lake {
     fn commit_path(&self, range: &BatchRange) -> Path {
         self.log_dir(&range.topic, range.partition)
             .child(format!("{:020}.commit.json", range.last_offset))
+    }
+
+    /// Encodes a batch's Hive partitions as Parquet, each at the path derived from the batch's range.
+    pub fn encode_files(
+        &self,
+        range: &BatchRange,
+        partitions: impl IntoIterator<Item = (PartitionKey, RecordBatch)>,
+        zstd_level: i32,
+    ) -> Result<Vec<(Path, Bytes)>, TableError> {
+        partitions
+            .into_iter()
+            .map(|(key, batch)| {
+                Ok((
+                    self.data_path(&key, range),
+                    encode_parquet(&batch, zstd_level)?,
+                ))
+            })
+            .collect()
     }
 
     /// Writes a batch's files and commits it (steps 1–5 of the protocol, Kafka excluded).
@@ -420,6 +440,15 @@ mod tests {
         }
     }
 
+    /// Writes a batch's intent record by hand, as a crash right after step 1 would leave it.
+    async fn put_intent(lake: &Lake, record: &BatchRecord) {
+        let path = lake.pending_path(&record.range);
+        lake.store
+            .put(&path, serde_json::to_vec(record).unwrap().into())
+            .await
+            .unwrap();
+    }
+
     fn key(city: &[u8; 6]) -> PartitionKey {
         PartitionKey {
             day: 20_000,
@@ -505,13 +534,7 @@ mod tests {
             files: vec![written.to_string(), missing.to_string()],
             rows: 2,
         };
-        lake.store
-            .put(
-                &lake.pending_path(&crashed),
-                serde_json::to_vec(&record).unwrap().into(),
-            )
-            .await
-            .unwrap();
+        put_intent(&lake, &record).await;
         lake.store
             .put(&written, Bytes::from_static(b"y").into())
             .await
@@ -546,13 +569,7 @@ mod tests {
             .await
             .unwrap();
         // A crash between the commit put and the intent's deletion.
-        lake.store
-            .put(
-                &lake.pending_path(&range(0, 9)),
-                serde_json::to_vec(&record).unwrap().into(),
-            )
-            .await
-            .unwrap();
+        put_intent(&lake, &record).await;
         let recovery = lake.recover("evaluations", 3).await.unwrap();
         assert_eq!(recovery.next_offset, Some(10));
         assert!(recovery.rolled_back_files.is_empty());
@@ -570,13 +587,7 @@ mod tests {
             files: vec![file.to_string()],
             rows: 1,
         };
-        lake.store
-            .put(
-                &lake.pending_path(&crashed),
-                serde_json::to_vec(&record).unwrap().into(),
-            )
-            .await
-            .unwrap();
+        put_intent(&lake, &record).await;
         let staging = dir.path().join(format!("{file}#1"));
         std::fs::create_dir_all(staging.parent().unwrap()).unwrap();
         std::fs::write(&staging, b"half").unwrap();

@@ -35,6 +35,15 @@ impl Processor {
         Self { rules, keyer }
     }
 
+    /// The processor an ingest configuration describes.
+    pub fn from_config(config: &crate::config::IngestConfig) -> Self {
+        let secret = config.identity.secret.as_deref().unwrap_or_default();
+        Self::new(
+            config.validation.clone(),
+            EvaluatorKeyer::new(secret.as_bytes()),
+        )
+    }
+
     pub fn keyer(&self) -> &EvaluatorKeyer {
         &self.keyer
     }
