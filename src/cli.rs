@@ -53,6 +53,9 @@ pub struct IngestArgs {
     /// Dead-letter topic [default: <topic>.dlq].
     #[arg(long, env = "HAOCHAPING_DLQ_TOPIC")]
     pub dlq_topic: Option<String>,
+    /// Longest time the broker may hold an empty fetch [default: 10ms].
+    #[arg(long, env = "HAOCHAPING_FETCH_MAX_WAIT", value_parser = humantime::parse_duration)]
+    pub fetch_max_wait: Option<Duration>,
     /// Extra librdkafka setting, key=value (repeatable).
     #[arg(long = "kafka-property", env = "HAOCHAPING_KAFKA_PROPERTIES", value_delimiter = ';', value_parser = parse_key_value)]
     pub kafka_properties: Vec<(String, String)>,
@@ -99,6 +102,9 @@ impl IngestArgs {
         set(&mut config.kafka.group, &self.group);
         if self.dlq_topic.is_some() {
             config.kafka.dlq_topic.clone_from(&self.dlq_topic);
+        }
+        if let Some(v) = self.fetch_max_wait {
+            config.kafka.fetch_max_wait = v;
         }
         config
             .kafka

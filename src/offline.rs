@@ -7,48 +7,29 @@
 //! Reading, decoding and validating run on one thread while the previous batch is encoded and
 //! written on another, so both cores are busy.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, BooleanBuilder, RecordBatch};
+use arrow::array::BooleanArray;
 
 use crate::config::IngestConfig;
 use crate::decode::Rejection;
 use crate::pipeline::{recover_partition, PipelineError};
 use crate::sink::lake::{BatchRange, Lake};
-use crate::sink::parquet::{
-    evaluations_schema, EvaluationRows, PartitionKey, TableError, EVALUATIONS_TABLE,
-};
+use crate::sink::parquet::{finish_parts, EvaluationRows, TableError, EVALUATIONS_TABLE};
 use crate::telemetry::{Stats, StatsSnapshot};
-use crate::transform::dedup::DedupOutcome;
-use crate::transform::{conflict, Candidate, Processor};
+use crate::transform::{Message, Processor};
 
 /// Lines read and processed together; big enough to amortise the worker hand-off.
 const CHUNK_LINES: usize = 16_384;
 
-/// One worker's rows before dedup, and per line its candidate or rejection (`None`: already in the lake).
-type Prepared = (EvaluationRows, Vec<Option<Result<Candidate, Rejection>>>);
-
-/// One worker's rows and which of them dedup kept.
-type Part = (EvaluationRows, BooleanArray);
+/// Rows of one prepared part and which of them dedup kept.
+type Part = (EvaluationRows, Option<BooleanArray>);
 
 fn trim_line(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-/// The case number of an evaluation, for the rare conflict message.
-fn project_no_of(line: &[u8]) -> String {
-    match crate::decode::decode(line, usize::MAX)
-        .ok()
-        .and_then(|w| w.project_no)
-    {
-        Some(crate::decode::WireValue::Str(s)) => s.into_owned(),
-        Some(crate::decode::WireValue::Int(i)) => i.to_string(),
-        _ => String::new(),
-    }
 }
 
 /// Appends a rejected line, with its reason and identity redacted, to the rejected file.
@@ -120,21 +101,7 @@ pub async fn ingest_file(
             let encode_lake = writer_lake.clone();
             let encode_range = range.clone();
             let (files, rows) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-                let mut by_partition: BTreeMap<PartitionKey, Vec<RecordBatch>> = BTreeMap::new();
-                for (rows, keep) in parts {
-                    for (key, batch) in rows.finish_keeping(Some(&keep))? {
-                        by_partition.entry(key).or_default().push(batch);
-                    }
-                }
-                let merged = by_partition
-                    .into_iter()
-                    .map(|(key, batches)| {
-                        Ok((
-                            key,
-                            arrow::compute::concat_batches(&evaluations_schema(), &batches)?,
-                        ))
-                    })
-                    .collect::<Result<Vec<_>, TableError>>()?;
+                let merged = finish_parts(parts)?;
                 let count = merged
                     .iter()
                     .map(|(_, batch)| batch.num_rows() as u64)
@@ -188,7 +155,7 @@ pub async fn ingest_file(
             if ends.is_empty() {
                 break;
             }
-            let lines: Vec<(i64, &[u8])> = ends
+            let lines: Vec<Message<'_>> = ends
                 .iter()
                 .scan(0, |begin, end| {
                     let line = trim_line(&buffer[*begin..*end]);
@@ -196,78 +163,30 @@ pub async fn ingest_file(
                     Some(line)
                 })
                 .enumerate()
-                .map(|(i, line)| (offset + i as i64, line))
+                .map(|(i, payload)| Message {
+                    offset: offset + i as i64,
+                    key: None,
+                    payload,
+                })
                 .collect();
             offset += lines.len() as i64;
+            // Lines the lake already holds (a rerun of the same file) are skipped.
+            let fresh = lines.partition_point(|m| m.offset < start);
+            for _ in 0..fresh {
+                reader_stats.already_in_lake();
+            }
             // Decode, validate and build rows in parallel; dedup after, in offset order.
-            let per_worker = lines.len().div_ceil(workers);
-            let prepared: Vec<Prepared> = std::thread::scope(|scope| {
-                let handles: Vec<_> = lines
-                    .chunks(per_worker)
-                    .map(|part| {
-                        let processor = &processor;
-                        scope.spawn(move || {
-                            let mut rows = EvaluationRows::with_capacity(part.len());
-                            let results = part
-                                .iter()
-                                .map(|(offset, line)| {
-                                    (*offset >= start).then(|| {
-                                        processor.prepare(line, 0, *offset, now, &mut rows)
-                                    })
-                                })
-                                .collect();
-                            (rows, results)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    })
-                    .collect()
-            });
-            let mut lines = lines.iter();
-            for (rows, results) in prepared {
-                let mut keep = BooleanBuilder::with_capacity(rows.len());
-                for (result, (offset, line)) in results.into_iter().zip(lines.by_ref()) {
-                    let rejection = match result {
-                        None => {
-                            reader_stats.already_in_lake();
-                            continue;
-                        }
-                        Some(Err(rejection)) => rejection,
-                        Some(Ok(candidate)) => {
-                            reader_stats.received(line.len());
-                            match dedup.check(candidate.key, candidate.fingerprint, candidate.day) {
-                                DedupOutcome::New => {
-                                    keep.append_value(true);
-                                    reader_stats.accepted();
-                                    batch_rows += 1;
-                                }
-                                DedupOutcome::Duplicate => {
-                                    keep.append_value(false);
-                                    reader_stats.duplicate();
-                                }
-                                DedupOutcome::Conflict => {
-                                    keep.append_value(false);
-                                    let rejection =
-                                        conflict(&project_no_of(line), candidate.assess_number);
-                                    park(&mut rejected, &processor, *offset, line, &rejection)
-                                        .map_err(io_error(&rejected_path))?;
-                                    reader_stats.dead_lettered(rejection.reason);
-                                }
-                            }
-                            continue;
-                        }
-                    };
-                    reader_stats.received(line.len());
-                    park(&mut rejected, &processor, *offset, line, &rejection)
-                        .map_err(io_error(&rejected_path))?;
-                    reader_stats.dead_lettered(rejection.reason);
-                }
-                parts.push((rows, keep.finish()));
+            let mut rejections = Vec::new();
+            for part in processor.prepare_parallel(&[(0, &lines[fresh..])], now, workers) {
+                let (rows, keep) = part.decide(&mut dedup, &reader_stats, |message, rejection| {
+                    rejections.push((message.offset, message.payload, rejection));
+                });
+                batch_rows += keep.true_count();
+                parts.push((rows, Some(keep)));
+            }
+            for (offset, line, rejection) in rejections {
+                park(&mut rejected, &processor, offset, line, &rejection)
+                    .map_err(io_error(&rejected_path))?;
             }
             if batch_rows >= flush_rows {
                 let range = BatchRange {

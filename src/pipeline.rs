@@ -5,32 +5,37 @@
 //! reached, the dedup table, and an open batch of rows. A batch is committed (see
 //! [`crate::sink::lake`] for the protocol) when it reaches `flush_rows`, when its oldest event has
 //! waited `flush_interval`, and at shutdown; only then is the partition's offset committed to Kafka.
-//! Encoding and writing of the due batches run in parallel across partitions.
+//!
+//! Where the time goes, and how it overlaps: large chunks of messages are decoded, validated and
+//! keyed on every core; dedup runs in offset order on the pipeline's task; a closed batch is encoded
+//! to Parquet in the background while the next one fills; the lake writes themselves (small, then
+//! fsync) run on the pipeline's task, so none is in flight when partitions move.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, BooleanArray, BooleanBuilder};
 use arrow::datatypes::{Int64Type, Int8Type};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::IngestConfig;
 use crate::sink::dlq::{DeadLetters, DlqError, SourcePosition};
 use crate::sink::lake::{BatchRange, DataFile, Lake, LakeError, Recovery};
-use crate::sink::parquet::{cst_day, EvaluationRows, TableError, EVALUATIONS_TABLE};
+use crate::sink::parquet::{cst_day, finish_parts, EvaluationRows, TableError, EVALUATIONS_TABLE};
 use crate::source::kafka::{self, IngestContext, PartitionEvent};
 use crate::telemetry::{Stats, StatsSnapshot};
 use crate::transform::dedup::{dedup_key, DedupState};
 use crate::transform::validate::AssessNumber;
-use crate::transform::{Outcome, Processor};
+use crate::transform::{decide, Message, Processor};
 
 /// How long `recv` waits before the loop looks at timers (flush deadlines, idleness).
 const TICK: Duration = Duration::from_millis(100);
@@ -38,6 +43,10 @@ const TICK: Duration = Duration::from_millis(100);
 const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Attempts at committing one batch to the lake before the run fails.
 const LAKE_ATTEMPTS: u32 = 5;
+/// Most messages taken from the consumer at once (only those already fetched: never waits for more).
+const CHUNK: usize = 8192;
+/// Chunks smaller than this are processed on the pipeline's task; larger ones on every core.
+const PARALLEL_FROM: usize = 1024;
 
 /// Errors that stop the pipeline. Bad input never does: it goes to the dead-letter topic.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +94,9 @@ pub async fn run(
     tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group, lake = %config.lake.path.display(), "ingest started");
 
     let processor = Processor::from_config(&config);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut ingest = Ingest {
+        workers,
         config,
         consumer: consumer.clone(),
         context,
@@ -98,6 +109,8 @@ pub async fn run(
     };
 
     tokio::pin!(shutdown);
+    // Every message librdkafka has already fetched, up to CHUNK, in one go.
+    let mut messages = consumer.stream().ready_chunks(CHUNK);
     let mut last_activity = Instant::now();
     let mut last_idle_check = Instant::now();
     loop {
@@ -107,22 +120,33 @@ pub async fn run(
                 tracing::info!("shutdown requested");
                 break;
             }
-            received = tokio::time::timeout(TICK, consumer.recv()) => received,
+            received = tokio::time::timeout(TICK, messages.next()) => received,
         };
+        // Partition moves first: a message of a partition revoked while the chunk was gathered is
+        // dropped below, because its next owner reads it again.
         if ingest.apply_rebalance().await? {
             last_activity = Instant::now();
         }
         match received {
-            Ok(Ok(message)) => {
+            Ok(Some(chunk)) => {
                 last_activity = Instant::now();
-                ingest.handle(&message).await?;
+                let messages = chunk.len();
+                ingest.handle(chunk).await?;
+                tracing::trace!(
+                    messages,
+                    elapsed_us = last_activity.elapsed().as_micros() as u64,
+                    "chunk handled"
+                );
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error (retrying)"),
+            Ok(None) => break,
             Err(_elapsed) => {
                 let idle = options
                     .exit_when_idle
                     .is_some_and(|idle| last_activity.elapsed() >= idle);
-                if idle && last_idle_check.elapsed() >= IDLE_CHECK_EVERY {
+                if idle
+                    && last_idle_check.elapsed() >= IDLE_CHECK_EVERY
+                    && ingest.caught_up().await?
+                {
                     last_idle_check = Instant::now();
                     // Idle here is not enough: partitions may still sit with a member that crashed
                     // and has not yet been replaced. Finish only when the group has committed the
@@ -138,6 +162,7 @@ pub async fn run(
                 }
             }
         }
+        ingest.commit_finished().await?;
         ingest.flush_due().await?;
     }
     ingest.flush_all().await?;
@@ -156,18 +181,67 @@ struct PartitionState {
     checked: bool,
     dedup: DedupState,
     batch: Option<Batch>,
+    /// The previous batch, encoding in the background; not in the lake yet.
+    encoding: Option<Encoding>,
 }
 
-/// The open batch of one partition.
+/// A closed batch whose Parquet files are being encoded.
+struct Encoding {
+    range: BatchRange,
+    rows: u64,
+    dead_letters: Vec<DeliveryFuture>,
+    files:
+        tokio::task::JoinHandle<Result<Vec<(object_store::path::Path, bytes::Bytes)>, TableError>>,
+}
+
+/// The open batch of one partition: rows built on the pipeline's task from small chunks, and parts
+/// built on every core from large ones, each with the keep mask dedup decided.
 struct Batch {
     rows: EvaluationRows,
+    keep: BooleanBuilder,
+    parts: Vec<(EvaluationRows, BooleanArray)>,
+    /// Rows dedup kept, across `rows` and `parts`.
+    kept: usize,
     first_offset: i64,
     last_offset: i64,
     opened: Instant,
     dead_letters: Vec<DeliveryFuture>,
 }
 
+impl Batch {
+    fn new(first_offset: i64) -> Self {
+        Self {
+            rows: EvaluationRows::new(),
+            keep: BooleanBuilder::new(),
+            parts: Vec::new(),
+            kept: 0,
+            first_offset,
+            last_offset: first_offset,
+            opened: Instant::now(),
+            dead_letters: Vec::new(),
+        }
+    }
+
+    /// Every part of the batch, for [`finish_parts`].
+    fn into_parts(mut self) -> Vec<(EvaluationRows, Option<BooleanArray>)> {
+        let mut parts: Vec<_> = self.parts.into_iter().map(|(r, k)| (r, Some(k))).collect();
+        parts.push((self.rows, Some(self.keep.finish())));
+        parts
+    }
+}
+
+/// What to do with a message, given its partition's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Process,
+    /// Below the lake's position: a replay of what the lake holds.
+    AlreadyInLake,
+    /// The group's offset was ahead of the lake: read again from the lake's position.
+    SeekBack(i64),
+}
+
 struct Ingest {
+    workers: usize,
     config: IngestConfig,
     consumer: Arc<StreamConsumer<IngestContext>>,
     context: IngestContext,
@@ -187,8 +261,9 @@ impl Ingest {
         for event in events {
             match event {
                 PartitionEvent::Revoked(topic, partition) if topic == self.config.kafka.topic => {
-                    // Dropping the open batch is safe: its offsets are not committed, and whoever
-                    // owns the partition next recovers it from the lake.
+                    // Dropping the open batch, and the one still encoding, is safe: neither is in
+                    // the lake nor in the group's offsets, and the partition's next owner replays
+                    // them. The encoding task finishes on its own and its files are discarded.
                     let dropped_batch = self.partitions.remove(&partition).and_then(|s| s.batch);
                     if let Some(batch) = dropped_batch {
                         tracing::info!(
@@ -232,117 +307,163 @@ impl Ingest {
                 checked: false,
                 dedup,
                 batch: None,
+                encoding: None,
             },
         );
         Ok(())
     }
 
-    async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
-        let partition = message.partition();
-        let offset = message.offset();
-        if message.topic() != self.config.kafka.topic {
-            return Ok(());
-        }
-        if !self.partitions.contains_key(&partition) {
-            self.recover(partition).await?;
-        }
-        let Some(state) = self.partitions.get_mut(&partition) else {
-            return Ok(());
-        };
-        if let Some(position) = state.position {
-            if offset < position {
-                self.stats.already_in_lake();
-                return Ok(());
+    /// Processes a chunk of messages: admission by position, then decode, validate and key (on
+    /// every core when the chunk is large), dedup in offset order, dead letters, and the flush of
+    /// batches that are full.
+    async fn handle(
+        &mut self,
+        chunk: Vec<KafkaResult<BorrowedMessage<'_>>>,
+    ) -> Result<(), PipelineError> {
+        let mut runs: Vec<(i32, Vec<Message<'_>>)> = Vec::new();
+        let mut sought: Vec<i32> = Vec::new();
+        for received in &chunk {
+            let message = match received {
+                Ok(message) => message,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consumer error (retrying)");
+                    continue;
+                }
+            };
+            let partition = message.partition();
+            let offset = message.offset();
+            if message.topic() != self.config.kafka.topic || sought.contains(&partition) {
+                continue;
             }
-            if offset > position && !state.checked {
-                // The group's committed offset is ahead of the lake (offsets reset by hand, or a
-                // lake restored from a backup): go back to where the lake ends.
-                tracing::warn!(
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                tracing::debug!(
                     partition,
                     offset,
-                    position,
-                    "seeking back to the lake's position"
+                    "message of a partition no longer assigned"
                 );
-                state.checked = true;
-                self.consumer.seek(
-                    message.topic(),
-                    partition,
-                    Offset::Offset(position),
-                    Duration::from_secs(10),
-                )?;
-                return Ok(());
+                continue;
+            };
+            match admit(state, partition, offset) {
+                Admission::AlreadyInLake => self.stats.already_in_lake(),
+                Admission::SeekBack(position) => {
+                    sought.push(partition);
+                    self.consumer.seek(
+                        message.topic(),
+                        partition,
+                        Offset::Offset(position),
+                        Duration::from_secs(10),
+                    )?;
+                }
+                Admission::Process => {
+                    let message = Message {
+                        offset,
+                        key: message.key(),
+                        payload: message.payload().unwrap_or_default(),
+                    };
+                    match runs.iter_mut().find(|(p, _)| *p == partition) {
+                        Some((_, run)) => run.push(message),
+                        None => runs.push((partition, vec![message])),
+                    }
+                }
             }
         }
-        if let Some(position) = state.position.filter(|p| offset > *p) {
-            // Offsets can be missing for good reasons (retention, compaction, transaction markers),
-            // but a broker that skips records it still holds loses data: never silently.
-            tracing::error!(
-                partition,
-                expected = position,
-                received = offset,
-                "offset gap: records between were not delivered"
-            );
-            metrics::counter!("haochaping_offset_gaps_total").increment(1);
+        // A run may have lost its partition to a seek after its first messages were admitted.
+        runs.retain(|(partition, run)| !run.is_empty() && !sought.contains(partition));
+        if runs.is_empty() {
+            return Ok(());
         }
-        state.checked = true;
-        state.position = Some(offset + 1);
-        let payload = message.payload().unwrap_or_default();
-        self.stats.received(payload.len());
 
-        let flush_rows = self.config.lake.flush_rows;
-        let batch = state.batch.get_or_insert_with(|| Batch {
-            rows: EvaluationRows::with_capacity(flush_rows.min(1 << 16)),
-            first_offset: offset,
-            last_offset: offset,
-            opened: Instant::now(),
-            dead_letters: Vec::new(),
-        });
-        batch.last_offset = offset;
+        let now = now_us();
+        let mut rejections = Vec::new();
+        let total: usize = runs.iter().map(|(_, run)| run.len()).sum();
+        if total >= PARALLEL_FROM {
+            let slices: Vec<(i32, &[Message<'_>])> =
+                runs.iter().map(|(p, run)| (*p, run.as_slice())).collect();
+            let (processor, workers) = (&self.processor, self.workers);
+            let prepared = run_blocking(|| processor.prepare_parallel(&slices, now, workers));
+            for part in prepared {
+                let partition = part.partition;
+                let (Some(state), Some(first), Some(last)) = (
+                    self.partitions.get_mut(&partition),
+                    part.messages.first(),
+                    part.messages.last(),
+                ) else {
+                    continue;
+                };
+                let batch = state.batch.get_or_insert_with(|| Batch::new(first.offset));
+                batch.last_offset = last.offset;
+                let (rows, keep) = part.decide(&mut state.dedup, &self.stats, |m, r| {
+                    rejections.push((partition, *m, r));
+                });
+                batch.kept += keep.true_count();
+                batch.parts.push((rows, keep));
+            }
+        } else {
+            for (partition, run) in &runs {
+                let (Some(state), Some(first), Some(last)) =
+                    (self.partitions.get_mut(partition), run.first(), run.last())
+                else {
+                    continue;
+                };
+                let batch = state.batch.get_or_insert_with(|| Batch::new(first.offset));
+                batch.last_offset = last.offset;
+                let results = self
+                    .processor
+                    .prepare_all(*partition, run, now, &mut batch.rows);
+                batch.kept += decide(
+                    run,
+                    results,
+                    &mut state.dedup,
+                    &self.stats,
+                    &mut batch.keep,
+                    |m, r| rejections.push((*partition, *m, r)),
+                );
+            }
+        }
 
-        let rejection = match self.processor.process(
-            payload,
-            partition,
-            offset,
-            now_us(),
-            &mut state.dedup,
-            &mut batch.rows,
-        ) {
-            Outcome::Accepted => {
-                self.stats.accepted();
-                None
-            }
-            Outcome::Duplicate => {
-                self.stats.duplicate();
-                None
-            }
-            Outcome::Rejected(rejection) => Some(rejection),
-        };
-        if let Some(rejection) = rejection {
-            let parked = self.processor.keyer().redact_json(payload);
+        for (partition, message, rejection) in rejections {
+            let parked = self.processor.keyer().redact_json(message.payload);
             let source = SourcePosition {
-                topic: message.topic(),
+                topic: &self.config.kafka.topic,
                 partition,
-                offset,
+                offset: message.offset,
             };
             let delivery = self
                 .dead_letters
                 .send(
-                    message.key(),
-                    parked.as_deref().unwrap_or(payload),
+                    message.key,
+                    parked.as_deref().unwrap_or(message.payload),
                     &rejection,
                     source,
                 )
                 .await?;
-            batch.dead_letters.push(delivery);
-            self.stats.dead_lettered(rejection.reason);
+            if let Some(batch) = self
+                .partitions
+                .get_mut(&partition)
+                .and_then(|s| s.batch.as_mut())
+            {
+                batch.dead_letters.push(delivery);
+            }
         }
-        if batch.rows.len() >= self.config.lake.flush_rows {
-            self.flush(vec![partition]).await?;
+
+        let flush_rows = self.config.lake.flush_rows;
+        let full: Vec<i32> = runs
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| {
+                self.partitions
+                    .get(p)
+                    .and_then(|s| s.batch.as_ref())
+                    .is_some_and(|b| b.kept >= flush_rows)
+            })
+            .collect();
+        if !full.is_empty() {
+            self.flush(full).await?;
         }
         Ok(())
     }
 
-    /// Commits every batch whose oldest event has waited `flush_interval`.
+    /// Closes every batch whose oldest event has waited `flush_interval`.
     async fn flush_due(&mut self) -> Result<(), PipelineError> {
         let interval = self.config.lake.flush_interval;
         let due: Vec<i32> = self
@@ -369,6 +490,7 @@ impl Ingest {
         Ok(())
     }
 
+    /// Closes every open batch and waits until all of them are in the lake.
     async fn flush_all(&mut self) -> Result<(), PipelineError> {
         let open: Vec<i32> = self
             .partitions
@@ -376,32 +498,89 @@ impl Ingest {
             .filter(|(_, s)| s.batch.is_some())
             .map(|(p, _)| *p)
             .collect();
-        self.flush(open).await
+        self.flush(open).await?;
+        let encoding: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.encoding.is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        self.commit_encoded(encoding).await
     }
 
-    /// Commits the open batches of the given partitions, in parallel, then their Kafka offsets.
+    /// Closes the open batches of the given partitions and starts encoding them in the background,
+    /// so that processing goes on meanwhile. A partition's previous batch is committed first: one
+    /// batch per partition is encoding at a time, and batches reach the lake in offset order.
     async fn flush(&mut self, partitions: Vec<i32>) -> Result<(), PipelineError> {
-        let topic = self.config.kafka.topic.clone();
+        let busy: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| self.partitions.get(p).is_some_and(|s| s.encoding.is_some()))
+            .collect();
+        if !busy.is_empty() {
+            self.commit_encoded(busy).await?;
+        }
+        let topic = &self.config.kafka.topic;
         let zstd_level = self.config.lake.zstd_level;
+        for partition in partitions {
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            let Some(mut batch) = state.batch.take() else {
+                continue;
+            };
+            let range = BatchRange {
+                topic: topic.clone(),
+                partition,
+                first_offset: batch.first_offset,
+                last_offset: batch.last_offset,
+            };
+            let lake = self.lake.clone();
+            let encode_range = range.clone();
+            let dead_letters = std::mem::take(&mut batch.dead_letters);
+            let rows = batch.kept as u64;
+            let files = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+                lake.encode_files(&encode_range, finish_parts(batch.into_parts())?, zstd_level)
+            });
+            state.encoding = Some(Encoding {
+                range,
+                rows,
+                dead_letters,
+                files,
+            });
+        }
+        Ok(())
+    }
+
+    /// Commits the batches whose encoding has finished, without waiting for the others.
+    async fn commit_finished(&mut self) -> Result<(), PipelineError> {
+        let finished: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.encoding.as_ref().is_some_and(|e| e.files.is_finished()))
+            .map(|(p, _)| *p)
+            .collect();
+        if finished.is_empty() {
+            return Ok(());
+        }
+        self.commit_encoded(finished).await
+    }
+
+    /// Waits for the encoding batches of the given partitions and commits them to the lake (in
+    /// parallel across partitions), then their offsets to the group. The lake is only ever written
+    /// here, on the pipeline's task, so no lake write is in flight while partitions move.
+    async fn commit_encoded(&mut self, partitions: Vec<i32>) -> Result<(), PipelineError> {
         let mut jobs = Vec::new();
         for partition in partitions {
-            if let Some(batch) = self
+            if let Some(encoding) = self
                 .partitions
                 .get_mut(&partition)
-                .and_then(|s| s.batch.take())
+                .and_then(|s| s.encoding.take())
             {
-                let range = BatchRange {
-                    topic: topic.clone(),
-                    partition,
-                    first_offset: batch.first_offset,
-                    last_offset: batch.last_offset,
-                };
                 jobs.push(commit_batch(
                     self.lake.clone(),
                     self.dead_letters.clone(),
-                    range,
-                    batch,
-                    zstd_level,
+                    encoding,
                 ));
             }
         }
@@ -414,6 +593,29 @@ impl Ingest {
         }
         self.commit_offsets(CommitMode::Async);
         Ok(())
+    }
+
+    /// Whether this instance has read every message its partitions hold (a pause in the stream is
+    /// not the end of it: the broker may just be slower than the pipeline).
+    async fn caught_up(&self) -> Result<bool, PipelineError> {
+        let positions: Vec<(i32, Option<i64>)> = self
+            .partitions
+            .iter()
+            .map(|(p, s)| (*p, s.position))
+            .collect();
+        let consumer = self.consumer.clone();
+        let topic = self.config.kafka.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            for (partition, position) in positions {
+                let (low, high) =
+                    consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+                if position.unwrap_or(low) < high {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .await?
     }
 
     /// Commits the lake's positions to the consumer group (for lag monitoring and a fast start).
@@ -439,22 +641,21 @@ impl Ingest {
     }
 }
 
-/// Confirms a batch's dead letters, encodes its files and commits it to the lake (with retries).
+/// Waits for a batch's dead letters and its encoded files, then commits it to the lake (with
+/// retries).
 async fn commit_batch(
     lake: Lake,
     dead_letters: DeadLetters,
-    range: BatchRange,
-    batch: Batch,
-    zstd_level: i32,
+    encoding: Encoding,
 ) -> Result<(BatchRange, usize, u64, u64), PipelineError> {
-    dead_letters.confirm(batch.dead_letters).await?;
-    let rows = batch.rows.len() as u64;
-    let encode_lake = lake.clone();
-    let encode_range = range.clone();
-    let files = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-        encode_lake.encode_files(&encode_range, batch.rows.finish()?, zstd_level)
-    })
-    .await??;
+    let Encoding {
+        range,
+        rows,
+        dead_letters: deliveries,
+        files,
+    } = encoding;
+    dead_letters.confirm(deliveries).await?;
+    let files = files.await??;
     let bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
     let count = files.len();
     let mut attempt = 1;
@@ -613,6 +814,51 @@ async fn topic_fully_committed(
         }))
     })
     .await?
+}
+
+/// Decides what to do with the message at `offset`, and moves the partition's position past it
+/// when it is to be processed. A gap (a broker skipping records it holds) is logged and counted.
+fn admit(state: &mut PartitionState, partition: i32, offset: i64) -> Admission {
+    if let Some(position) = state.position {
+        if offset < position {
+            return Admission::AlreadyInLake;
+        }
+        if offset > position && !state.checked {
+            // The group's committed offset is ahead of the lake (offsets reset by hand, or a lake
+            // restored from a backup): go back to where the lake ends.
+            tracing::warn!(
+                partition,
+                offset,
+                position,
+                "seeking back to the lake's position"
+            );
+            state.checked = true;
+            return Admission::SeekBack(position);
+        }
+        if offset > position {
+            // Offsets can be missing for good reasons (retention, compaction, transaction
+            // markers), but a broker that skips records it still holds loses data: never silently.
+            tracing::error!(
+                partition,
+                expected = position,
+                received = offset,
+                "offset gap: records between were not delivered"
+            );
+            metrics::counter!("haochaping_offset_gaps_total").increment(1);
+        }
+    }
+    state.checked = true;
+    state.position = Some(offset + 1);
+    Admission::Process
+}
+
+/// Runs CPU-bound work from the pipeline's task without stalling the runtime's other tasks (on a
+/// multi-threaded runtime; a current-thread runtime has nothing else to run meanwhile anyway).
+fn run_blocking<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 fn now_us() -> i64 {

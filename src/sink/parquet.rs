@@ -330,6 +330,34 @@ impl EvaluationRows {
     }
 }
 
+/// Finishes several buffers, each with an optional keep mask, into one batch per Hive partition, in
+/// partition order: the files of one commit, whatever number of threads built the rows.
+pub fn finish_parts(
+    parts: Vec<(EvaluationRows, Option<BooleanArray>)>,
+) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
+    let mut by_partition: BTreeMap<PartitionKey, Vec<RecordBatch>> = BTreeMap::new();
+    for (rows, keep) in parts {
+        if rows.is_empty() {
+            continue;
+        }
+        for (key, batch) in rows.finish_keeping(keep.as_ref())? {
+            by_partition.entry(key).or_default().push(batch);
+        }
+    }
+    by_partition
+        .into_iter()
+        .map(|(key, mut batches)| {
+            let batch = match batches.len() {
+                1 => batches
+                    .pop()
+                    .unwrap_or_else(|| RecordBatch::new_empty(evaluations_schema())),
+                _ => arrow::compute::concat_batches(&evaluations_schema(), &batches)?,
+            };
+            Ok((key, batch))
+        })
+        .collect()
+}
+
 /// Splits a batch into one batch per partition key (row order kept inside each).
 pub fn split_by_partition(
     batch: &RecordBatch,

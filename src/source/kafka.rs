@@ -89,10 +89,22 @@ pub fn consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        // Large fetches: the engine is throughput-bound, not latency-bound.
+        // Large fetches, and no waiting on a broker that holds fetches (see `fetch_max_wait`).
         .set("fetch.max.bytes", "104857600")
         .set("max.partition.fetch.bytes", "16777216")
-        .set("queued.max.messages.kbytes", "262144")
+        .set(
+            "fetch.wait.max.ms",
+            kafka
+                .fetch_max_wait
+                .as_millis()
+                .clamp(0, 300_000)
+                .to_string(),
+        )
+        // The prefetch queue: 64 MiB is a few hundred milliseconds of work, and bounds memory
+        // however long the run. When it is full, fetching pauses for `fetch.queue.backoff.ms`;
+        // librdkafka's 1 s default starves a pipeline that drains 64 MiB in a fraction of that.
+        .set("queued.max.messages.kbytes", "65536")
+        .set("fetch.queue.backoff.ms", "10")
         // A flush may take a while on a slow lake; the group must not evict us meanwhile.
         .set("max.poll.interval.ms", "600000");
     for (key, value) in &kafka.properties {

@@ -5,8 +5,11 @@ pub mod dedup;
 pub mod identity;
 pub mod validate;
 
+use arrow::array::{BooleanArray, BooleanBuilder};
+
 use crate::decode::{decode, Reason, Rejection};
 use crate::sink::parquet::{cst_day, EvaluationRows};
+use crate::telemetry::Stats;
 use dedup::{dedup_key, fingerprint, DedupOutcome, DedupState};
 use identity::EvaluatorKeyer;
 use validate::{validate, AssessNumber, ValidationRules};
@@ -116,6 +119,168 @@ impl Processor {
             assess_number: evaluation.assess_number,
             evaluator_key,
         }
+    }
+}
+
+/// One message of a partition, as the stages see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+/// A contiguous run of one partition's messages after [`Processor::prepare_parallel`]: the rows of
+/// the valid ones (before dedup) and, per message, its candidate or rejection.
+pub struct PreparedPart<'m> {
+    pub partition: i32,
+    pub messages: &'m [Message<'m>],
+    pub rows: EvaluationRows,
+    pub results: Vec<Result<Candidate, Rejection>>,
+}
+
+impl<'m> PreparedPart<'m> {
+    /// Runs dedup over the part (see [`decide`]) and returns its rows with the keep mask.
+    pub fn decide(
+        self,
+        dedup: &mut DedupState,
+        stats: &Stats,
+        reject: impl FnMut(&Message<'m>, Rejection),
+    ) -> (EvaluationRows, BooleanArray) {
+        let mut keep = BooleanBuilder::with_capacity(self.rows.len());
+        decide(self.messages, self.results, dedup, stats, &mut keep, reject);
+        (self.rows, keep.finish())
+    }
+}
+
+/// Runs shorter than this are not split across threads: a thread costs more than it saves.
+const MIN_PART: usize = 512;
+
+impl Processor {
+    /// [`Self::prepare`] for each message of a run, appending rows to `rows`.
+    pub fn prepare_all(
+        &self,
+        partition: i32,
+        messages: &[Message<'_>],
+        now_us: i64,
+        rows: &mut EvaluationRows,
+    ) -> Vec<Result<Candidate, Rejection>> {
+        messages
+            .iter()
+            .map(|m| self.prepare(m.payload, partition, m.offset, now_us, rows))
+            .collect()
+    }
+
+    /// Prepares runs of messages (`(partition, messages)`, each in offset order) on up to `workers`
+    /// threads: long runs are split into contiguous parts, the parts are shared out round-robin,
+    /// and they come back in input order, ready for [`PreparedPart::decide`] in that order.
+    pub fn prepare_parallel<'m>(
+        &self,
+        runs: &[(i32, &'m [Message<'m>])],
+        now_us: i64,
+        workers: usize,
+    ) -> Vec<PreparedPart<'m>> {
+        let workers = workers.max(1);
+        let total: usize = runs.iter().map(|(_, m)| m.len()).sum();
+        let part_len = total.div_ceil(workers).max(MIN_PART);
+        let parts: Vec<(i32, &'m [Message<'m>])> = runs
+            .iter()
+            .flat_map(|(partition, messages)| messages.chunks(part_len).map(|c| (*partition, c)))
+            .collect();
+        let prepare = |(partition, messages): (i32, &'m [Message<'m>])| {
+            let mut rows = EvaluationRows::with_capacity(messages.len());
+            let results = self.prepare_all(partition, messages, now_us, &mut rows);
+            PreparedPart {
+                partition,
+                messages,
+                rows,
+                results,
+            }
+        };
+        if parts.len() <= 1 || workers == 1 {
+            return parts.into_iter().map(prepare).collect();
+        }
+        let mut done: Vec<Option<PreparedPart<'m>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..workers)
+                .map(|worker| {
+                    let parts = &parts;
+                    scope.spawn(move || {
+                        parts
+                            .iter()
+                            .enumerate()
+                            .skip(worker)
+                            .step_by(workers)
+                            .map(|(i, part)| (i, prepare(*part)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            // This thread takes its share too.
+            let mut done: Vec<Option<PreparedPart<'m>>> = (0..parts.len()).map(|_| None).collect();
+            for (i, part) in parts.iter().enumerate().step_by(workers) {
+                done[i] = Some(prepare(*part));
+            }
+            for handle in handles {
+                let prepared = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                for (i, part) in prepared {
+                    done[i] = Some(part);
+                }
+            }
+            done
+        });
+        done.iter_mut().filter_map(Option::take).collect()
+    }
+}
+
+/// Dedup in offset order over prepared messages: appends one keep bit per prepared row to `keep`,
+/// counts every outcome in `stats`, and hands each rejection (invalid, or a conflicting evaluation
+/// of a taken slot) to `reject`. Returns how many rows it kept.
+pub fn decide<'m>(
+    messages: &[Message<'m>],
+    results: Vec<Result<Candidate, Rejection>>,
+    dedup: &mut DedupState,
+    stats: &Stats,
+    keep: &mut BooleanBuilder,
+    mut reject: impl FnMut(&Message<'m>, Rejection),
+) -> usize {
+    let mut kept = 0;
+    for (message, result) in messages.iter().zip(results) {
+        stats.received(message.payload.len());
+        let rejection = match result {
+            Err(rejection) => rejection,
+            Ok(candidate) => match dedup.check(candidate.key, candidate.fingerprint, candidate.day)
+            {
+                DedupOutcome::New => {
+                    keep.append_value(true);
+                    stats.accepted();
+                    kept += 1;
+                    continue;
+                }
+                DedupOutcome::Duplicate => {
+                    keep.append_value(false);
+                    stats.duplicate();
+                    continue;
+                }
+                DedupOutcome::Conflict => {
+                    keep.append_value(false);
+                    conflict(&project_no_of(message.payload), candidate.assess_number)
+                }
+            },
+        };
+        stats.dead_lettered(rejection.reason);
+        reject(message, rejection);
+    }
+    kept
+}
+
+/// The case number of an evaluation, for the rare conflict message.
+fn project_no_of(payload: &[u8]) -> String {
+    match decode(payload, usize::MAX).ok().and_then(|w| w.project_no) {
+        Some(crate::decode::WireValue::Str(s)) => s.into_owned(),
+        Some(crate::decode::WireValue::Int(i)) => i.to_string(),
+        _ => String::new(),
     }
 }
 

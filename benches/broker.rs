@@ -1,0 +1,157 @@
+//! End to end through a real Kafka-compatible broker: the bare consume rate of a topic (librdkafka,
+//! no processing: the limit) and the engine's rate on the same topic, both from a fresh consumer
+//! group, so both pay the same group join.
+//!
+//! `cargo bench --bench broker` starts Tansu (`HAOCHAPING_TANSU_BIN` or the `.ci/run` cache) and
+//! produces `HAOCHAPING_BENCH_EVENTS` events (default 100 000) into a fresh topic. To measure an
+//! existing topic instead (what `benches/compare_broker.py` does, so that the Python consumer reads
+//! the very same records), set `HAOCHAPING_BENCH_BROKERS`, `HAOCHAPING_BENCH_TOPIC` and
+//! `HAOCHAPING_BENCH_MESSAGES` (the topic's message count: Tansu 0.6.0 reports high watermarks
+//! below the real end, so they cannot tell).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use haochaping::config::IngestConfig;
+use haochaping::generate;
+use haochaping::pipeline::{self, RunOptions};
+use haochaping::telemetry::Stats;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+
+static GROUP: AtomicU64 = AtomicU64::new(0);
+
+/// A consumer group nobody used before, so every iteration reads the topic from the start.
+fn fresh_group(kind: &str) -> String {
+    format!(
+        "bench-{kind}-{}-{}",
+        std::process::id(),
+        GROUP.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The broker and topic to measure, with its message count; keeps a spawned Tansu alive.
+struct Topic {
+    _tansu: Option<support::Tansu>,
+    brokers: String,
+    name: String,
+    messages: u64,
+}
+
+fn topic(runtime: &tokio::runtime::Runtime) -> Topic {
+    let count = |name: &str| std::env::var(name).ok().and_then(|n| n.parse::<u64>().ok());
+    let (tansu, brokers, name, messages) = match std::env::var("HAOCHAPING_BENCH_BROKERS") {
+        Ok(brokers) => {
+            let name =
+                std::env::var("HAOCHAPING_BENCH_TOPIC").unwrap_or_else(|_| "evaluations".into());
+            let messages = count("HAOCHAPING_BENCH_MESSAGES")
+                .expect("HAOCHAPING_BENCH_MESSAGES: the number of messages in the topic");
+            (None, brokers, name, messages)
+        }
+        Err(_) => {
+            let tansu = support::Tansu::start();
+            let brokers = tansu.brokers.clone();
+            let events = count("HAOCHAPING_BENCH_EVENTS").unwrap_or(100_000);
+            runtime.block_on(async {
+                generate::ensure_topics(&brokers, &[("evaluations", 4), ("evaluations.dlq", 1)])
+                    .await
+                    .expect("topics");
+                let producer = generate::producer(&brokers).expect("producer");
+                let mut generator = support::generator(7, 0.01, 0.005);
+                generate::produce(
+                    &producer,
+                    "evaluations",
+                    &mut generator,
+                    events,
+                    None,
+                    |_| {},
+                )
+                .await
+                .expect("produce");
+            });
+            (Some(tansu), brokers, "evaluations".to_owned(), events)
+        }
+    };
+    eprintln!("broker bench: {messages} messages in {name} on {brokers}");
+    Topic {
+        _tansu: tansu,
+        brokers,
+        name,
+        messages,
+    }
+}
+
+/// Reads the whole topic through a group subscription and touches every payload; returns the bytes.
+fn bare_consume(topic: &Topic) -> u64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &topic.brokers)
+        .set("group.id", fresh_group("bare"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        // The engine's fetch settings, so the difference is the processing alone.
+        .set("fetch.max.bytes", "104857600")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topic.name]).expect("subscribe");
+    let (mut count, mut bytes) = (0, 0);
+    while count < topic.messages {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                count += 1;
+                bytes += message.payload().map_or(0, |p| p.len() as u64);
+            }
+            Some(Err(e)) => eprintln!("consume error: {e}"),
+            None => {}
+        }
+    }
+    bytes
+}
+
+/// The whole ingest job on the topic into an empty lake, until the group has committed all of it.
+fn engine(runtime: &tokio::runtime::Runtime, topic: &Topic) -> u64 {
+    let lake = tempfile::tempdir().expect("lake dir");
+    let mut config = IngestConfig::default();
+    config.kafka.brokers = topic.brokers.clone();
+    config.kafka.topic = topic.name.clone();
+    config.kafka.group = fresh_group("engine");
+    config.lake.path = lake.path().to_owned();
+    config.identity.secret = Some(support::SECRET.into());
+    let options = RunOptions {
+        exit_when_idle: Some(Duration::from_millis(100)),
+    };
+    let summary = runtime
+        .block_on(pipeline::run(
+            config,
+            options,
+            Arc::new(Stats::default()),
+            std::future::pending(),
+        ))
+        .expect("ingest");
+    assert_eq!(
+        summary.received, topic.messages,
+        "engine read the whole topic"
+    );
+    summary.rows_written
+}
+
+fn broker(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let topic = topic(&runtime);
+    let mut group = c.benchmark_group("broker");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(topic.messages));
+    group.bench_function("bare_consume", |b| b.iter(|| bare_consume(&topic)));
+    group.bench_function("engine", |b| b.iter(|| engine(&runtime, &topic)));
+    group.finish();
+}
+
+criterion_group!(benches, broker);
+criterion_main!(benches);
