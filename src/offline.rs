@@ -74,8 +74,17 @@ pub async fn ingest_file(
         .and_then(|s| s.to_str())
         .map(|s| s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_"))
         .unwrap_or_else(|| "file".into());
+    let started = std::time::Instant::now();
     let (recovery, mut dedup) =
         recover_partition(&lake, &topic, 0, config.dedup.window_days).await?;
+    tracing::info!(
+        file = %path.display(),
+        resume_at = ?recovery.next_offset,
+        rolled_back_files = recovery.rolled_back_files.len(),
+        dedup_keys = dedup.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered from the lake"
+    );
     stats.partition_recovered(recovery.rolled_back_files.len(), dedup.len());
     let start = recovery.next_offset.unwrap_or(0);
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
     ArrayRef, BooleanArray, BooleanBuilder, Int32Builder, Int64Builder, Int8Builder, ListBuilder,
-    RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt32Array,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -276,14 +276,12 @@ impl EvaluationRows {
 
     /// Finishes the buffer into one batch per Hive partition, in partition order.
     pub fn finish(self) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
-        self.finish_keeping(None)
+        finish_parts(vec![(self, None)])
     }
 
-    /// As [`Self::finish`], keeping only the rows whose `keep` bit is set (one bit per row).
-    pub fn finish_keeping(
-        mut self,
-        keep: Option<&BooleanArray>,
-    ) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
+    /// The rows as one batch (no copy: the builders' buffers move into it), with each row's Hive
+    /// partition.
+    fn finish_batch(mut self) -> Result<(RecordBatch, Vec<PartitionKey>), TableError> {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.project_no.finish()),
             Arc::new(self.assess_number.finish()),
@@ -313,20 +311,7 @@ impl EvaluationRows {
             Arc::new(self.kafka_offset.finish()),
         ];
         let batch = RecordBatch::try_new(evaluations_schema(), columns)?;
-        match keep {
-            None => split_by_partition(&batch, &self.partitions),
-            Some(keep) => {
-                let kept = arrow::compute::filter_record_batch(&batch, keep)?;
-                let keys: Vec<PartitionKey> = self
-                    .partitions
-                    .iter()
-                    .zip(keep.iter())
-                    .filter(|(_, k)| k.unwrap_or(false))
-                    .map(|(p, _)| *p)
-                    .collect();
-                split_by_partition(&kept, &keys)
-            }
-        }
+        Ok((batch, self.partitions))
     }
 }
 
@@ -335,53 +320,49 @@ impl EvaluationRows {
 pub fn finish_parts(
     parts: Vec<(EvaluationRows, Option<BooleanArray>)>,
 ) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
-    let mut by_partition: BTreeMap<PartitionKey, Vec<RecordBatch>> = BTreeMap::new();
+    // Each kept row is copied once, straight into its partition's batch: no filter, split and
+    // concatenation passes.
+    let mut batches = Vec::with_capacity(parts.len());
+    let mut groups: BTreeMap<PartitionKey, Vec<(usize, usize)>> = BTreeMap::new();
     for (rows, keep) in parts {
         if rows.is_empty() {
             continue;
         }
-        for (key, batch) in rows.finish_keeping(keep.as_ref())? {
-            by_partition.entry(key).or_default().push(batch);
+        let (batch, keys) = rows.finish_batch()?;
+        if let Some(keep) = keep.as_ref().filter(|k| k.len() != keys.len()) {
+            return Err(TableError::Arrow(ArrowError::InvalidArgumentError(
+                format!("keep mask of {} bits for {} rows", keep.len(), keys.len()),
+            )));
         }
-    }
-    by_partition
-        .into_iter()
-        .map(|(key, mut batches)| {
-            let batch = match batches.len() {
-                1 => batches
-                    .pop()
-                    .unwrap_or_else(|| RecordBatch::new_empty(evaluations_schema())),
-                _ => arrow::compute::concat_batches(&evaluations_schema(), &batches)?,
-            };
-            Ok((key, batch))
-        })
-        .collect()
-}
-
-/// Splits a batch into one batch per partition key (row order kept inside each).
-pub fn split_by_partition(
-    batch: &RecordBatch,
-    keys: &[PartitionKey],
-) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
-    let mut groups: BTreeMap<PartitionKey, Vec<u32>> = BTreeMap::new();
-    for (row, key) in keys.iter().enumerate() {
-        groups.entry(*key).or_default().push(row as u32);
-    }
-    if groups.len() == 1 {
-        if let Some((key, _)) = groups.pop_first() {
-            return Ok(vec![(key, batch.clone())]);
+        let part = batches.len();
+        let mut last: Option<PartitionKey> = None;
+        let mut group: Vec<(usize, usize)> = Vec::new();
+        for (row, key) in keys.iter().enumerate() {
+            if keep.as_ref().is_some_and(|k| !k.value(row)) {
+                continue;
+            }
+            // Consecutive rows often share a partition: gather them before touching the map.
+            if last != Some(*key) {
+                if let Some(previous) = last {
+                    groups.entry(previous).or_default().append(&mut group);
+                }
+                last = Some(*key);
+            }
+            group.push((part, row));
         }
+        if let Some(previous) = last {
+            groups.entry(previous).or_default().append(&mut group);
+        }
+        batches.push(batch);
     }
+    let batches: Vec<&RecordBatch> = batches.iter().collect();
     groups
         .into_iter()
         .map(|(key, rows)| {
-            let indices = UInt32Array::from(rows);
-            let columns = batch
-                .columns()
-                .iter()
-                .map(|c| arrow::compute::take(c.as_ref(), &indices, None))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((key, RecordBatch::try_new(batch.schema(), columns)?))
+            Ok((
+                key,
+                arrow::compute::interleave_record_batch(&batches, &rows)?,
+            ))
         })
         .collect()
 }
@@ -418,35 +399,90 @@ mod tests {
     }
 
     #[test]
-    fn split_keeps_every_row_once_in_its_partition() {
-        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![Arc::new(arrow::array::Int32Array::from(vec![
-                0, 1, 2, 3, 4,
-            ]))],
-        )
-        .unwrap();
-        let a = PartitionKey {
-            day: 1,
-            city: *b"410300",
+    fn rows_land_once_in_their_partition_and_masked_rows_are_dropped() {
+        use arrow::array::{AsArray, BooleanArray};
+        use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let generator = || {
+            crate::generate::Generator::new(crate::generate::GeneratorConfig::new("41", day))
+                .unwrap()
         };
-        let b = PartitionKey {
-            day: 1,
-            city: *b"410100",
-        };
-        let parts = split_by_partition(&batch, &[a, b, a, b, a]).unwrap();
-        let values: Vec<(PartitionKey, Vec<i32>)> = parts
-            .iter()
-            .map(|(k, batch)| {
-                let col = batch
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::Int32Array>()
-                    .unwrap();
-                (*k, col.values().to_vec())
-            })
-            .collect();
-        assert_eq!(values, vec![(b, vec![1, 3]), (a, vec![0, 2, 4])]);
+        let processor = crate::transform::Processor::new(
+            crate::transform::validate::ValidationRules::default(),
+            crate::transform::identity::EvaluatorKeyer::new(b"0123456789abcdef"),
+        );
+        let now = chrono::Utc::now().timestamp_micros();
+        // Two parts, as two workers would build them.
+        let mut parts = Vec::new();
+        let mut expected = Vec::new();
+        let events: Vec<_> = generator().take(3000).collect();
+        for (first, chunk) in [(0, &events[..1700]), (1700, &events[1700..])] {
+            let mut rows = EvaluationRows::with_capacity(8);
+            let mut offsets = Vec::new();
+            for (i, event) in chunk.iter().enumerate() {
+                let offset = (first + i) as i64;
+                if processor
+                    .prepare(&event.payload, 0, offset, now, &mut rows)
+                    .is_ok()
+                {
+                    offsets.push(offset);
+                }
+            }
+            let keep: BooleanArray = (0..offsets.len()).map(|i| Some(i % 3 != 0)).collect();
+            expected.extend(
+                offsets
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % 3 != 0)
+                    .map(|(_, o)| *o),
+            );
+            parts.push((rows, Some(keep)));
+        }
+        assert!(expected.len() > 1900, "{} kept rows", expected.len());
+
+        let batches = finish_parts(parts).unwrap();
+        assert!(
+            batches.len() > 10,
+            "a province's day spreads over its cities"
+        );
+        assert!(
+            batches.windows(2).all(|w| w[0].0 < w[1].0),
+            "partition order"
+        );
+        let mut landed = Vec::new();
+        for (key, batch) in &batches {
+            let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+            let area = column("area_code");
+            let at = column("assessed_at");
+            let at = at.as_primitive::<TimestampMicrosecondType>();
+            for (row, area) in area.as_string::<i32>().iter().enumerate() {
+                assert_eq!(cst_day(at.value(row)), key.day);
+                let area = area.unwrap();
+                assert_eq!(
+                    area.as_bytes()[..4],
+                    key.city[..4],
+                    "{area} in {}",
+                    key.path()
+                );
+            }
+            let offsets = column("kafka_offset");
+            let offsets = offsets.as_primitive::<Int64Type>().values();
+            assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offset order kept");
+            landed.extend(offsets.iter().copied());
+        }
+        landed.sort_unstable();
+        assert_eq!(landed, expected);
+
+        let mut rows = EvaluationRows::new();
+        let event = generator().next().unwrap();
+        processor
+            .prepare(&event.payload, 0, 0, now, &mut rows)
+            .unwrap();
+        let wrong = BooleanArray::from(vec![true; 3]);
+        assert!(
+            finish_parts(vec![(rows, Some(wrong))]).is_err(),
+            "mask of the wrong length"
+        );
     }
 }

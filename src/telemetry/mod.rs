@@ -29,22 +29,17 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn received(&self, bytes: usize) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-        self.received_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        metrics::counter!("haochaping_events_received_total").increment(1);
-        metrics::counter!("haochaping_events_received_bytes_total").increment(bytes as u64);
-    }
-
-    pub fn accepted(&self) {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("haochaping_events_accepted_total").increment(1);
-    }
-
-    pub fn duplicate(&self) {
-        self.duplicates.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("haochaping_events_duplicate_total").increment(1);
+    /// Counts processed messages; called once per chunk, not per message (the counters are shared
+    /// between threads, and the `metrics` recorder is not free).
+    pub fn processed(&self, received: u64, bytes: u64, accepted: u64, duplicates: u64) {
+        self.received.fetch_add(received, Ordering::Relaxed);
+        self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.accepted.fetch_add(accepted, Ordering::Relaxed);
+        self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        metrics::counter!("haochaping_events_received_total").increment(received);
+        metrics::counter!("haochaping_events_received_bytes_total").increment(bytes);
+        metrics::counter!("haochaping_events_accepted_total").increment(accepted);
+        metrics::counter!("haochaping_events_duplicate_total").increment(duplicates);
     }
 
     pub fn dead_lettered(&self, reason: Reason) {

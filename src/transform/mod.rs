@@ -88,7 +88,7 @@ impl Processor {
 
     /// The first, parallel half of [`Self::process`]: decodes, validates and appends the row before
     /// dedup, returning what [`DedupState::check`] needs. The caller runs dedup in offset order and
-    /// keeps only the rows it accepts (see [`EvaluationRows::finish_keeping`]).
+    /// keeps only the rows it accepts (see [`crate::sink::parquet::finish_parts`]).
     pub fn prepare(
         &self,
         payload: &[u8],
@@ -245,22 +245,21 @@ pub fn decide<'m>(
     keep: &mut BooleanBuilder,
     mut reject: impl FnMut(&Message<'m>, Rejection),
 ) -> usize {
-    let mut kept = 0;
+    let (mut kept, mut duplicates, mut bytes) = (0, 0, 0);
     for (message, result) in messages.iter().zip(results) {
-        stats.received(message.payload.len());
+        bytes += message.payload.len();
         let rejection = match result {
             Err(rejection) => rejection,
             Ok(candidate) => match dedup.check(candidate.key, candidate.fingerprint, candidate.day)
             {
                 DedupOutcome::New => {
                     keep.append_value(true);
-                    stats.accepted();
                     kept += 1;
                     continue;
                 }
                 DedupOutcome::Duplicate => {
                     keep.append_value(false);
-                    stats.duplicate();
+                    duplicates += 1;
                     continue;
                 }
                 DedupOutcome::Conflict => {
@@ -272,6 +271,7 @@ pub fn decide<'m>(
         stats.dead_lettered(rejection.reason);
         reject(message, rejection);
     }
+    stats.processed(messages.len() as u64, bytes as u64, kept as u64, duplicates);
     kept
 }
 
