@@ -19,7 +19,7 @@ import time
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 WORK = os.environ.get("WORK", "/tmp/haochaping-bench")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.expanduser("~"), ".cache", "haochaping", "target"))
 BIN = os.path.join(TARGET, "release", "haochaping")
 
 DUCKDB_SQL = """

@@ -6,7 +6,7 @@
 //! Every generated event says what the engine must do with it ([`Expected`]), so a test can compare
 //! the lake with the exact set of evaluations that should be there.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -382,6 +382,8 @@ pub struct Generator {
     recent: VecDeque<(WireOut, Vec<u8>)>,
     /// Cases that already have their one supplementary evaluation.
     supplemented: std::collections::HashSet<String>,
+    /// Per county, the areas below it (in table order), found once instead of per event.
+    areas_below: HashMap<String, Vec<RegionCode>>,
 }
 
 /// Channels with their share (`pf` code, weight): window devices lead, the hotline is small.
@@ -405,6 +407,7 @@ impl Generator {
             sequence: 0,
             recent: VecDeque::with_capacity(4096),
             supplemented: Default::default(),
+            areas_below: HashMap::new(),
         })
     }
 
@@ -497,14 +500,19 @@ impl Generator {
             .cloned()
             .unwrap_or_default();
         // The hall's region: the department's own county, or a township/village below it.
-        let below: Vec<&RegionCode> = self
-            .province
-            .areas
-            .iter()
-            .filter(|a| a.as_str().starts_with(county))
-            .collect();
+        let areas = &self.province.areas;
+        let below = self
+            .areas_below
+            .entry(county.to_owned())
+            .or_insert_with(|| {
+                areas
+                    .iter()
+                    .filter(|a| a.as_str().starts_with(county))
+                    .copied()
+                    .collect()
+            });
         let area = if self.rng.random_bool(0.6) {
-            below.choose(&mut self.rng).copied().copied()
+            below.choose(&mut self.rng).copied()
         } else {
             None
         }

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""End to end through a real broker, side by side on the same topic: haochaping vs a straightforward
+Python consumer (benches/python_consumer.py: confluent-kafka + pyarrow) vs the bare consume rate of
+librdkafka (benches/broker.rs, criterion).
+
+    cargo build --release && python3 benches/compare_broker.py 1000000
+
+Starts Tansu (HAOCHAPING_TANSU_BIN, or the .ci/run cache) on a free port, produces N generated events
+into a 4-partition topic once, then reads the whole topic with each consumer from a fresh consumer
+group. Python and haochaping run as child processes: wall time from process start to exit (group
+join and end detection included), peak RSS from the child's rusage. The bare rate and criterion's
+engine rate come from `cargo bench --bench broker` on the same topic.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+WORK = os.environ.get("WORK", "/tmp/haochaping-bench")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "haochaping")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(CACHE, "target"))
+BIN = os.path.join(TARGET, "release", "haochaping")
+TANSU = os.environ.get("HAOCHAPING_TANSU_BIN", os.path.join(CACHE, "tansu", "bin", "tansu"))
+TOPIC = "evaluations"
+
+# Runs a command in a fresh wrapper process, so that the peak RSS reported is that command's alone.
+WRAPPER = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:]).returncode
+sys.stderr.write("\\npeak_rss_kib=%d\\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def run(cmd, env=None):
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{cmd[0]} failed: {result.stderr[-2000:]}")
+    peak = int(result.stderr.rsplit("peak_rss_kib=", 1)[1].split()[0])
+    return elapsed, peak, result.stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def criterion_rate(name):
+    path = os.path.join(TARGET, "criterion", "broker", name, "new", "estimates.json")
+    with open(path) as f:
+        seconds = json.load(f)["mean"]["point_estimate"] / 1e9
+    return seconds
+
+
+def main():
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "confluent-kafka", "pyarrow"], check=True)
+    os.makedirs(WORK, exist_ok=True)
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    brokers = f"127.0.0.1:{port}"
+    tansu = subprocess.Popen([TANSU, "broker", "--storage-engine", "memory://tansu/", "--listener-url", url,
+                              "--advertised-listener-url", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        start = time.perf_counter()
+        subprocess.run([BIN, "generate", "--brokers", brokers, "--topic", TOPIC, "--events", str(N), "--dup-rate", "0.01",
+                        "--bad-rate", "0.005", "--partitions", "4", "--day", "2026-11-01"], check=True, stdout=subprocess.DEVNULL)
+        print(f"produced {N} events into {TOPIC} (4 partitions) on Tansu in {time.perf_counter() - start:.1f} s")
+
+        py_lake = os.path.join(WORK, "lake-python")
+        shutil.rmtree(py_lake, ignore_errors=True)
+        py_s, py_rss, out = run([sys.executable, os.path.join(ROOT, "benches", "python_consumer.py"), brokers, TOPIC,
+                                 f"python-{os.getpid()}", py_lake, str(N)])
+        print(f"python      {py_s:7.2f} s  {N / py_s:10.0f} events/s  peak RSS {py_rss / 1024:5.0f} MiB  {out.strip()}")
+
+        lake = os.path.join(WORK, "lake-broker")
+        shutil.rmtree(lake, ignore_errors=True)
+        env = dict(os.environ, HAOCHAPING_IDENTITY_SECRET="bench-secret-0123456789", HAOCHAPING_LOG="warn")
+        ours_s, ours_rss, out = run([BIN, "ingest", "--brokers", brokers, "--topic", TOPIC, "--lake", lake, "--group",
+                                     f"haochaping-{os.getpid()}", "--exit-when-idle", "100ms"], env=env)
+        summary = json.loads(out)
+        assert summary["received"] == N, summary
+        print(f"haochaping  {ours_s:7.2f} s  {N / ours_s:10.0f} events/s  peak RSS {ours_rss / 1024:5.0f} MiB  "
+              f"accepted {summary['accepted']}, duplicates {summary['duplicates']}, dead-lettered {summary['dead_lettered']}")
+
+        env = dict(os.environ, HAOCHAPING_BENCH_BROKERS=brokers, HAOCHAPING_BENCH_TOPIC=TOPIC,
+                   HAOCHAPING_BENCH_MESSAGES=str(N), HAOCHAPING_LOG="warn", CARGO_TARGET_DIR=TARGET)
+        subprocess.run(["cargo", "bench", "--bench", "broker", "--", "--noplot"], cwd=ROOT, env=env, check=True)
+        bare_s = criterion_rate("bare_consume")
+        engine_s = criterion_rate("engine")
+        print(f"bare consume (criterion mean) {bare_s:6.2f} s  {N / bare_s:10.0f} events/s")
+        print(f"engine       (criterion mean) {engine_s:6.2f} s  {N / engine_s:10.0f} events/s")
+        print(f"ratios: haochaping / python = {py_s / ours_s:.2f}x (goal 5x); "
+              f"engine / bare consume = {bare_s / engine_s:.0%} (goal 80%)")
+    finally:
+        tansu.kill()
+        tansu.wait()
+
+
+if __name__ == "__main__":
+    main()
