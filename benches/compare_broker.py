@@ -19,32 +19,14 @@ import subprocess
 import sys
 import time
 
+from timing import BIN, CACHE, TARGET, run
+
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 WORK = os.environ.get("WORK", "/tmp/haochaping-bench")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = os.path.join(os.path.expanduser("~"), ".cache", "haochaping")
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(CACHE, "target"))
-BIN = os.path.join(TARGET, "release", "haochaping")
 TANSU = os.environ.get("HAOCHAPING_TANSU_BIN", os.path.join(CACHE, "tansu", "bin", "tansu"))
 TOPIC = "evaluations"
 
-# Runs a command in a fresh wrapper process, so that the peak RSS reported is that command's alone.
-WRAPPER = """
-import resource, subprocess, sys
-code = subprocess.run(sys.argv[1:]).returncode
-sys.stderr.write("\\npeak_rss_kib=%d\\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-sys.exit(code)
-"""
-
-
-def run(cmd, env=None):
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"{cmd[0]} failed: {result.stderr[-2000:]}")
-    peak = int(result.stderr.rsplit("peak_rss_kib=", 1)[1].split()[0])
-    return elapsed, peak, result.stdout
 
 
 def free_port():
