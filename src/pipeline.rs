@@ -463,19 +463,23 @@ impl Ingest {
         Ok(())
     }
 
+    /// The assigned partitions whose state matches.
+    fn partitions_where(&self, matches: impl Fn(&PartitionState) -> bool) -> Vec<i32> {
+        self.partitions
+            .iter()
+            .filter(|(_, s)| matches(s))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     /// Closes every batch whose oldest event has waited `flush_interval`.
     async fn flush_due(&mut self) -> Result<(), PipelineError> {
         let interval = self.config.lake.flush_interval;
-        let due: Vec<i32> = self
-            .partitions
-            .iter()
-            .filter(|(_, s)| {
-                s.batch
-                    .as_ref()
-                    .is_some_and(|b| b.opened.elapsed() >= interval)
-            })
-            .map(|(p, _)| *p)
-            .collect();
+        let due = self.partitions_where(|s| {
+            s.batch
+                .as_ref()
+                .is_some_and(|b| b.opened.elapsed() >= interval)
+        });
         if !due.is_empty() {
             self.flush(due).await?;
         }
@@ -492,20 +496,10 @@ impl Ingest {
 
     /// Closes every open batch and waits until all of them are in the lake.
     async fn flush_all(&mut self) -> Result<(), PipelineError> {
-        let open: Vec<i32> = self
-            .partitions
-            .iter()
-            .filter(|(_, s)| s.batch.is_some())
-            .map(|(p, _)| *p)
-            .collect();
-        self.flush(open).await?;
-        let encoding: Vec<i32> = self
-            .partitions
-            .iter()
-            .filter(|(_, s)| s.encoding.is_some())
-            .map(|(p, _)| *p)
-            .collect();
-        self.commit_encoded(encoding).await
+        self.flush(self.partitions_where(|s| s.batch.is_some()))
+            .await?;
+        self.commit_encoded(self.partitions_where(|s| s.encoding.is_some()))
+            .await
     }
 
     /// Closes the open batches of the given partitions and starts encoding them in the background,
@@ -554,12 +548,8 @@ impl Ingest {
 
     /// Commits the batches whose encoding has finished, without waiting for the others.
     async fn commit_finished(&mut self) -> Result<(), PipelineError> {
-        let finished: Vec<i32> = self
-            .partitions
-            .iter()
-            .filter(|(_, s)| s.encoding.as_ref().is_some_and(|e| e.files.is_finished()))
-            .map(|(p, _)| *p)
-            .collect();
+        let finished =
+            self.partitions_where(|s| s.encoding.as_ref().is_some_and(|e| e.files.is_finished()));
         if finished.is_empty() {
             return Ok(());
         }
