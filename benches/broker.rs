@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use haochaping::config::IngestConfig;
+use haochaping::engine::{self, RunOptions};
 use haochaping::generate;
-use haochaping::pipeline::{self, RunOptions};
 use haochaping::telemetry::Stats;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -128,7 +128,7 @@ fn engine(runtime: &tokio::runtime::Runtime, topic: &Topic) -> u64 {
         exit_when_idle: Some(Duration::from_millis(100)),
     };
     let summary = runtime
-        .block_on(pipeline::run(
+        .block_on(engine::run(
             config,
             options,
             Arc::new(Stats::default()),

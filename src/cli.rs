@@ -68,6 +68,13 @@ pub struct IngestArgs {
     /// Commit a partition's batch once it holds this many rows [default: 200000].
     #[arg(long, env = "HAOCHAPING_FLUSH_ROWS")]
     pub flush_rows: Option<usize>,
+    /// …or once its messages add up to this many bytes [default: 268435456, at most 1 GiB].
+    #[arg(long, env = "HAOCHAPING_FLUSH_BYTES")]
+    pub flush_bytes: Option<usize>,
+    /// Continue when the broker no longer holds offsets up to the lake's position (a recreated
+    /// topic, a moved cluster): adopt the broker's offsets; dedup still drops what the lake holds.
+    #[arg(long, env = "HAOCHAPING_ACCEPT_OFFSET_RESET")]
+    pub accept_offset_reset: bool,
     /// Days back the one-evaluation-per-case rule is enforced [default: 120].
     #[arg(long, env = "HAOCHAPING_DEDUP_WINDOW_DAYS")]
     pub dedup_window_days: Option<u16>,
@@ -118,6 +125,12 @@ impl IngestArgs {
         }
         if let Some(v) = self.flush_rows {
             config.lake.flush_rows = v;
+        }
+        if let Some(v) = self.flush_bytes {
+            config.lake.flush_bytes = v;
+        }
+        if self.accept_offset_reset {
+            config.kafka.accept_offset_reset = true;
         }
         if let Some(v) = self.dedup_window_days {
             config.dedup.window_days = v;

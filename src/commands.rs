@@ -6,8 +6,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{Command, GenerateArgs, IngestArgs};
+use crate::engine::{self, RunOptions};
 use crate::generate::{self, Generator, GeneratorConfig};
-use crate::pipeline::{self, RunOptions};
 use crate::telemetry::Stats;
 
 pub async fn execute(command: Command) -> anyhow::Result<()> {
@@ -27,7 +27,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             let options = RunOptions {
                 exit_when_idle: args.exit_when_idle,
             };
-            pipeline::run(config, options, stats, shutdown_signal()).await?
+            engine::run(config, options, stats, shutdown_signal()).await?
         }
     };
     println!("{}", serde_json::to_string(&summary)?);

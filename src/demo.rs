@@ -11,8 +11,8 @@ use rdkafka::mocking::MockCluster;
 
 use crate::cli::DemoArgs;
 use crate::config::IngestConfig;
+use crate::engine::{self, RunOptions};
 use crate::generate::{self, Generator, GeneratorConfig, ProduceReport};
-use crate::pipeline::{self, RunOptions};
 use crate::telemetry::{Stats, StatsSnapshot};
 
 /// Marks a lake the demo created, so that a later demo may replace it.
@@ -76,7 +76,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ingest = tokio::spawn(pipeline::run(
+    let ingest = tokio::spawn(engine::run(
         config,
         RunOptions::default(),
         stats.clone(),

@@ -14,9 +14,9 @@
 //! | validate | [`transform::validate`] | fields → a typed [`transform::validate::Evaluation`], rule by rule |
 //! | identity | [`transform::identity`] | clear-text evaluator identity → keyed `evaluator_key` |
 //! | dedup | [`transform::dedup`] | one first and one supplementary evaluation per case |
-//! | lake | [`sink::parquet`], [`sink::lake`] | rows → Hive-partitioned zstd Parquet; the exactly-once commit protocol |
+//! | lake | [`sink::parquet`], [`lake`] | rows → Hive-partitioned zstd Parquet; the exactly-once, fenced commit protocol |
 //! | dead letters | [`sink::dlq`] | every rejection, with its reason, on `<topic>.dlq` |
-//! | wiring | [`pipeline`] | [`pipeline::run`] — the whole job, driven by the CLI, the demo and the tests |
+//! | engine | [`engine`] | [`engine::run`] — the whole job (run loop, partition state, commit, recovery), driven by the CLI, the demo and the tests |
 //! | offline | [`offline`] | the same stages and protocol over an NDJSON file (`ingest --from-file`) |
 //! | analytics | [`analytics`] | DataFusion over the lake (`queries/*.sql`) |
 //!
@@ -30,9 +30,10 @@ pub mod commands;
 pub mod config;
 pub mod decode;
 pub mod demo;
+pub mod engine;
 pub mod generate;
+pub mod lake;
 pub mod offline;
-pub mod pipeline;
 pub mod region;
 pub mod sink;
 pub mod source;

@@ -1,8 +1,14 @@
 //! The offline path: a newline-delimited JSON file through the same stages and the same commit
 //! protocol as Kafka (`haochaping ingest --from-file`). Each line is one message; its line number is its
-//! offset in partition 0 of a pseudo-topic named after the file, so running the same file again resumes
-//! where the lake ends instead of writing anything twice. Rejected lines go to
-//! `<lake>/_haochaping/rejected/<name>.ndjson` with their reason (identity redacted).
+//! offset in partition 0 of a pseudo-topic named after the file's *content*
+//! (`file+<xxh3-128 of the bytes>`; `+` cannot occur in a Kafka topic name, so it never shares a log
+//! with a real topic). Running the same file again, under any name, resumes where the lake ends; a
+//! different file with the same name is a different source. A file that grew since is a new source
+//! too: its lines are read again, and dedup drops the evaluations the lake already holds.
+//!
+//! Rejected lines go to `<lake>/_haochaping/rejected/<name>.<hash>.ndjson` with their reason
+//! (identity redacted), and are fsynced before the batch that covers them commits: a crash may
+//! write a rejected line twice (its offset identifies it), never lose it.
 //!
 //! Reading, decoding and validating run on one thread while the previous batch is encoded and
 //! written on another, so both cores are busy.
@@ -15,8 +21,8 @@ use arrow::array::BooleanArray;
 
 use crate::config::IngestConfig;
 use crate::decode::Rejection;
-use crate::pipeline::{recover_partition, PipelineError};
-use crate::sink::lake::{BatchRange, Lake};
+use crate::engine::{recover_partition, EngineError};
+use crate::lake::{BatchRange, Lake};
 use crate::sink::parquet::{finish_parts, EvaluationRows, TableError, EVALUATIONS_TABLE};
 use crate::telemetry::{Stats, StatsSnapshot};
 use crate::transform::{Message, Processor};
@@ -54,8 +60,35 @@ fn park(
     out.write_all(b"\n")
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
-    move |source| PipelineError::Io {
+/// Flushes the rejected lines written so far and makes them durable.
+fn make_durable(out: &mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()> {
+    out.flush()?;
+    out.get_ref().sync_data()
+}
+
+/// The file's identity: xxh3-128 of its bytes, in hex (fast enough to cost less than parsing the
+/// file; not a defence against someone crafting collisions, which the lake's dedup would still
+/// catch within its window).
+async fn content_hash(path: &Path) -> Result<String, EngineError> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path).map_err(io_error(&path))?;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut buffer = vec![0; 1 << 20];
+        loop {
+            let read = std::io::Read::read(&mut file, &mut buffer).map_err(io_error(&path))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        Ok(format!("{:032x}", hasher.digest128()))
+    })
+    .await?
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |source| EngineError::Io {
         path: path.to_owned(),
         source,
     }
@@ -66,10 +99,12 @@ pub async fn ingest_file(
     config: IngestConfig,
     path: &Path,
     stats: Arc<Stats>,
-) -> Result<StatsSnapshot, PipelineError> {
+) -> Result<StatsSnapshot, EngineError> {
     config.check()?;
     let lake = Lake::open_local(&config.lake.path, EVALUATIONS_TABLE)?;
-    let topic = path
+    let hash = content_hash(path).await?;
+    let topic = format!("file+{hash}");
+    let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .map(|s| s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_"))
@@ -87,10 +122,11 @@ pub async fn ingest_file(
     );
     stats.partition_recovered(recovery.rolled_back_files.len(), dedup.len());
     let start = recovery.next_offset.unwrap_or(0);
+    let mut lease = recovery.lease;
 
     let rejected_dir = config.lake.path.join("_haochaping/rejected");
     std::fs::create_dir_all(&rejected_dir).map_err(io_error(&rejected_dir))?;
-    let rejected_path = rejected_dir.join(format!("{topic}.ndjson"));
+    let rejected_path = rejected_dir.join(format!("{stem}.{}.ndjson", &hash[..16]));
     let mut rejected = std::io::BufWriter::new(
         std::fs::OpenOptions::new()
             .create(true)
@@ -107,34 +143,31 @@ pub async fn ingest_file(
     let zstd_level = config.lake.zstd_level;
     let writer = tokio::spawn(async move {
         while let Some((range, parts)) = to_write.recv().await {
-            let encode_lake = writer_lake.clone();
-            let encode_range = range.clone();
             let (files, rows) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
                 let merged = finish_parts(parts)?;
                 let count = merged
                     .iter()
                     .map(|(_, batch)| batch.num_rows() as u64)
                     .sum();
-                Ok((
-                    encode_lake.encode_files(&encode_range, merged, zstd_level)?,
-                    count,
-                ))
+                Ok((Lake::encode_files(merged, zstd_level)?, count))
             })
             .await??;
             let bytes = files.iter().map(|(_, b)| b.len() as u64).sum();
             let file_count = files.len();
-            writer_lake.commit_batch(range, files, rows).await?;
+            writer_lake
+                .commit_batch(&mut lease, range, files, rows)
+                .await?;
             writer_stats.batch_committed(file_count, bytes, rows);
         }
-        Ok::<(), PipelineError>(())
+        Ok::<(), EngineError>(())
     });
 
     let processor = Processor::from_config(&config);
-    let flush_rows = config.lake.flush_rows;
+    let (flush_rows, flush_bytes) = (config.lake.flush_rows, config.lake.flush_bytes);
     let reader_stats = stats.clone();
     let reader_topic = topic.clone();
     let input = path.to_owned();
-    let read = tokio::task::spawn_blocking(move || -> Result<(), PipelineError> {
+    let read = tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(1);
@@ -144,6 +177,7 @@ pub async fn ingest_file(
         let mut first = start;
         let mut parts: Vec<Part> = Vec::new();
         let mut batch_rows = 0;
+        let mut batch_bytes = 0;
         let mut buffer = Vec::with_capacity(CHUNK_LINES * 600);
         // Batches are cut between chunks, so a chunk is never larger than a batch.
         let chunk_lines = CHUNK_LINES.min(flush_rows).max(1);
@@ -151,7 +185,7 @@ pub async fn ingest_file(
         loop {
             buffer.clear();
             ends.clear();
-            while ends.len() < chunk_lines {
+            while ends.len() < chunk_lines && buffer.len() < flush_bytes {
                 if reader
                     .read_until(b'\n', &mut buffer)
                     .map_err(io_error(&input))?
@@ -179,6 +213,7 @@ pub async fn ingest_file(
                 })
                 .collect();
             offset += lines.len() as i64;
+            batch_bytes += buffer.len();
             // Lines the lake already holds (a rerun of the same file) are skipped.
             let fresh = lines.partition_point(|m| m.offset < start);
             for _ in 0..fresh {
@@ -197,7 +232,8 @@ pub async fn ingest_file(
                 park(&mut rejected, &processor, offset, line, &rejection)
                     .map_err(io_error(&rejected_path))?;
             }
-            if batch_rows >= flush_rows {
+            if batch_rows >= flush_rows || batch_bytes >= flush_bytes {
+                make_durable(&mut rejected).map_err(io_error(&rejected_path))?;
                 let range = BatchRange {
                     topic: reader_topic.clone(),
                     partition: 0,
@@ -212,6 +248,7 @@ pub async fn ingest_file(
                 }
                 first = offset;
                 batch_rows = 0;
+                batch_bytes = 0;
             }
         }
         if offset > first {
@@ -221,9 +258,10 @@ pub async fn ingest_file(
                 first_offset: first,
                 last_offset: offset - 1,
             };
+            make_durable(&mut rejected).map_err(io_error(&rejected_path))?;
             let _ = batches.blocking_send((range, parts));
         }
-        rejected.flush().map_err(io_error(&rejected_path))?;
+        make_durable(&mut rejected).map_err(io_error(&rejected_path))?;
         Ok(())
     });
     let read_result = read.await?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use haochaping::config::IngestConfig;
-use haochaping::pipeline::{self, RunOptions};
+use haochaping::engine::{self, RunOptions};
 use haochaping::telemetry::Stats;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -93,7 +93,7 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
     let options = RunOptions {
         exit_when_idle: Some(Duration::from_secs(2)),
     };
-    let summary = pipeline::run(config, options, stats, std::future::pending())
+    let summary = engine::run(config, options, stats, std::future::pending())
         .await
         .unwrap();
     assert_eq!(
@@ -184,7 +184,7 @@ async fn a_broker_outage_mid_run_loses_nothing() {
 
     let stats = Arc::new(Stats::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let job = tokio::spawn(pipeline::run(
+    let job = tokio::spawn(engine::run(
         config(&brokers, lake.path()),
         RunOptions::default(),
         stats.clone(),

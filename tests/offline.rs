@@ -11,6 +11,109 @@ use haochaping::config::IngestConfig;
 use haochaping::telemetry::Stats;
 use support::*;
 
+/// The one rejected-lines file of the input named `stem`.
+fn rejected_file(lake: &std::path::Path, stem: &str) -> std::path::PathBuf {
+    let found: Vec<_> = std::fs::read_dir(lake.join("_haochaping/rejected"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{stem}.")) && n.ends_with(".ndjson"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.into_iter().next().unwrap()
+}
+
+/// Writes `count` generated events as NDJSON and records them in `produced`.
+fn write_events(path: &std::path::Path, seed: u64, count: usize, produced: &mut Produced) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut generator = generator(seed, 0.0, 0.0);
+    for _ in 0..count {
+        let event = generator.next_event();
+        file.write_all(&event.payload).unwrap();
+        file.write_all(b"\n").unwrap();
+        produced.record_event(&event);
+    }
+}
+
+fn offline_config(lake: std::path::PathBuf) -> IngestConfig {
+    let mut config = IngestConfig::default();
+    config.lake.path = lake;
+    config.lake.flush_rows = 700;
+    config.identity.secret = Some(SECRET.into());
+    config
+}
+
+/// A file is known by its content, not its name: a second `export.ndjson` with other events is
+/// ingested whole (it lost its first N lines when files were known by name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_under_an_old_name_is_ingested_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config(dir.path().join("lake"));
+    let input = dir.path().join("export.ndjson");
+    let mut produced = Produced::new();
+    write_events(&input, 1, 2_000, &mut produced);
+    haochaping::offline::ingest_file(config.clone(), &input, Arc::new(Stats::default()))
+        .await
+        .unwrap();
+    write_events(&input, 2, 3_000, &mut produced);
+    let second =
+        haochaping::offline::ingest_file(config.clone(), &input, Arc::new(Stats::default()))
+            .await
+            .unwrap();
+    assert_eq!((second.received, second.already_in_lake), (3_000, 0));
+    assert_exactly_once(&config.lake.path, &produced.slots);
+}
+
+/// Batches are bounded by bytes as well as rows (Arrow's string columns overflow at 2 GiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_bounded_by_bytes_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = offline_config(dir.path().join("lake"));
+    config.lake.flush_rows = 1_000_000;
+    config.lake.flush_bytes = 256 << 10;
+    let input = dir.path().join("day.ndjson");
+    let mut produced = Produced::new();
+    write_events(&input, 5, 4_000, &mut produced);
+    let size = std::fs::metadata(&input).unwrap().len();
+    let stats =
+        haochaping::offline::ingest_file(config.clone(), &input, Arc::new(Stats::default()))
+            .await
+            .unwrap();
+    // Cut between chunks of lines, so each batch is at most a chunk over the bound.
+    assert!(
+        stats.batches_committed >= size / (256 << 10) / 2,
+        "{} bytes in {} batches",
+        size,
+        stats.batches_committed
+    );
+    assert_exactly_once(&config.lake.path, &produced.slots);
+}
+
+/// A file named like the Kafka topic does not share partition 0's log with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_named_like_the_topic_does_not_collide_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let from_kafka = fixture_lake(&lake).await;
+    assert!(from_kafka > 0);
+    let config = offline_config(lake.clone());
+    let input = dir.path().join("evaluations.ndjson");
+    let mut produced = Produced::new();
+    write_events(&input, 99, 1_000, &mut produced);
+    let stats = haochaping::offline::ingest_file(config, &input, Arc::new(Stats::default()))
+        .await
+        .unwrap();
+    assert_eq!((stats.received, stats.already_in_lake), (1_000, 0));
+    assert_eq!(stats.accepted, produced.report.accepted);
+    assert_eq!(
+        lake_slots(&lake).len() as u64,
+        from_kafka + produced.report.accepted
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_lands_once_even_when_ingested_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,13 +147,8 @@ async fn a_file_lands_once_even_when_ingested_twice() {
     assert!(first.batches_committed >= 3, "{first:?}");
     assert_exactly_once(&config.lake.path, &produced.slots);
 
-    let rejected = std::fs::read_to_string(
-        config
-            .lake
-            .path
-            .join("_haochaping/rejected/province_day.ndjson"),
-    )
-    .unwrap();
+    let rejected =
+        std::fs::read_to_string(rejected_file(&config.lake.path, "province_day")).unwrap();
     let mut by_reason = BTreeMap::new();
     for line in rejected.lines() {
         let record: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -22,6 +22,9 @@ pub enum ConfigError {
     },
 }
 
+/// The largest `lake.flush_bytes`: half of what an Arrow string column can hold.
+pub const MAX_FLUSH_BYTES: usize = 1 << 30;
+
 /// Everything `ingest` needs.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,6 +55,11 @@ pub struct KafkaConfig {
     pub fetch_max_wait: Duration,
     /// Extra librdkafka settings for both consumer and producer (`security.protocol`, …).
     pub properties: BTreeMap<String, String>,
+    /// Continue when the broker no longer holds a partition's offsets up to the lake's position
+    /// (the topic was deleted and recreated, or the cluster moved). Off, such a partition stops the
+    /// run with an error naming both positions; on, ingest adopts the broker's offsets, and dedup
+    /// still drops every evaluation the lake already holds.
+    pub accept_offset_reset: bool,
 }
 
 impl Default for KafkaConfig {
@@ -63,6 +71,7 @@ impl Default for KafkaConfig {
             dlq_topic: None,
             fetch_max_wait: Duration::from_millis(10),
             properties: BTreeMap::new(),
+            accept_offset_reset: false,
         }
     }
 }
@@ -85,6 +94,9 @@ pub struct LakeConfig {
     pub flush_interval: Duration,
     /// A partition's batch is committed once it holds this many rows.
     pub flush_rows: usize,
+    /// …or once its messages add up to this many bytes. Arrow's string columns hold at most 2 GiB
+    /// per batch, so this is capped at 1 GiB (a storm of long texts must not get there).
+    pub flush_bytes: usize,
     /// zstd level of the Parquet files (1–22).
     pub zstd_level: i32,
 }
@@ -95,6 +107,7 @@ impl Default for LakeConfig {
             path: PathBuf::from("lake"),
             flush_interval: Duration::from_secs(30),
             flush_rows: 200_000,
+            flush_bytes: 256 << 20,
             zstd_level: 3,
         }
     }
@@ -173,6 +186,12 @@ impl IngestConfig {
         }
         if self.lake.flush_rows == 0 {
             return invalid("lake.flush_rows", "must be at least 1");
+        }
+        if !(1..=MAX_FLUSH_BYTES).contains(&self.lake.flush_bytes) {
+            return invalid(
+                "lake.flush_bytes",
+                "must be between 1 and 1073741824 (1 GiB)",
+            );
         }
         if self.lake.flush_interval.is_zero() {
             return invalid("lake.flush_interval", "must be longer than 0s");

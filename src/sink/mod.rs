@@ -1,5 +1,5 @@
-//! Sinks: the lake (Parquet through `object_store`) and the dead-letter topic.
+//! Sinks: Parquet encoding of the tables and the dead-letter topic. The lake they are written to is
+//! [`crate::lake`].
 
 pub mod dlq;
-pub mod lake;
 pub mod parquet;

@@ -1,17 +1,19 @@
 //! The Kafka source: a consumer-group member whose rebalances are reported to the pipeline.
 //!
 //! Offsets are never auto-committed or auto-stored: the pipeline commits a partition's offset only
-//! after the lake holds the batch (see [`crate::sink::lake`]). Rebalance callbacks run inside
+//! after the lake holds the batch (see [`crate::lake`]). Rebalance callbacks run inside
 //! `recv()`, on the pipeline's own task, so no flush is ever in flight while partitions move; the
 //! callbacks only record what moved, and the pipeline acts on it before the next message.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 
@@ -127,4 +129,60 @@ pub fn producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
         config.set(key, value);
     }
     config.create()
+}
+
+/// Whether every given partition has been read to its high watermark (a pause in the stream is not
+/// the end of it: the broker may just be slower than the pipeline).
+pub async fn caught_up(
+    consumer: Arc<StreamConsumer<IngestContext>>,
+    topic: String,
+    positions: Vec<(i32, Option<i64>)>,
+) -> Result<bool, KafkaError> {
+    tokio::task::spawn_blocking(move || {
+        for (partition, position) in positions {
+            let (low, high) =
+                consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+            if position.unwrap_or(low) < high {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)?
+}
+
+/// Whether the group's committed offset of every partition of the topic is at its end.
+pub async fn topic_fully_committed(
+    consumer: Arc<StreamConsumer<IngestContext>>,
+    topic: String,
+) -> Result<bool, KafkaError> {
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut list = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for partition in metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions())
+        {
+            let (low, high) = consumer.fetch_watermarks(&topic, partition.id(), timeout)?;
+            if high > low {
+                ends.insert(partition.id(), high);
+                list.add_partition(&topic, partition.id());
+            }
+        }
+        if ends.is_empty() {
+            return Ok(true);
+        }
+        let committed = consumer.committed_offsets(list, timeout)?;
+        Ok(committed.elements().iter().all(|e| match e.offset() {
+            Offset::Offset(offset) => ends.get(&e.partition()).is_none_or(|end| offset >= *end),
+            _ => false,
+        }))
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)?
 }

@@ -26,6 +26,7 @@ pub struct Stats {
     pub rolled_back_files: AtomicU64,
     pub partitions_recovered: AtomicU64,
     pub dedup_keys_loaded: AtomicU64,
+    pub partitions_fenced: AtomicU64,
 }
 
 impl Stats {
@@ -80,6 +81,17 @@ impl Stats {
     }
 
     /// A consistent-enough copy for printing and assertions.
+    /// Another writer took a partition this instance was writing (see [`crate::lake`]).
+    pub fn partition_fenced(&self) {
+        self.partitions_fenced.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("haochaping_lake_partitions_fenced_total").increment(1);
+    }
+
+    /// The broker skipped offsets between two messages of a partition.
+    pub fn offset_gap(&self) {
+        metrics::counter!("haochaping_offset_gaps_total").increment(1);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -102,6 +114,7 @@ impl Stats {
             rolled_back_files: get(&self.rolled_back_files),
             partitions_recovered: get(&self.partitions_recovered),
             dedup_keys_loaded: get(&self.dedup_keys_loaded),
+            partitions_fenced: get(&self.partitions_fenced),
         }
     }
 }
@@ -124,6 +137,7 @@ pub struct StatsSnapshot {
     pub rolled_back_files: u64,
     pub partitions_recovered: u64,
     pub dedup_keys_loaded: u64,
+    pub partitions_fenced: u64,
 }
 
 /// Logs to stderr, filtered by `HAOCHAPING_LOG` (or `RUST_LOG`), `default` otherwise.

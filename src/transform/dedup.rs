@@ -6,7 +6,7 @@
 //! A redelivered identical event has the same fingerprint and is dropped; a different event for a
 //! slot already taken is a conflict for the dead-letter topic. The state is never persisted on its
 //! own: after a restart or a rebalance it is rebuilt from the rows the lake holds for the partition
-//! ([`crate::sink::lake`]), so the lake and the state always agree. A 64-bit key makes a false
+//! ([`crate::lake`]), so the lake and the state always agree. A 64-bit key makes a false
 //! conflict possible but rare (about 3·10⁻⁶ at ten million cases); a false conflict parks the event in
 //! the dead-letter topic, where it is not lost.
 

@@ -384,11 +384,10 @@ pub async fn fixture_lake(root: &Path) -> u64 {
         Default::default(),
         haochaping::transform::identity::EvaluatorKeyer::new(b"golden-secret-0123"),
     );
-    let lake = haochaping::sink::lake::Lake::open_local(
-        root,
-        haochaping::sink::parquet::EVALUATIONS_TABLE,
-    )
-    .unwrap();
+    let lake =
+        haochaping::lake::Lake::open_local(root, haochaping::sink::parquet::EVALUATIONS_TABLE)
+            .unwrap();
+    let mut lease = lake.recover("evaluations", 0).await.unwrap().lease;
     let mut dedup = haochaping::transform::dedup::DedupState::default();
     let mut accepted = 0;
     let now = chrono::Utc::now().timestamp_micros();
@@ -402,24 +401,39 @@ pub async fn fixture_lake(root: &Path) -> u64 {
                 accepted += 1;
             }
         }
-        let range = haochaping::sink::lake::BatchRange {
+        let range = haochaping::lake::BatchRange {
             topic: "evaluations".into(),
             partition: 0,
             first_offset: first,
             last_offset: last,
         };
-        let files = rows
-            .finish()
-            .unwrap()
-            .into_iter()
-            .map(|(key, batch)| {
-                (
-                    lake.data_path(&key, &range),
-                    haochaping::sink::parquet::encode_parquet(&batch, 3).unwrap(),
-                )
-            })
-            .collect();
-        lake.commit_batch(range, files, 0).await.unwrap();
+        let files = haochaping::lake::Lake::encode_files(rows.finish().unwrap(), 3).unwrap();
+        lake.commit_batch(&mut lease, range, files, 0)
+            .await
+            .unwrap();
     }
     accepted
+}
+
+/// Reads a child's stderr to its end (so the child never blocks on a full pipe) and signals the
+/// first line containing `needle`.
+pub fn wait_for_line(
+    stderr: std::process::ChildStderr,
+    needle: &'static str,
+) -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut sent = false;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if !sent && line.contains(needle) {
+                let _ = tx.send(());
+                sent = true;
+            }
+        }
+    });
+    rx
 }

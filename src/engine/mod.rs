@@ -1,0 +1,66 @@
+//! The ingest engine: Kafka → decode → validate → identity → dedup → lake, with the dead-letter
+//! topic beside it. [`run`] is the whole job; the CLI, the demo and the tests drive it directly.
+//!
+//! Data flows one way. Each assigned Kafka partition has its own state ([`partition`]): where its
+//! reading stands against the lake, its lease on the lake's log, the dedup table, and an open batch of
+//! rows. A batch is committed ([`commit`], and [`crate::lake`] for the protocol) when it reaches
+//! `flush_rows` or `flush_bytes`, when its oldest event has waited `flush_interval`, and at shutdown;
+//! only then is the partition's offset committed to Kafka. Every assignment starts with
+//! [`recovery`]: the lake, not the group, says where to resume.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`run`](mod@run) | the loop: receive, admit, hand chunks to the stages, flush, act on moves and fencing |
+//! | [`partition`] | per-partition state and the admission rules (pure) |
+//! | [`commit`] | a closed batch into the lake, then its offset into the group |
+//! | [`recovery`] | roll back, resume position, dedup state rebuilt from the lake |
+
+pub mod commit;
+pub mod partition;
+pub mod recovery;
+pub mod run;
+
+pub use recovery::recover_partition;
+pub use run::{run, RunOptions};
+
+use crate::lake::LakeError;
+use crate::sink::dlq::DlqError;
+use crate::sink::parquet::{cst_day, TableError};
+
+/// Errors that stop the engine. Bad input never does: it goes to the dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    DeadLetter(#[from] DlqError),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a worker task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{topic}/{partition}: the broker no longer holds offset {lake_position}, where the lake ends (it answered with offset {broker_offset}): the topic was recreated or the cluster moved. Check, then run with --accept-offset-reset to adopt the broker's offsets")]
+    OffsetReset {
+        topic: String,
+        partition: i32,
+        lake_position: i64,
+        broker_offset: i64,
+    },
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Today's date in China Standard Time, as days since 1970-01-01.
+fn today() -> i32 {
+    cst_day(now_us())
+}

@@ -1,0 +1,273 @@
+//! One Kafka partition's state on this instance, and the pure rules that decide what to do with each
+//! message of it.
+
+use std::time::Instant;
+
+use arrow::array::{BooleanArray, BooleanBuilder};
+use rdkafka::producer::DeliveryFuture;
+
+use crate::lake::{BatchRange, Lease};
+use crate::sink::parquet::{EvaluationRows, PartitionKey, TableError};
+use crate::transform::dedup::DedupState;
+
+/// One Kafka partition's state on this instance.
+pub struct PartitionState {
+    pub cursor: Cursor,
+    /// The offset the lake has committed up to (exclusive), for the Kafka commit.
+    pub committed: Option<i64>,
+    /// This instance's hold on the partition's log.
+    pub lease: Lease,
+    pub dedup: DedupState,
+    pub batch: Option<Batch>,
+    /// The previous batch, encoding in the background; not in the lake yet.
+    pub encoding: Option<Encoding>,
+}
+
+/// Where a partition's reading stands against the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Next offset expected: the lake's position after recovery, then one past the last message
+    /// processed. `None` while the lake holds nothing of the partition.
+    pub position: Option<i64>,
+    /// Whether the consumer has been put where the lake ends (a seek, or a first message that was
+    /// already there). Until then the group's committed offset decides what arrives, and that is
+    /// only a hint.
+    pub positioned: bool,
+}
+
+impl Cursor {
+    /// A cursor right after recovery.
+    pub fn recovered(position: Option<i64>) -> Self {
+        Self {
+            position,
+            positioned: false,
+        }
+    }
+}
+
+/// Where to move the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    Beginning,
+    Offset(i64),
+}
+
+/// What to do with a message, given its partition's cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Process,
+    /// The message is not where the lake ends: move the consumer and drop what was fetched.
+    Seek(SeekTo),
+    /// The broker skipped offsets it should hold; processed, but never silently.
+    ProcessAfterGap {
+        expected: i64,
+    },
+    /// After the consumer was put at the lake's position, the broker answered with an earlier
+    /// offset: it does not hold the lake's position (a recreated topic, a moved cluster).
+    Reset {
+        lake_position: i64,
+    },
+    /// The same, accepted by the operator (`kafka.accept_offset_reset`): processed from here.
+    AdoptedReset {
+        lake_position: i64,
+    },
+}
+
+/// Decides what to do with the message at `offset`, and moves the cursor past it when it is to be
+/// processed. Pure: the whole admission policy, unit-tested below.
+///
+/// - A partition the lake knows nothing about starts at the topic's beginning, not at the group's
+///   committed offset (the group may come from another lake).
+/// - A first message anywhere but at the lake's position seeks there; this also skips a replay of
+///   what the lake already holds after a crash between the lake's and the group's commits.
+/// - Once positioned, a message below the position means the broker reset the offset: the topic no
+///   longer holds what the lake has. That is [`Admission::Reset`] unless `accept_reset`.
+pub fn admit(cursor: &mut Cursor, offset: i64, accept_reset: bool) -> Admission {
+    if !cursor.positioned {
+        cursor.positioned = true;
+        match cursor.position {
+            None => return Admission::Seek(SeekTo::Beginning),
+            Some(position) if offset != position => {
+                return Admission::Seek(SeekTo::Offset(position))
+            }
+            Some(_) => {}
+        }
+    }
+    let admission = match cursor.position {
+        Some(position) if offset > position => Admission::ProcessAfterGap { expected: position },
+        Some(position) if offset < position && !accept_reset => {
+            return Admission::Reset {
+                lake_position: position,
+            }
+        }
+        Some(position) if offset < position => Admission::AdoptedReset {
+            lake_position: position,
+        },
+        _ => Admission::Process,
+    };
+    cursor.position = Some(offset + 1);
+    admission
+}
+
+/// A closed batch whose Parquet files are being encoded.
+pub struct Encoding {
+    pub range: BatchRange,
+    pub rows: u64,
+    pub dead_letters: Vec<DeliveryFuture>,
+    pub files: tokio::task::JoinHandle<Result<Vec<(PartitionKey, bytes::Bytes)>, TableError>>,
+}
+
+/// The open batch of one partition: rows built on the pipeline's task from small chunks, and parts
+/// built on every core from large ones, each with the keep mask dedup decided.
+pub struct Batch {
+    pub rows: EvaluationRows,
+    pub keep: BooleanBuilder,
+    pub parts: Vec<(EvaluationRows, BooleanArray)>,
+    /// Rows dedup kept, across `rows` and `parts`.
+    pub kept: usize,
+    /// Bytes of the messages read into the batch: a bound on its text, which Arrow caps per column.
+    pub bytes: usize,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub opened: Instant,
+    pub dead_letters: Vec<DeliveryFuture>,
+}
+
+impl Batch {
+    pub fn new(first_offset: i64) -> Self {
+        Self {
+            rows: EvaluationRows::new(),
+            keep: BooleanBuilder::new(),
+            parts: Vec::new(),
+            kept: 0,
+            bytes: 0,
+            first_offset,
+            last_offset: first_offset,
+            opened: Instant::now(),
+            dead_letters: Vec::new(),
+        }
+    }
+
+    /// Whether the batch must be committed now, whatever its age.
+    pub fn is_full(&self, flush_rows: usize, flush_bytes: usize) -> bool {
+        self.kept >= flush_rows || self.bytes >= flush_bytes
+    }
+
+    /// Every part of the batch, for [`crate::sink::parquet::finish_parts`].
+    pub fn into_parts(mut self) -> Vec<(EvaluationRows, Option<BooleanArray>)> {
+        let mut parts: Vec<_> = self.parts.into_iter().map(|(r, k)| (r, Some(k))).collect();
+        parts.push((self.rows, Some(self.keep.finish())));
+        parts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_rules() {
+        use Admission::*;
+        struct Case {
+            name: &'static str,
+            cursor: Cursor,
+            offset: i64,
+            accept_reset: bool,
+            expect: Admission,
+            after: Option<i64>,
+        }
+        let fresh = |position| Cursor::recovered(position);
+        let positioned = |position| Cursor {
+            position,
+            positioned: true,
+        };
+        let cases = [
+            Case {
+                name: "lake knows nothing: start at the beginning, not at the group's offset",
+                cursor: fresh(None),
+                offset: 500,
+                accept_reset: false,
+                expect: Seek(SeekTo::Beginning),
+                after: None,
+            },
+            Case {
+                name: "after the seek to the beginning, whatever comes first is the start",
+                cursor: positioned(None),
+                offset: 3,
+                accept_reset: false,
+                expect: Process,
+                after: Some(4),
+            },
+            Case {
+                name: "first message at the lake's position",
+                cursor: fresh(Some(10)),
+                offset: 10,
+                accept_reset: false,
+                expect: Process,
+                after: Some(11),
+            },
+            Case {
+                name: "group ahead of the lake: seek back",
+                cursor: fresh(Some(10)),
+                offset: 42,
+                accept_reset: false,
+                expect: Seek(SeekTo::Offset(10)),
+                after: Some(10),
+            },
+            Case {
+                name: "group behind the lake (a crash between the commits): seek forward",
+                cursor: fresh(Some(10)),
+                offset: 4,
+                accept_reset: false,
+                expect: Seek(SeekTo::Offset(10)),
+                after: Some(10),
+            },
+            Case {
+                name: "a gap once positioned is processed and reported",
+                cursor: positioned(Some(10)),
+                offset: 12,
+                accept_reset: false,
+                expect: ProcessAfterGap { expected: 10 },
+                after: Some(13),
+            },
+            Case {
+                name: "below the position once positioned: the topic was reset",
+                cursor: positioned(Some(10)),
+                offset: 0,
+                accept_reset: false,
+                expect: Reset { lake_position: 10 },
+                after: Some(10),
+            },
+            Case {
+                name: "a reset that the operator accepted",
+                cursor: positioned(Some(10)),
+                offset: 0,
+                accept_reset: true,
+                expect: AdoptedReset { lake_position: 10 },
+                after: Some(1),
+            },
+        ];
+        for case in cases {
+            let mut cursor = case.cursor;
+            assert_eq!(
+                admit(&mut cursor, case.offset, case.accept_reset),
+                case.expect,
+                "{}",
+                case.name
+            );
+            assert_eq!(cursor.position, case.after, "{}", case.name);
+            assert!(cursor.positioned, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn a_batch_is_full_by_rows_or_by_bytes() {
+        let mut batch = Batch::new(0);
+        assert!(!batch.is_full(10, 1000));
+        batch.kept = 10;
+        assert!(batch.is_full(10, 1000));
+        batch.kept = 0;
+        batch.bytes = 1000;
+        assert!(batch.is_full(10, 1000));
+    }
+}

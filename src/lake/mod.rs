@@ -1,0 +1,627 @@
+//! The lake: Hive-partitioned Parquet behind `object_store`, written exactly once per Kafka offset,
+//! by one writer per partition at a time.
+//!
+//! # The commit protocol
+//!
+//! The unit of work is a *batch*: the messages of one Kafka partition from `first` to `last` offset.
+//! Its rows fan out over many Hive folders (`dt` × `city`), so a batch is several files, and a crash can
+//! leave some of them. Each partition has a log of sequence-numbered records
+//! (`_haochaping/log/<table>/<topic>/<partition>/<seq>.json`, see [`log`]), every one put with
+//! put-if-absent. Nothing else is conditional, and there is no rename, so a local folder and an object
+//! store behave alike:
+//!
+//! 1. **Claim.** Recovery (on every assignment, before any message) reads the log, rolls back the
+//!    batches that never committed, and puts a `claim` at the next free number. From then on the
+//!    writer's *lease* is the number its next record must take.
+//! 2. **Intent.** Put an `intent` at the lease's number, listing every data file the batch will write.
+//! 3. **Data.** Put each file at its final place,
+//!    `<table>/dt=…/city=…/<topic>-<partition>-<first>-<last>-<seq>.parquet`, `seq` being the intent's
+//!    number: two writers never write the same file. A put is atomic, so a reader sees a whole file or none.
+//! 4. **Durability.** On a local lake, fsync the files and every folder up to the root (an object
+//!    store's put is durable when it returns).
+//! 5. **Commit.** Put a `commit` at the number after the intent. This put is the commit point.
+//! 6. **Tidy.** Delete the records below the commit (see [`log::read_log`]); then, and only then, the
+//!    caller commits `last + 1` to the Kafka consumer group (kept for lag monitoring: the lake is the
+//!    source of truth).
+//!
+//! **Fencing.** A second writer on the partition (a member evicted after a stall, another consumer
+//! group on the same lake) takes the next number with its own claim. The first writer's next put
+//! then finds its number taken and fails with [`LakeError::Fenced`]: before its data (nothing was
+//! written) or at its commit (it deletes its own files; the next recovery deletes them again should it
+//! die first). A fenced writer drops the partition.
+//!
+//! Between a crash and the next recovery, readers can see the files of the unfinished batch; once a
+//! writer recovers the partition they are gone before anything else happens. The log lives outside
+//! `<table>/`, because DuckDB reads every `*.parquet` below the table folder, hidden or not.
+
+pub mod log;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use arrow::array::RecordBatch;
+
+use crate::sink::parquet::{encode_parquet, parse_day, PartitionKey, TableError};
+pub use log::{BatchRange, BatchRecord};
+use log::{LogRecord, RecordKind};
+
+/// The folder of the partitions' logs, beside the tables.
+pub const LOG_FOLDER: &str = "_haochaping/log";
+
+/// Errors of the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("lake location {0:?}: {1}")]
+    Location(String, String),
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("local file system at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("log record {path}: {source}")]
+    Record {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Parquet {
+        path: String,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("fenced: another writer took record {seq} of {topic}/{partition}; this one no longer owns the partition")]
+    Fenced {
+        topic: String,
+        partition: i32,
+        seq: u64,
+    },
+    #[error("{topic}/{partition}: other writers kept claiming the partition; gave up after {attempts} attempts")]
+    Contended {
+        topic: String,
+        partition: i32,
+        attempts: u32,
+    },
+}
+
+impl LakeError {
+    /// Whether this writer lost the partition to another (not a failure of the lake).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, LakeError::Fenced { .. })
+    }
+}
+
+/// A writer's hold on one partition: the sequence number its next record must take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub topic: String,
+    pub partition: i32,
+    next_seq: u64,
+}
+
+impl Lease {
+    /// The number the next batch's intent (and its files' names) will take.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+/// The result of recovering one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// First offset not yet in the lake; `None` when the lake has nothing of this partition.
+    pub next_offset: Option<i64>,
+    /// Data files of uncommitted batches that were deleted.
+    pub rolled_back_files: Vec<String>,
+    /// This writer's hold on the partition.
+    pub lease: Lease,
+}
+
+/// The parts of a data file's name, `<topic>-<partition>-<first>-<last>-<seq>.parquet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataFileName<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub seq: u64,
+}
+
+impl<'a> DataFileName<'a> {
+    pub fn parse(path: &'a Path) -> Option<Self> {
+        let name = path.filename()?.strip_suffix(".parquet")?;
+        let mut parts = name.rsplitn(5, '-');
+        let seq = parts.next()?.parse().ok()?;
+        let last_offset = parts.next()?.parse().ok()?;
+        let first_offset = parts.next()?.parse().ok()?;
+        let partition = parts.next()?.parse().ok()?;
+        Some(Self {
+            topic: parts.next()?,
+            partition,
+            first_offset,
+            last_offset,
+            seq,
+        })
+    }
+}
+
+/// One data file found in the lake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    pub path: Path,
+    pub day: i32,
+}
+
+/// A lake rooted at a local folder or an object store URL.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    /// Set for a local lake: files are fsynced there and crashed puts' staging files removed.
+    local_root: Option<PathBuf>,
+    table: String,
+    /// This writer instance, in the records it puts.
+    writer: String,
+}
+
+fn new_writer_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Lake {
+    /// Opens a lake at a local folder (created if missing).
+    pub fn open_local(root: impl Into<PathBuf>, table: &str) -> Result<Self, LakeError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|source| LakeError::Io {
+            path: root.clone(),
+            source,
+        })?;
+        let root = root.canonicalize().map_err(|source| LakeError::Io {
+            path: root.clone(),
+            source,
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| LakeError::Location(root.display().to_string(), e.to_string()))?;
+        Ok(Self {
+            store: Arc::new(store),
+            local_root: Some(root),
+            table: table.to_owned(),
+            writer: new_writer_id(),
+        })
+    }
+
+    /// Opens a lake on any object store (in-memory in tests, S3 in production).
+    pub fn with_store(store: Arc<dyn ObjectStore>, table: &str) -> Self {
+        Self {
+            store,
+            local_root: None,
+            table: table.to_owned(),
+            writer: new_writer_id(),
+        }
+    }
+
+    /// The same lake seen by another writer instance (tests of fencing; a second process).
+    pub fn another_writer(&self) -> Self {
+        Self {
+            writer: new_writer_id(),
+            ..self.clone()
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// `<table>/dt=…/city=…/<topic>-<partition>-<first>-<last>-<seq>.parquet`
+    pub fn data_path(&self, key: &PartitionKey, range: &BatchRange, seq: u64) -> Path {
+        Path::from(format!(
+            "{}/{}/{}-{}-{:020}-{:020}-{seq}.parquet",
+            self.table,
+            key.path(),
+            range.topic,
+            range.partition,
+            range.first_offset,
+            range.last_offset
+        ))
+    }
+
+    fn log_dir(&self, topic: &str, partition: i32) -> Path {
+        Path::from(format!("{LOG_FOLDER}/{}/{topic}/{partition}", self.table))
+    }
+
+    fn record_path(&self, topic: &str, partition: i32, seq: u64) -> Path {
+        self.log_dir(topic, partition).join(log::record_name(seq))
+    }
+
+    /// Encodes a batch's Hive partitions as Parquet.
+    pub fn encode_files(
+        partitions: impl IntoIterator<Item = (PartitionKey, RecordBatch)>,
+        zstd_level: i32,
+    ) -> Result<Vec<(PartitionKey, Bytes)>, TableError> {
+        partitions
+            .into_iter()
+            .map(|(key, batch)| Ok((key, encode_parquet(&batch, zstd_level)?)))
+            .collect()
+    }
+
+    /// Puts record `seq` if the number is free. A number taken by this writer's own earlier attempt
+    /// at the same record (a retry after a lost answer) counts as done; taken by anything else, the
+    /// writer is fenced.
+    async fn put_record(
+        &self,
+        topic: &str,
+        partition: i32,
+        seq: u64,
+        record: &LogRecord,
+    ) -> Result<(), LakeError> {
+        let path = self.record_path(topic, partition, seq);
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| LakeError::Record {
+            path: path.to_string(),
+            source,
+        })?;
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let fenced = || LakeError::Fenced {
+            topic: topic.to_owned(),
+            partition,
+            seq,
+        };
+        match self.store.put_opts(&path, bytes.into(), create).await {
+            Ok(_) => self.make_durable(&[path.to_string()])?,
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = self.read_record(&path).await?;
+                if !existing.is_some_and(|e| e.same_put(record)) {
+                    return Err(fenced());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // The number was free, but it may have been freed by tidying after another writer moved
+        // on: then that writer's newest commit stands above it, and this writer is stale.
+        let mut above = self
+            .store
+            .list_with_offset(Some(&self.log_dir(topic, partition)), &path);
+        while let Some(meta) = above.try_next().await? {
+            let newer = meta
+                .location
+                .filename()
+                .and_then(log::parse_record_name)
+                .is_some_and(|s| s > seq);
+            // This writer's own later record is a retry's, not a rival's.
+            if newer
+                && self
+                    .read_record(&meta.location)
+                    .await?
+                    .is_none_or(|r| r.writer != self.writer)
+            {
+                return Err(fenced());
+            }
+        }
+        Ok(())
+    }
+
+    /// A record, or `None` when it is torn (empty or not a record: a power loss before it was
+    /// durable) or gone (tidied away by another writer meanwhile).
+    async fn read_record(&self, path: &Path) -> Result<Option<LogRecord>, LakeError> {
+        let bytes = match self.store.get(path).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(record) => Ok(Some(record)),
+            Err(error) => {
+                tracing::warn!(record = %path, %error, "torn log record; treated as absent");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The partition's log, sorted by sequence number.
+    async fn read_log(&self, topic: &str, partition: i32) -> Result<log::Entries, LakeError> {
+        let dir = self.log_dir(topic, partition);
+        let mut seqs: Vec<(u64, Path)> = self
+            .store
+            .list(Some(&dir))
+            .try_filter_map(|meta| async move {
+                Ok(meta
+                    .location
+                    .filename()
+                    .and_then(log::parse_record_name)
+                    .map(|seq| (seq, meta.location.clone())))
+            })
+            .try_collect()
+            .await?;
+        seqs.sort_unstable_by_key(|(seq, _)| *seq);
+        let mut entries = Vec::with_capacity(seqs.len());
+        for (seq, path) in seqs {
+            entries.push((seq, self.read_record(&path).await?));
+        }
+        Ok(entries)
+    }
+
+    /// Writes a batch's files and commits it (steps 2–6 of the protocol). Idempotent for this
+    /// writer: after an error other than [`LakeError::Fenced`], calling it again with the same batch
+    /// goes on where the last attempt stopped.
+    pub async fn commit_batch(
+        &self,
+        lease: &mut Lease,
+        range: BatchRange,
+        files: Vec<(PartitionKey, Bytes)>,
+        rows: u64,
+    ) -> Result<BatchRecord, LakeError> {
+        let seq = lease.next_seq;
+        let files: Vec<(Path, Bytes)> = files
+            .into_iter()
+            .map(|(key, bytes)| (self.data_path(&key, &range, seq), bytes))
+            .collect();
+        let batch = BatchRecord {
+            range,
+            files: files.iter().map(|(p, _)| p.to_string()).collect(),
+            rows,
+        };
+        let (topic, partition) = (batch.range.topic.clone(), batch.range.partition);
+        let record = |kind| LogRecord {
+            kind,
+            writer: self.writer.clone(),
+            written_at_us: now_us(),
+            batch: Some(batch.clone()),
+        };
+        self.put_record(&topic, partition, seq, &record(RecordKind::Intent))
+            .await?;
+        futures::stream::iter(files)
+            .map(|(path, bytes)| async move {
+                self.store
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .map(|_| path)
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<_>>()
+            .await?;
+        self.make_durable(&batch.files)?;
+        match self
+            .put_record(&topic, partition, seq + 1, &record(RecordKind::Commit))
+            .await
+        {
+            Ok(()) => {}
+            Err(fenced @ LakeError::Fenced { .. }) => {
+                // Our files are not committed and never will be: take them away now, so readers
+                // do not see them until the owner's next recovery.
+                self.delete_files(&batch.files).await?;
+                return Err(fenced);
+            }
+            Err(e) => return Err(e),
+        }
+        lease.next_seq = seq + 2;
+        self.tidy(&topic, partition, seq + 1).await?;
+        Ok(batch)
+    }
+
+    /// Deletes what the log no longer needs below `upto`, and sweeps the files of aborted intents
+    /// once more (a fenced writer that wrote them after its intent was rolled back).
+    async fn tidy(&self, topic: &str, partition: i32, upto: u64) -> Result<(), LakeError> {
+        let entries = self.read_log(topic, partition).await?;
+        let below: Vec<_> = entries.into_iter().filter(|(s, _)| *s <= upto).collect();
+        let state = log::read_log(&below, now_us());
+        for (_, aborted) in &state.uncommitted {
+            self.delete_files(&aborted.files).await?;
+        }
+        for seq in state.deletable {
+            if seq < upto {
+                self.delete_quietly(&self.record_path(topic, partition, seq))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_quietly(&self, path: &Path) -> Result<(), LakeError> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_files(&self, files: &[String]) -> Result<(), LakeError> {
+        for file in files {
+            self.delete_quietly(&Path::from(file.as_str())).await?;
+            self.remove_staging_leftovers(file)?;
+        }
+        Ok(())
+    }
+
+    /// Recovers one partition and claims it for this writer: rolls back the batches that never
+    /// committed and returns where to resume.
+    pub async fn recover(&self, topic: &str, partition: i32) -> Result<Recovery, LakeError> {
+        const ATTEMPTS: u32 = 20;
+        for _ in 0..ATTEMPTS {
+            let entries = self.read_log(topic, partition).await?;
+            let state = log::read_log(&entries, now_us());
+            let mut rolled_back_files = Vec::new();
+            for (_, batch) in &state.uncommitted {
+                self.delete_files(&batch.files).await?;
+                rolled_back_files.extend(batch.files.iter().cloned());
+            }
+            if !state.torn.is_empty() {
+                // A torn record may have been an intent whose file list is lost: its files carry
+                // its number. Rare (a power loss), so a listing of the partition's data is fine.
+                for file in self.partition_files(topic, partition, i32::MIN).await? {
+                    let torn = DataFileName::parse(&file.path)
+                        .is_some_and(|name| state.torn.contains(&name.seq));
+                    if torn {
+                        self.delete_files(&[file.path.to_string()]).await?;
+                        rolled_back_files.push(file.path.to_string());
+                    }
+                }
+            }
+            let claim = LogRecord {
+                kind: RecordKind::Claim,
+                writer: self.writer.clone(),
+                written_at_us: now_us(),
+                batch: None,
+            };
+            match self
+                .put_record(topic, partition, state.next_seq, &claim)
+                .await
+            {
+                Ok(()) => {}
+                // Another writer claimed or wrote meanwhile: read the log again.
+                Err(LakeError::Fenced { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            for &seq in &state.deletable {
+                self.delete_quietly(&self.record_path(topic, partition, seq))
+                    .await?;
+            }
+            return Ok(Recovery {
+                next_offset: state.next_offset(),
+                rolled_back_files,
+                lease: Lease {
+                    topic: topic.to_owned(),
+                    partition,
+                    next_seq: state.next_seq + 1,
+                },
+            });
+        }
+        Err(LakeError::Contended {
+            topic: topic.to_owned(),
+            partition,
+            attempts: ATTEMPTS,
+        })
+    }
+
+    /// The data files of one Kafka partition dated on or after `since_day`.
+    pub async fn partition_files(
+        &self,
+        topic: &str,
+        partition: i32,
+        since_day: i32,
+    ) -> Result<Vec<DataFile>, LakeError> {
+        let table = Path::from(self.table.as_str());
+        let listing = self.store.list_with_delimiter(Some(&table)).await?;
+        let mut files = Vec::new();
+        for day_dir in listing.common_prefixes {
+            let Some(day) = day_dir
+                .filename()
+                .and_then(|d| d.strip_prefix("dt="))
+                .and_then(parse_day)
+            else {
+                continue;
+            };
+            if day < since_day {
+                continue;
+            }
+            let mut objects = self.store.list(Some(&day_dir));
+            while let Some(meta) = objects.try_next().await? {
+                if DataFileName::parse(&meta.location)
+                    .is_some_and(|n| n.topic == topic && n.partition == partition)
+                {
+                    files.push(DataFile {
+                        path: meta.location,
+                        day,
+                    });
+                }
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    /// Reads a data file whole.
+    pub async fn read(&self, path: &Path) -> Result<Bytes, LakeError> {
+        Ok(self.store.get(path).await?.bytes().await?)
+    }
+
+    /// On a local lake, fsyncs the files and every folder from theirs up to the root: a new
+    /// `dt=`/`city=` folder is only durable once its parent is synced too.
+    fn make_durable(&self, files: &[String]) -> Result<(), LakeError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let mut dirs = std::collections::BTreeSet::new();
+        for file in files {
+            let path = root.join(file);
+            let io = |source| LakeError::Io {
+                path: path.clone(),
+                source,
+            };
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| d.starts_with(root)) {
+                if !dirs.insert(d.to_path_buf()) {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+        for dir in dirs {
+            std::fs::File::open(&dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|source| LakeError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// A local put that was killed midway leaves `<file>#<digits>` beside its target.
+    fn remove_staging_leftovers(&self, file: &str) -> Result<(), LakeError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let target = root.join(file);
+        let (Some(dir), Some(name)) =
+            (target.parent(), target.file_name().and_then(|n| n.to_str()))
+        else {
+            return Ok(());
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(LakeError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let prefix = format!("{name}#");
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+            {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(|source| LakeError::Io { path, source })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,411 @@
+use super::*;
+use object_store::memory::InMemory;
+
+fn range(first: i64, last: i64) -> BatchRange {
+    BatchRange {
+        topic: "evaluations".into(),
+        partition: 3,
+        first_offset: first,
+        last_offset: last,
+    }
+}
+
+fn key(city: &[u8; 6]) -> PartitionKey {
+    PartitionKey {
+        day: 20_000,
+        city: *city,
+    }
+}
+
+fn one_file(content: &'static [u8]) -> Vec<(PartitionKey, Bytes)> {
+    vec![(key(b"410300"), Bytes::from_static(content))]
+}
+
+fn memory_lake() -> Lake {
+    Lake::with_store(Arc::new(InMemory::new()), "evaluations")
+}
+
+/// Every data file of the partition, by name.
+async fn files(lake: &Lake) -> Vec<String> {
+    lake.partition_files("evaluations", 3, i32::MIN)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path.to_string())
+        .collect()
+}
+
+/// The offset ranges the partition's files cover, sorted: exactly once means no two overlap.
+async fn covered(lake: &Lake) -> Vec<(i64, i64)> {
+    let mut ranges: Vec<(i64, i64)> = files(lake)
+        .await
+        .iter()
+        .map(|f| {
+            let path = Path::from(f.as_str());
+            let name = DataFileName::parse(&path).unwrap();
+            (name.first_offset, name.last_offset)
+        })
+        .collect();
+    ranges.sort();
+    ranges
+}
+
+#[test]
+fn file_names_carry_topic_partition_range_and_sequence() {
+    let lake = memory_lake();
+    let path = lake.data_path(
+        &key(b"410300"),
+        &BatchRange {
+            topic: "eval-uations".into(),
+            ..range(5, 9)
+        },
+        12,
+    );
+    assert_eq!(
+        path.as_ref(),
+        "evaluations/dt=2024-10-04/city=410300/eval-uations-3-00000000000000000005-00000000000000000009-12.parquet"
+    );
+    assert_eq!(
+        DataFileName::parse(&path),
+        Some(DataFileName {
+            topic: "eval-uations",
+            partition: 3,
+            first_offset: 5,
+            last_offset: 9,
+            seq: 12
+        })
+    );
+}
+
+#[tokio::test]
+async fn committed_batches_set_the_resume_point() {
+    let lake = memory_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    assert_eq!(lease.next_seq(), 1, "the claim took 0");
+    for (first, last) in [(0, 9), (10, 19)] {
+        lake.commit_batch(&mut lease, range(first, last), one_file(b"x"), 1)
+            .await
+            .unwrap();
+    }
+    let recovery = lake.recover("evaluations", 3).await.unwrap();
+    assert_eq!(recovery.next_offset, Some(20));
+    assert!(recovery.rolled_back_files.is_empty());
+    assert_eq!(files(&lake).await.len(), 2);
+    assert!(lake
+        .partition_files("evaluations", 4, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(lake
+        .partition_files("evaluations", 3, 20_001)
+        .await
+        .unwrap()
+        .is_empty());
+    // The log keeps the newest commit and the claim after it, nothing older.
+    let log = lake.read_log("evaluations", 3).await.unwrap();
+    let kinds: Vec<RecordKind> = log.iter().map(|(_, r)| r.as_ref().unwrap().kind).collect();
+    assert_eq!(kinds, vec![RecordKind::Commit, RecordKind::Claim]);
+}
+
+#[tokio::test]
+async fn a_batch_that_never_committed_is_rolled_back() {
+    let lake = memory_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    lake.commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap();
+    // A crash after the intent and one of its two files: put them by hand.
+    let crashed = range(10, 19);
+    let seq = lease.next_seq();
+    let written = lake.data_path(&key(b"410300"), &crashed, seq);
+    let missing = lake.data_path(&key(b"410100"), &crashed, seq);
+    let intent = LogRecord {
+        kind: RecordKind::Intent,
+        writer: lake.writer.clone(),
+        written_at_us: now_us(),
+        batch: Some(BatchRecord {
+            range: crashed,
+            files: vec![written.to_string(), missing.to_string()],
+            rows: 2,
+        }),
+    };
+    lake.put_record("evaluations", 3, seq, &intent)
+        .await
+        .unwrap();
+    lake.store
+        .put(&written, Bytes::from_static(b"y").into())
+        .await
+        .unwrap();
+
+    let recovery = lake.recover("evaluations", 3).await.unwrap();
+    assert_eq!(recovery.next_offset, Some(10));
+    assert_eq!(
+        recovery.rolled_back_files,
+        vec![written.to_string(), missing.to_string()]
+    );
+    assert_eq!(covered(&lake).await, vec![(0, 9)]);
+}
+
+/// Two writers on one partition, step by step: every interleaving of a stale writer's steps with a
+/// new owner's recovery ends with each offset in the lake once.
+async fn two_writers_interleaved(lake_a: Lake) {
+    let lake_b = lake_a.another_writer();
+    let mut a = lake_a.recover("evaluations", 3).await.unwrap().lease;
+    lake_a
+        .commit_batch(&mut a, range(0, 9), one_file(b"a0"), 1)
+        .await
+        .unwrap();
+
+    // A stalls; B recovers (another group, or A's eviction) and claims the partition.
+    let b_recovery = lake_b.recover("evaluations", 3).await.unwrap();
+    assert_eq!(b_recovery.next_offset, Some(10));
+    let mut b = b_recovery.lease;
+
+    // A wakes up and tries to commit its next batch: fenced before it writes anything.
+    let fenced = lake_a
+        .commit_batch(&mut a, range(10, 19), one_file(b"a1"), 1)
+        .await
+        .unwrap_err();
+    assert!(fenced.is_fenced(), "{fenced}");
+    assert_eq!(covered(&lake_a).await, vec![(0, 9)]);
+
+    // B commits the same offsets with another batch size.
+    lake_b
+        .commit_batch(&mut b, range(10, 14), one_file(b"b1"), 1)
+        .await
+        .unwrap();
+    lake_b
+        .commit_batch(&mut b, range(15, 24), one_file(b"b2"), 1)
+        .await
+        .unwrap();
+    assert_eq!(covered(&lake_a).await, vec![(0, 9), (10, 14), (15, 24)]);
+
+    // A recovers (its group hands the partition back) and now B is the stale one.
+    let mut a = {
+        let recovery = lake_a.recover("evaluations", 3).await.unwrap();
+        assert_eq!(recovery.next_offset, Some(25));
+        recovery.lease
+    };
+    assert!(lake_b
+        .commit_batch(&mut b, range(25, 30), one_file(b"b3"), 1)
+        .await
+        .unwrap_err()
+        .is_fenced());
+    lake_a
+        .commit_batch(&mut a, range(25, 29), one_file(b"a2"), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        covered(&lake_a).await,
+        vec![(0, 9), (10, 14), (15, 24), (25, 29)]
+    );
+}
+
+#[tokio::test]
+async fn two_writers_interleaved_in_memory() {
+    two_writers_interleaved(memory_lake()).await;
+}
+
+#[tokio::test]
+async fn two_writers_interleaved_on_a_local_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    two_writers_interleaved(Lake::open_local(dir.path(), "evaluations").unwrap()).await;
+}
+
+/// A writer stalled between its intent and its data: the new owner rolls its intent back, then the
+/// stale writer's files appear, and its commit is refused. Its files go (it removes them itself),
+/// and if it died before that, the owner's next commit removes them.
+async fn stalled_between_intent_and_data(lake_a: Lake, stale_writer_dies: bool) {
+    let lake_b = lake_a.another_writer();
+    let mut a = lake_a.recover("evaluations", 3).await.unwrap().lease;
+    let seq = a.next_seq();
+    // A's intent lands, then A stalls.
+    let stale_file = lake_a.data_path(&key(b"410300"), &range(0, 9), seq);
+    let intent = LogRecord {
+        kind: RecordKind::Intent,
+        writer: lake_a.writer.clone(),
+        written_at_us: now_us(),
+        batch: Some(BatchRecord {
+            range: range(0, 9),
+            files: vec![stale_file.to_string()],
+            rows: 1,
+        }),
+    };
+    lake_a
+        .put_record("evaluations", 3, seq, &intent)
+        .await
+        .unwrap();
+
+    let mut b = lake_b.recover("evaluations", 3).await.unwrap().lease;
+    if stale_writer_dies {
+        // A writes its data after the rollback, and dies before trying to commit.
+        lake_a
+            .store
+            .put(&stale_file, Bytes::from_static(b"a").into())
+            .await
+            .unwrap();
+    } else {
+        // A resumes the whole batch: its commit fails and it removes its own file.
+        let err = lake_a
+            .commit_batch(&mut a, range(0, 9), one_file(b"a"), 1)
+            .await
+            .unwrap_err();
+        assert!(err.is_fenced(), "{err}");
+        assert!(
+            !files(&lake_a).await.contains(&stale_file.to_string()),
+            "the fenced writer removes its files"
+        );
+    }
+    lake_b
+        .commit_batch(&mut b, range(0, 4), one_file(b"b"), 1)
+        .await
+        .unwrap();
+    assert_eq!(covered(&lake_a).await, vec![(0, 4)]);
+}
+
+#[tokio::test]
+async fn a_stalled_writer_s_late_files_never_stay() {
+    for dies in [false, true] {
+        stalled_between_intent_and_data(memory_lake(), dies).await;
+        let dir = tempfile::tempdir().unwrap();
+        stalled_between_intent_and_data(Lake::open_local(dir.path(), "evaluations").unwrap(), dies)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_stale_writer_cannot_fill_a_hole_that_tidying_left() {
+    let lake_a = memory_lake();
+    let lake_b = lake_a.another_writer();
+    let mut a = lake_a.recover("evaluations", 3).await.unwrap().lease;
+    let mut b = lake_b.recover("evaluations", 3).await.unwrap().lease;
+    lake_b
+        .commit_batch(&mut b, range(0, 9), one_file(b"b"), 1)
+        .await
+        .unwrap();
+    // B's tidying freed A's next number (B's claim sat there).
+    assert!(lake_a
+        .store
+        .head(&lake_a.record_path("evaluations", 3, a.next_seq()))
+        .await
+        .is_err());
+    let err = lake_a
+        .commit_batch(&mut a, range(0, 9), one_file(b"a"), 1)
+        .await
+        .unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+    assert_eq!(covered(&lake_a).await, vec![(0, 9)]);
+    assert_eq!(
+        lake_a.recover("evaluations", 3).await.unwrap().next_offset,
+        Some(10)
+    );
+}
+
+#[tokio::test]
+async fn a_retried_commit_after_a_lost_answer_is_not_fenced() {
+    let lake = memory_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    let mut retry = lease.clone();
+    lake.commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap();
+    // The same batch again from the same lease (the first call's answer was lost).
+    lake.commit_batch(&mut retry, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap();
+    assert_eq!(covered(&lake).await, vec![(0, 9)]);
+    // Another writer's identical-looking batch on the same number is fenced, not merged.
+    let mut other = lease.clone();
+    other.next_seq -= 2;
+    assert!(lake
+        .another_writer()
+        .commit_batch(&mut other, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap_err()
+        .is_fenced());
+}
+
+#[tokio::test]
+async fn torn_records_after_a_power_loss_do_not_block_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open_local(dir.path(), "evaluations").unwrap();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    lake.commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap();
+    // Next batch: its file is written, its intent record is empty (torn), nothing else.
+    let seq = lease.next_seq();
+    let file = lake.data_path(&key(b"410300"), &range(10, 19), seq);
+    lake.store
+        .put(&file, Bytes::from_static(b"y").into())
+        .await
+        .unwrap();
+    let intent = dir
+        .path()
+        .join(lake.record_path("evaluations", 3, seq).as_ref());
+    std::fs::write(&intent, b"").unwrap();
+
+    let recovery = lake.recover("evaluations", 3).await.unwrap();
+    assert_eq!(recovery.next_offset, Some(10));
+    assert_eq!(recovery.rolled_back_files, vec![file.to_string()]);
+    assert_eq!(covered(&lake).await, vec![(0, 9)]);
+    assert!(!intent.exists(), "the torn record is tidied once swept");
+
+    // A torn commit (garbage: the power went before it was durable, so nothing after it ran and its
+    // intent is still there) is absent: its batch rolls back.
+    let lease = recovery.lease;
+    let seq = lease.next_seq();
+    let file = lake.data_path(&key(b"410300"), &range(10, 19), seq);
+    let intent = LogRecord {
+        kind: RecordKind::Intent,
+        writer: lake.writer.clone(),
+        written_at_us: now_us(),
+        batch: Some(BatchRecord {
+            range: range(10, 19),
+            files: vec![file.to_string()],
+            rows: 1,
+        }),
+    };
+    lake.put_record("evaluations", 3, seq, &intent)
+        .await
+        .unwrap();
+    lake.store
+        .put(&file, Bytes::from_static(b"y").into())
+        .await
+        .unwrap();
+    let commit = dir
+        .path()
+        .join(lake.record_path("evaluations", 3, seq + 1).as_ref());
+    std::fs::write(&commit, b"{\"kind\":\"comm").unwrap();
+    let recovery = lake.recover("evaluations", 3).await.unwrap();
+    assert_eq!(recovery.next_offset, Some(10));
+    assert_eq!(recovery.rolled_back_files, vec![file.to_string()]);
+    assert_eq!(covered(&lake).await, vec![(0, 9)]);
+}
+
+#[tokio::test]
+async fn local_lake_removes_staging_leftovers_of_a_killed_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open_local(dir.path(), "evaluations").unwrap();
+    let lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    let crashed = range(0, 9);
+    let file = lake.data_path(&key(b"410300"), &crashed, lease.next_seq());
+    let intent = LogRecord {
+        kind: RecordKind::Intent,
+        writer: lake.writer.clone(),
+        written_at_us: now_us(),
+        batch: Some(BatchRecord {
+            range: crashed,
+            files: vec![file.to_string()],
+            rows: 1,
+        }),
+    };
+    lake.put_record("evaluations", 3, lease.next_seq(), &intent)
+        .await
+        .unwrap();
+    let staging = dir.path().join(format!("{file}#1"));
+    std::fs::create_dir_all(staging.parent().unwrap()).unwrap();
+    std::fs::write(&staging, b"half").unwrap();
+    lake.recover("evaluations", 3).await.unwrap();
+    assert!(!staging.exists());
+}
