@@ -4,7 +4,8 @@
 //! (`file+<xxh3-128 of the bytes>`; `+` cannot occur in a Kafka topic name, so it never shares a log
 //! with a real topic). Running the same file again, under any name, resumes where the lake ends; a
 //! different file with the same name is a different source. A file that grew since is a new source
-//! too: its lines are read again, and dedup drops the evaluations the lake already holds.
+//! too: its lines are read again, and dedup (which knows the rows of every offline file in its
+//! window) drops the evaluations the lake already holds.
 //!
 //! Rejected lines go to `<lake>/_haochaping/rejected/<name>.<hash>.ndjson` with their reason
 //! (identity redacted), and are fsynced before the batch that covers them commits: a crash may
@@ -21,11 +22,14 @@ use arrow::array::BooleanArray;
 
 use crate::config::IngestConfig;
 use crate::decode::Rejection;
-use crate::engine::{recover_partition, EngineError};
+use crate::engine::{recover_partition, DedupScope, EngineError};
 use crate::lake::{BatchRange, Lake};
 use crate::sink::parquet::{finish_parts, EvaluationRows, TableError, EVALUATIONS_TABLE};
 use crate::telemetry::{Stats, StatsSnapshot};
 use crate::transform::{Message, Processor};
+
+/// Offline sources are named `file+<content hash>`; `+` never occurs in a Kafka topic name.
+pub const OFFLINE_SOURCE_PREFIX: &str = "file+";
 
 /// Lines read and processed together; big enough to amortise the worker hand-off.
 const CHUNK_LINES: usize = 16_384;
@@ -103,15 +107,22 @@ pub async fn ingest_file(
     config.check()?;
     let lake = Lake::open_local(&config.lake.path, EVALUATIONS_TABLE)?;
     let hash = content_hash(path).await?;
-    let topic = format!("file+{hash}");
+    let topic = format!("{OFFLINE_SOURCE_PREFIX}{hash}");
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .map(|s| s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_"))
         .unwrap_or_else(|| "file".into());
     let started = std::time::Instant::now();
-    let (recovery, mut dedup) =
-        recover_partition(&lake, &topic, 0, config.dedup.window_days).await?;
+    let (recovery, mut dedup) = recover_partition(
+        &lake,
+        &topic,
+        0,
+        config.dedup.window_days,
+        // Two exports may hold the same case: each file's dedup knows every file's rows.
+        DedupScope::TopicsStartingWith(OFFLINE_SOURCE_PREFIX),
+    )
+    .await?;
     tracing::info!(
         file = %path.display(),
         resume_at = ?recovery.next_offset,

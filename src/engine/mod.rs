@@ -20,7 +20,7 @@ pub mod partition;
 pub mod recovery;
 pub mod run;
 
-pub use recovery::recover_partition;
+pub use recovery::{recover_partition, DedupScope};
 pub use run::{run, RunOptions};
 
 use crate::lake::LakeError;

@@ -20,12 +20,28 @@ pub async fn recover_partition(
     topic: &str,
     partition: i32,
     window_days: u16,
+    dedup_scope: DedupScope,
 ) -> Result<(Recovery, DedupState), EngineError> {
     let recovery = lake.recover(topic, partition).await?;
     let since = super::today() - i32::from(window_days);
-    let dedup =
-        load_dedup_state(lake, lake.partition_files(topic, partition, since).await?).await?;
+    let files = match dedup_scope {
+        DedupScope::Partition => lake.partition_files(topic, partition, since).await?,
+        DedupScope::TopicsStartingWith(prefix) => {
+            lake.files_where(since, |name| name.topic.starts_with(prefix))
+                .await?
+        }
+    };
+    let dedup = load_dedup_state(lake, files).await?;
     Ok((recovery, dedup))
+}
+
+/// Whose rows a partition's dedup state must know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupScope {
+    /// The partition's own: producers key by case, so a case never moves between partitions.
+    Partition,
+    /// Every source whose name starts so: offline files, of which any two may hold the same case.
+    TopicsStartingWith(&'static str),
 }
 
 /// Rebuilds a partition's dedup state from its files in the lake, decoding files in parallel.

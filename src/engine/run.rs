@@ -19,7 +19,7 @@ use rdkafka::Offset;
 
 use super::commit::{commit_batch, commit_offsets};
 use super::partition::{admit, Admission, Batch, Cursor, Encoding, PartitionState, SeekTo};
-use super::recovery::recover_partition;
+use super::recovery::{recover_partition, DedupScope};
 use super::{today, EngineError};
 use crate::config::IngestConfig;
 use crate::lake::{BatchRange, Lake};
@@ -189,8 +189,14 @@ impl Ingest {
     async fn recover(&mut self, partition: i32) -> Result<(), EngineError> {
         let topic = self.config.kafka.topic.clone();
         let started = Instant::now();
-        let (recovery, dedup) =
-            recover_partition(&self.lake, &topic, partition, self.config.dedup.window_days).await?;
+        let (recovery, dedup) = recover_partition(
+            &self.lake,
+            &topic,
+            partition,
+            self.config.dedup.window_days,
+            DedupScope::Partition,
+        )
+        .await?;
         tracing::info!(
             partition,
             resume_at = ?recovery.next_offset,

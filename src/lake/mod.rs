@@ -517,6 +517,18 @@ impl Lake {
         partition: i32,
         since_day: i32,
     ) -> Result<Vec<DataFile>, LakeError> {
+        self.files_where(since_day, |name| {
+            name.topic == topic && name.partition == partition
+        })
+        .await
+    }
+
+    /// The data files dated on or after `since_day` whose name matches.
+    pub async fn files_where(
+        &self,
+        since_day: i32,
+        matches: impl Fn(&DataFileName<'_>) -> bool,
+    ) -> Result<Vec<DataFile>, LakeError> {
         let table = Path::from(self.table.as_str());
         let listing = self.store.list_with_delimiter(Some(&table)).await?;
         let mut files = Vec::new();
@@ -533,9 +545,7 @@ impl Lake {
             }
             let mut objects = self.store.list(Some(&day_dir));
             while let Some(meta) = objects.try_next().await? {
-                if DataFileName::parse(&meta.location)
-                    .is_some_and(|n| n.topic == topic && n.partition == partition)
-                {
+                if DataFileName::parse(&meta.location).is_some_and(|n| matches(&n)) {
                     files.push(DataFile {
                         path: meta.location,
                         day,
