@@ -5,6 +5,13 @@
 //! strings and as numbers) and strict about shape: every failure names a [`Reason`] for the
 //! dead-letter topic. Strings are borrowed from the message where JSON allows it, so a well-formed
 //! event is decoded without copying its text.
+//!
+//! Many provincial systems still send GB18030 (a superset of GBK). A message that is not UTF-8 but
+//! is well-formed GB18030 is transcoded and decoded like any other (it is the only case that copies
+//! its text); only bytes that are neither are rejected as `not_utf8`.
+//!
+//! A rejection message names the field and the problem, never the value: it travels in a DLQ header
+//! that is not redacted, and a value may be an ID number sent in the wrong field.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -116,6 +123,21 @@ pub enum WireValue<'a> {
 }
 
 impl WireValue<'_> {
+    /// The same value owning its text (for a message that had to be transcoded).
+    pub fn into_owned(self) -> WireValue<'static> {
+        match self {
+            WireValue::Null => WireValue::Null,
+            WireValue::Bool(b) => WireValue::Bool(b),
+            WireValue::Int(i) => WireValue::Int(i),
+            WireValue::Float(f) => WireValue::Float(f),
+            WireValue::Str(s) => WireValue::Str(Cow::Owned(s.into_owned())),
+            WireValue::List(items) => {
+                WireValue::List(items.into_iter().map(WireValue::into_owned).collect())
+            }
+            WireValue::Object => WireValue::Object,
+        }
+    }
+
     /// A short name of the JSON type, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -231,10 +253,65 @@ pub struct WireEvaluation<'a> {
     pub staff_name: Option<WireValue<'a>>,
 }
 
+impl WireEvaluation<'_> {
+    /// The same evaluation owning its text (for a message that had to be transcoded).
+    pub fn into_owned(self) -> WireEvaluation<'static> {
+        WireEvaluation {
+            project_no: self.project_no.map(WireValue::into_owned),
+            task_code: self.task_code.map(WireValue::into_owned),
+            task_name: self.task_name.map(WireValue::into_owned),
+            dept_code: self.dept_code.map(WireValue::into_owned),
+            dept_name: self.dept_name.map(WireValue::into_owned),
+            area_code: self.area_code.map(WireValue::into_owned),
+            pf: self.pf.map(WireValue::into_owned),
+            satisfaction: self.satisfaction.map(WireValue::into_owned),
+            eval_detail: self.eval_detail.map(WireValue::into_owned),
+            writing_evaluation: self.writing_evaluation.map(WireValue::into_owned),
+            assess_time: self.assess_time.map(WireValue::into_owned),
+            assess_number: self.assess_number.map(WireValue::into_owned),
+            user_prop: self.user_prop.map(WireValue::into_owned),
+            user_name: self.user_name.map(WireValue::into_owned),
+            user_cert: self.user_cert.map(WireValue::into_owned),
+            user_phone: self.user_phone.map(WireValue::into_owned),
+            cert_key: self.cert_key.map(WireValue::into_owned),
+            evaluator_key: self.evaluator_key.map(WireValue::into_owned),
+            anonymity_flag: self.anonymity_flag.map(WireValue::into_owned),
+            staff_id: self.staff_id.map(WireValue::into_owned),
+            staff_name: self.staff_name.map(WireValue::into_owned),
+        }
+    }
+}
+
+/// Every field name of [`WireEvaluation`], as the wire spells it. Error messages may quote these
+/// (they are ours, not input).
+pub const FIELD_NAMES: [&str; 21] = [
+    "projectNo",
+    "taskCode",
+    "taskName",
+    "deptCode",
+    "deptName",
+    "areaCode",
+    "pf",
+    "satisfaction",
+    "evalDetail",
+    "writingEvaluation",
+    "assessTime",
+    "assessNumber",
+    "userProp",
+    "userName",
+    "userCert",
+    "userPhone",
+    "certKey",
+    "evaluatorKey",
+    "anonymityFlag",
+    "staffId",
+    "staffName",
+];
+
 /// Identity fields of the wire format: replaced by the evaluator key before anything is stored.
 pub const IDENTITY_FIELDS: [&str; 3] = ["userName", "userCert", "userPhone"];
 
-/// Decodes one message. Checks size and UTF-8 first so that each gets its own reason.
+/// Decodes one message. Checks size and encoding first so that each gets its own reason.
 pub fn decode(payload: &[u8], max_bytes: usize) -> Result<WireEvaluation<'_>, Rejection> {
     if payload.len() > max_bytes {
         return Err(Rejection::new(
@@ -246,18 +323,117 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<WireEvaluation<'_>, Re
         ));
     }
     // serde_json checks UTF-8 inside strings as it parses; only a failed parse needs the full check,
-    // to tell a non-UTF-8 message from malformed JSON.
-    serde_json::from_slice(payload).map_err(|e| {
-        if let Err(utf8) = std::str::from_utf8(payload) {
-            return Rejection::new(Reason::NotUtf8, format!("message is not UTF-8: {utf8}"));
+    // to tell a GB18030 or non-text message from malformed JSON.
+    match serde_json::from_slice(payload) {
+        Ok(wire) => object_only(payload.trim_ascii_start(), wire),
+        Err(e) => {
+            let utf8 = match std::str::from_utf8(payload) {
+                Ok(_) => return Err(json_rejection(&e)),
+                Err(utf8) => utf8,
+            };
+            let text = gb18030_text(payload).ok_or_else(|| {
+                Rejection::new(
+                    Reason::NotUtf8,
+                    format!("message is neither UTF-8 nor GB18030: {utf8}"),
+                )
+            })?;
+            crate::telemetry::gb18030_decoded();
+            let wire: WireEvaluation<'_> =
+                serde_json::from_str(&text).map_err(|e| json_rejection(&e))?;
+            object_only(text.as_bytes().trim_ascii_start(), wire.into_owned())
         }
-        let message = if e.classify() == serde_json::error::Category::Data {
-            format!("message is not a JSON object of evaluation fields: {e}")
+    }
+}
+
+/// The message as text: borrowed when it is UTF-8, transcoded when it is GB18030, `None` when it is
+/// neither. For code that needs the text of a message that [`decode`] has already judged (redaction).
+pub fn payload_text(payload: &[u8]) -> Option<Cow<'_, str>> {
+    match std::str::from_utf8(payload) {
+        Ok(text) => Some(Cow::Borrowed(text)),
+        Err(_) => gb18030_text(payload).map(Cow::Owned),
+    }
+}
+
+/// GB18030 text, or `None` when the bytes hold a malformed sequence. No BOM handling: a message
+/// starting with one is not JSON either way.
+fn gb18030_text(payload: &[u8]) -> Option<String> {
+    encoding_rs::GB18030
+        .decode_without_bom_handling_and_without_replacement(payload)
+        .map(Cow::into_owned)
+}
+
+/// serde derives struct deserialisation from JSON arrays too (fields by position), so a 21-element
+/// array would pass as an evaluation: the interface sends objects only.
+fn object_only<'a>(
+    trimmed: &[u8],
+    wire: WireEvaluation<'a>,
+) -> Result<WireEvaluation<'a>, Rejection> {
+    if trimmed.first() == Some(&b'{') {
+        Ok(wire)
+    } else {
+        Err(Rejection::new(
+            Reason::NotJson,
+            "message is not a JSON object of evaluation fields",
+        ))
+    }
+}
+
+/// The rejection of a message serde_json could not read. serde's text quotes the offending input
+/// (`invalid type: string "110101199003071234", expected …`); the message keeps what it says about
+/// the problem and where, without the value.
+fn json_rejection(e: &serde_json::Error) -> Rejection {
+    let text = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let problem = without_values(text.strip_suffix(&position).unwrap_or(&text));
+    let what = match e.classify() {
+        serde_json::error::Category::Data => "not a JSON object of evaluation fields",
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not valid JSON",
+    };
+    Rejection::new(
+        Reason::NotJson,
+        format!(
+            "message is {what}: {problem} (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+    )
+}
+
+/// `text` with every quoted part (`"…"` with escapes, or `` `…` ``) replaced by `…`, unless it is one
+/// of our field names. serde quotes exactly the values it reports, so this removes them whatever the
+/// wording around them.
+pub fn without_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices();
+    while let Some((start, c)) = chars.next() {
+        if c != '"' && c != '`' {
+            out.push(c);
+            continue;
+        }
+        let mut end = None;
+        let mut escaped = false;
+        for (i, d) in chars.by_ref() {
+            if escaped {
+                escaped = false;
+            } else if c == '"' && d == '\\' {
+                escaped = true;
+            } else if d == c {
+                end = Some(i);
+                break;
+            }
+        }
+        // An unterminated quote hides the rest of the text.
+        let inner = end.map_or("", |end| &text[start + 1..end]);
+        if FIELD_NAMES.contains(&inner) {
+            out.push(c);
+            out.push_str(inner);
+            out.push(c);
         } else {
-            format!("message is not valid JSON: {e}")
-        };
-        Rejection::new(Reason::NotJson, message)
-    })
+            out.push('…');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -288,6 +464,11 @@ mod tests {
         let cases: &[(&[u8], usize, Reason)] = &[
             (b"{}", 1, Reason::Oversize),
             (b"{\"projectNo\":\"\xff\"}", 100, Reason::NotUtf8),
+            // A GB18030 lead byte followed by a quote is a malformed sequence.
+            (b"{\"projectNo\":\"\x81\"}", 100, Reason::NotUtf8),
+            // A two-byte sequence cut short at the end.
+            (b"{\"projectNo\":\"P\"}\xd5", 100, Reason::NotUtf8),
+            (b"\xfe\xff", 100, Reason::NotUtf8),
             (b"not json", 100, Reason::NotJson),
             (b"[1,2]", 100, Reason::NotJson),
             (b"\"text\"", 100, Reason::NotJson),
@@ -297,12 +478,176 @@ mod tests {
                 Reason::NotJson,
             ),
             (b"{\"projectNo\":", 100, Reason::NotJson),
+            // Valid GB18030 text, but not JSON.
+            (b"\xd5\xc5\xc8\xfd", 100, Reason::NotJson),
         ];
         for (raw, max, reason) in cases {
             let got = decode(raw, *max).map(|_| ()).unwrap_err();
             assert_eq!(got.reason, *reason, "{}", String::from_utf8_lossy(raw));
             assert!(!got.message.is_empty());
         }
+    }
+
+    #[test]
+    fn an_array_of_values_is_not_an_evaluation() {
+        // serde would read a struct from an array by position.
+        let values = vec![serde_json::json!("1"); FIELD_NAMES.len()];
+        let raw = serde_json::to_vec(&values).unwrap();
+        let got = decode(&raw, 1 << 16).map(|_| ()).unwrap_err();
+        assert_eq!(got.reason, Reason::NotJson);
+        let array = format!(" [\"张\"{}]", ",1".repeat(20));
+        let gb = encoding_rs::GB18030.encode(&array).0;
+        assert_eq!(
+            decode(&gb, 1 << 16).map(|_| ()).unwrap_err().reason,
+            Reason::NotJson
+        );
+    }
+
+    /// A full evaluation in Chinese, as a provincial system sends it in GB18030.
+    fn chinese_evaluation() -> String {
+        serde_json::json!({
+            "projectNo": "410328-2026-000001",
+            "taskCode": "11410328MB1234567X4000117004000",
+            "taskName": "城乡居民基本养老保险参保登记",
+            "deptCode": "11410328MB00000015",
+            "deptName": "洛宁县人力资源和社会保障局",
+            "areaCode": "410328100201",
+            "pf": "4",
+            "satisfaction": "2",
+            "evalDetail": "210",
+            "writingEvaluation": "排队两小时，窗口人员态度冷淡。\n希望增加窗口。",
+            "assessTime": "2026-11-22 10:15:00",
+            "assessNumber": 1,
+            "userProp": "1",
+            "userName": "张三",
+            "userCert": "410328199001011234",
+            "userPhone": "13800000000",
+            "staffId": "LN0012",
+            "staffName": "李四"
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn gb18030_payloads_decode_like_utf8_and_are_counted() {
+        let text = chinese_evaluation();
+        let (gb, _, unmappable) = encoding_rs::GB18030.encode(&text);
+        assert!(!unmappable);
+        assert!(
+            std::str::from_utf8(&gb).is_err(),
+            "the test needs non-UTF-8 bytes"
+        );
+        let (from_gb, counted) =
+            crate::telemetry::testing::counted(crate::telemetry::GB18030_DECODED, || {
+                decode(&gb, 1 << 16)
+            });
+        let from_gb = from_gb.unwrap();
+        assert_eq!(counted, 1);
+        let (from_utf8, counted) =
+            crate::telemetry::testing::counted(crate::telemetry::GB18030_DECODED, || {
+                decode(text.as_bytes(), 1 << 16)
+            });
+        let from_utf8 = from_utf8.unwrap();
+        assert_eq!(counted, 0, "UTF-8 is not counted");
+        assert_eq!(format!("{from_gb:?}"), format!("{from_utf8:?}"));
+        assert_eq!(from_gb.user_name, Some(WireValue::Str("张三".into())));
+        assert!(
+            matches!(from_utf8.user_name, Some(WireValue::Str(Cow::Borrowed(_)))),
+            "UTF-8 stays zero-copy"
+        );
+        assert_eq!(payload_text(&gb).as_deref(), Some(text.as_str()));
+        // And it is processed normally: a valid evaluation.
+        let evaluation = crate::transform::validate::validate(
+            from_gb,
+            &crate::transform::validate::ValidationRules::default(),
+            i64::MAX / 2,
+        )
+        .unwrap();
+        assert_eq!(evaluation.task_name, "城乡居民基本养老保险参保登记");
+        assert_eq!(
+            evaluation.text.as_deref(),
+            Some("排队两小时，窗口人员态度冷淡。\n希望增加窗口。")
+        );
+        assert_eq!(evaluation.identity.name.as_deref(), Some("张三"));
+        assert_eq!(payload_text(b"\xff"), None);
+    }
+
+    #[test]
+    fn rejection_messages_never_echo_the_value() {
+        let id = "110101199003071234";
+        let cases: Vec<Vec<u8>> = vec![
+            format!("\"{id}\"").into_bytes(),
+            id.as_bytes().to_vec(),
+            format!("[\"{id}\"]").into_bytes(),
+            format!("{{\"userCert\":\"{id}\",\"userCert\":\"{id}\"}}").into_bytes(),
+            format!("{{\"userCert\":\"{id}").into_bytes(),
+            format!("{{\"userCert\":\"{id}\" x}}").into_bytes(),
+            format!("{{\"userCert\":{id}e999}}").into_bytes(),
+            format!("{{\"userCert\":\"{id}\\q\"}}").into_bytes(),
+            encoding_rs::GB18030
+                .encode(&format!("\"张三{id}\""))
+                .0
+                .into_owned(),
+            encoding_rs::GB18030
+                .encode(&format!("{{\"userName\":\"张三\",\"userName\":\"{id}\"}}"))
+                .0
+                .into_owned(),
+        ];
+        for raw in &cases {
+            let got = decode(raw, 1 << 16).map(|_| ()).unwrap_err();
+            let shown = String::from_utf8_lossy(raw);
+            // No six consecutive characters of the value, nor the name.
+            for part in id.as_bytes().windows(6).chain(["张三".as_bytes()]) {
+                let part = std::str::from_utf8(part).unwrap();
+                assert!(
+                    !got.message.contains(part),
+                    "{shown}: {part} in {:?}",
+                    got.message
+                );
+            }
+        }
+        let duplicate = decode(br#"{"userCert":"1","userCert":"2"}"#, 100).unwrap_err();
+        assert!(
+            duplicate.message.contains("`userCert`"),
+            "the field is named: {}",
+            duplicate.message
+        );
+    }
+
+    #[test]
+    fn without_values_keeps_field_names_only() {
+        let cases = [
+            (
+                r#"invalid type: string "110101199003071234", expected struct WireEvaluation"#,
+                "invalid type: string …, expected struct WireEvaluation",
+            ),
+            (
+                "invalid type: integer `110101199003071234`, expected a string",
+                "invalid type: integer …, expected a string",
+            ),
+            (r#"string "a\"b\\" end"#, "string … end"),
+            ("duplicate field `projectNo`", "duplicate field `projectNo`"),
+            ("unknown field `projectNumber`", "unknown field …"),
+            (r#"cut "1101011990"#, "cut …"),
+            ("expected value", "expected value"),
+            ("", ""),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(without_values(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn field_names_are_the_wire_names() {
+        let object: serde_json::Map<String, serde_json::Value> = FIELD_NAMES
+            .iter()
+            .map(|name| (name.to_string(), serde_json::json!(1)))
+            .collect();
+        let raw = serde_json::to_vec(&object).unwrap();
+        let wire = decode(&raw, 1 << 16).unwrap();
+        // Every field of the struct was filled, so every name is one of them.
+        let filled = format!("{wire:?}").matches("Some(Int(1))").count();
+        assert_eq!(filled, FIELD_NAMES.len());
     }
 
     #[test]

@@ -119,6 +119,15 @@ impl Stats {
     }
 }
 
+/// The counter of messages that arrived as GB18030 and were transcoded before decoding.
+pub const GB18030_DECODED: &str = "haochaping_gb18030_decoded_total";
+
+/// Counts one GB18030 message (see [`crate::decode::decode`]). A metric only, not a [`Stats`] field:
+/// decoding runs on worker threads that hold no `Stats`, and the outcome counters stay per outcome.
+pub fn gb18030_decoded() {
+    metrics::counter!(GB18030_DECODED).increment(1);
+}
+
 /// What a run did, by outcome. Every received message is exactly one of accepted, duplicate,
 /// dead-lettered or already in the lake.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -150,4 +159,49 @@ pub fn init_logging(default: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    /// A recorder that counts one counter and ignores everything else.
+    struct OneCounter {
+        name: &'static str,
+        count: Arc<AtomicU64>,
+    }
+
+    impl Recorder for OneCounter {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            if key.name() == self.name {
+                Counter::from_arc(self.count.clone())
+            } else {
+                Counter::noop()
+            }
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    /// Runs `f` on this thread and returns what the counter `name` counted meanwhile.
+    pub fn counted<T>(name: &'static str, f: impl FnOnce() -> T) -> (T, u64) {
+        let recorder = OneCounter {
+            name,
+            count: Arc::default(),
+        };
+        let value = metrics::with_local_recorder(&recorder, f);
+        (value, recorder.count.load(Ordering::Relaxed))
+    }
 }

@@ -6,9 +6,11 @@
 //! tagged with its kind, so a phone number and an ID number never map to the same key. Without the
 //! secret the key cannot be reversed by enumerating ID or phone numbers.
 //!
-//! The dead-letter topic keeps rejected records for replay. [`redact_json`] removes the identity fields
-//! from such a record and adds `evaluatorKey`, which [`EvaluatorKeyer::key`] passes through unchanged on
-//! replay, so a fixed record lands with the same key it would have had.
+//! The dead-letter topic keeps rejected records for replay. [`EvaluatorKeyer::redact_json`] removes the
+//! identity fields from such a record and adds `evaluatorKey`, which [`EvaluatorKeyer::key`] passes
+//! through unchanged on replay, so a fixed record lands with the same key it would have had. Because
+//! of that pass-through, an incoming `evaluatorKey` is accepted only in exactly this format
+//! ([`is_evaluator_key`]): anything else could be an ID number on its way into the lake.
 
 use std::borrow::Cow;
 
@@ -19,6 +21,18 @@ use crate::transform::validate::Identity;
 
 /// Wire fields that carry or derive from evaluator identity; none of them survives redaction.
 pub const REDACTED_FIELDS: [&str; 4] = ["userName", "userCert", "userPhone", "certKey"];
+
+/// Hex digits of an evaluator key: HMAC-SHA256 is 32 bytes.
+pub const EVALUATOR_KEY_LEN: usize = 64;
+
+/// Whether `text` is an evaluator key as [`EvaluatorKeyer::key`] writes it: exactly 64 lowercase hex
+/// digits, nothing around them.
+pub fn is_evaluator_key(text: &str) -> bool {
+    text.len() == EVALUATOR_KEY_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 /// Turns identities into evaluator keys under one secret.
 #[derive(Clone)]
@@ -42,8 +56,10 @@ impl EvaluatorKeyer {
 
     /// The evaluator key (64 lowercase hex digits), or `None` when the evaluation names nobody.
     pub fn key(&self, identity: &Identity<'_>) -> Option<String> {
+        // Validation admits an incoming key only in this very format and never next to a clear
+        // identity, so passing it through cannot carry anything else into the lake.
         if let Some(key) = &identity.evaluator_key {
-            return Some(key.to_ascii_lowercase());
+            return Some(key.clone().into_owned());
         }
         let (kind, value): (&[u8], Cow<'_, str>) = if let Some(cert) = &identity.cert {
             (b"cert", Cow::Owned(cert.trim().to_uppercase()))
@@ -67,12 +83,21 @@ impl EvaluatorKeyer {
     }
 
     /// Redacts a JSON object record for the dead-letter topic: identity fields removed, `evaluatorKey`
-    /// added. Returns `None` when the payload is not a JSON object (then it is parked as received).
+    /// added, and an `evaluatorKey` not in the engine's format dropped (it may be an ID number).
+    /// GB18030 records come out as UTF-8 JSON. Returns `None` when the payload is not a JSON object
+    /// or holds nothing to redact (then it is parked as received).
     pub fn redact_json(&self, payload: &[u8]) -> Option<Vec<u8>> {
-        let mut value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let json = crate::decode::payload_text(payload)?;
+        let mut value: serde_json::Value = serde_json::from_str(&json).ok()?;
         let object = value.as_object_mut()?;
-        if REDACTED_FIELDS.iter().all(|f| !object.contains_key(*f)) {
+        let foreign_key = object
+            .get("evaluatorKey")
+            .is_some_and(|key| !key.as_str().is_some_and(is_evaluator_key));
+        if !foreign_key && REDACTED_FIELDS.iter().all(|f| !object.contains_key(*f)) {
             return None;
+        }
+        if foreign_key {
+            object.remove("evaluatorKey");
         }
         let text = |field: &str| -> Option<Cow<'_, str>> {
             match object.get(field)? {
@@ -191,5 +216,83 @@ mod tests {
             .redact_json(r#"{"userName":{"x":"张三"}}"#.as_bytes())
             .unwrap();
         assert_eq!(nested, b"{}");
+    }
+
+    #[test]
+    fn evaluator_key_format() {
+        let keyer = EvaluatorKeyer::new(b"s");
+        let made = keyer
+            .key(&identity(None, Some("410328199001011234"), None))
+            .unwrap();
+        let table: &[(&str, bool)] = &[
+            (&made, true),
+            (
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                true,
+            ),
+            (
+                "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF",
+                false,
+            ),
+            (
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeF",
+                false,
+            ),
+            ("410328199001011234", false),
+            ("41032819900101123X", false),
+            ("13800000000", false),
+            ("张三", false),
+            ("", false),
+            (&made[..63], false),
+            (&format!("{made}0"), false),
+            (&format!(" {}", &made[1..]), false),
+            (&format!("{}\n", &made[..63]), false),
+            (
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg",
+                false,
+            ),
+            // 64 bytes, but a full-width digit is not a hex digit.
+            (&format!("０{}", &made[3..]), false),
+        ];
+        for (text, expected) in table {
+            assert_eq!(is_evaluator_key(text), *expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn redaction_drops_a_key_not_of_ours() {
+        let keyer = EvaluatorKeyer::new(b"s");
+        for raw in [
+            r#"{"projectNo":"P1","evaluatorKey":"410328199001011234"}"#,
+            r#"{"projectNo":"P1","evaluatorKey":410328199001011234}"#,
+            r#"{"projectNo":"P1","evaluatorKey":["410328199001011234"]}"#,
+        ] {
+            let redacted = keyer.redact_json(raw.as_bytes()).unwrap();
+            assert_eq!(redacted, br#"{"projectNo":"P1"}"#, "{raw}");
+        }
+        let ours = format!(
+            r#"{{"projectNo":"P1","evaluatorKey":"{}"}}"#,
+            "a".repeat(64)
+        );
+        assert_eq!(
+            keyer.redact_json(ours.as_bytes()),
+            None,
+            "nothing to redact"
+        );
+    }
+
+    #[test]
+    fn redaction_reads_gb18030() {
+        let keyer = EvaluatorKeyer::new(b"s");
+        let text = r#"{"projectNo":"P1","userName":"张三","writingEvaluation":"很好"}"#;
+        let (gb, _, _) = encoding_rs::GB18030.encode(text);
+        let redacted = keyer.redact_json(&gb).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&redacted).unwrap();
+        assert_eq!(value["writingEvaluation"], "很好");
+        assert!(value.get("userName").is_none());
+        assert_eq!(
+            value["evaluatorKey"].as_str(),
+            keyer.key(&identity(Some("张三"), None, None)).as_deref()
+        );
     }
 }

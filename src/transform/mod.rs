@@ -80,9 +80,7 @@ impl Processor {
                 Outcome::Accepted
             }
             DedupOutcome::Duplicate => Outcome::Duplicate,
-            DedupOutcome::Conflict => {
-                Outcome::Rejected(conflict(&evaluation.project_no, evaluation.assess_number))
-            }
+            DedupOutcome::Conflict => Outcome::Rejected(conflict(evaluation.assess_number)),
         }
     }
 
@@ -264,7 +262,7 @@ pub fn decide<'m>(
                 }
                 DedupOutcome::Conflict => {
                     keep.append_value(false);
-                    conflict(&project_no_of(message.payload), candidate.assess_number)
+                    conflict(candidate.assess_number)
                 }
             },
         };
@@ -273,15 +271,6 @@ pub fn decide<'m>(
     }
     stats.processed(messages.len() as u64, bytes as u64, kept as u64, duplicates);
     kept
-}
-
-/// The case number of an evaluation, for the rare conflict message.
-fn project_no_of(payload: &[u8]) -> String {
-    match decode(payload, usize::MAX).ok().and_then(|w| w.project_no) {
-        Some(crate::decode::WireValue::Str(s)) => s.into_owned(),
-        Some(crate::decode::WireValue::Int(i)) => i.to_string(),
-        _ => String::new(),
-    }
 }
 
 /// A valid evaluation waiting for its dedup decision.
@@ -294,16 +283,17 @@ pub struct Candidate {
     evaluator_key: Option<String>,
 }
 
-/// The rejection of an evaluation whose slot is taken by a different one.
-pub fn conflict(project_no: &str, assess_number: AssessNumber) -> Rejection {
+/// The rejection of an evaluation whose slot is taken by a different one. Like every rejection
+/// message it carries no input value; the case is the dead letter's key and in its payload.
+pub fn conflict(assess_number: AssessNumber) -> Rejection {
     match assess_number {
         AssessNumber::First => Rejection::new(
             Reason::CaseAlreadyEvaluated,
-            format!("case {project_no} already has a different first evaluation (assessNumber 1)"),
+            "the case already has a different first evaluation (assessNumber 1)",
         ),
         AssessNumber::Supplementary => Rejection::new(
             Reason::CaseAlreadySupplemented,
-            format!("case {project_no} already has a different supplementary evaluation (assessNumber 2)"),
+            "the case already has a different supplementary evaluation (assessNumber 2)",
         ),
     }
 }

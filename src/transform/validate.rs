@@ -2,6 +2,24 @@
 //!
 //! Every rule is a small pure function over one field, so each can be tested on its own (see the
 //! tables below). Which limits apply is configuration ([`ValidationRules`]), not code.
+//!
+//! Rejection messages name the field and the problem, never the value: they travel in a DLQ header
+//! that is not redacted, and a producer may well have put an ID number in the wrong field. The
+//! record itself (identity redacted) is in the dead letter for whoever needs the value.
+//!
+//! Characters that do not show are rejected rather than stripped, so that nothing is changed
+//! silently:
+//! - identifiers (`projectNo`, `taskCode`, `deptCode`, `areaCode`, `staffId`) are compared, joined
+//!   and displayed as they are, so they may hold no whitespace, control, bidi, zero-width or other
+//!   invisible character ([`identifier_flaw`]): one would make two cases that look the same
+//!   different, or reorder what an operator sees (U+202E);
+//! - names (`taskName`, `deptName`, `staffName`) are one line: no control character at all;
+//! - free text (`writingEvaluation`) keeps line breaks and tabs (`\n`, `\r`, `\t`) but no other
+//!   control character (NUL, ESC, DEL, C1 controls), which only a broken or hostile producer sends.
+//!
+//! Names and free text keep format characters (Cf): bidi marks are part of ordinary Uyghur and
+//! Kazakh text from Xinjiang's platforms and ZWJ is part of emoji, so their display is the reader's
+//! business ([`text_flaw`]).
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -10,6 +28,7 @@ use serde::Deserialize;
 
 use crate::decode::{Reason, Rejection, WireEvaluation, WireValue};
 use crate::region::RegionCode;
+use crate::transform::identity::is_evaluator_key;
 
 /// Limits of the validator; part of the engine's config (`[validation]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -208,18 +227,23 @@ pub fn validate<'a>(
     now_us: i64,
 ) -> Result<Evaluation<'a>, Rejection> {
     let limit = rules.max_field_chars;
-    let project_no = required_text("projectNo", wire.project_no, limit)?;
-    let task_code = required_text("taskCode", wire.task_code, limit)?;
-    let task_name = required_text("taskName", wire.task_name, limit)?;
-    let dept_code = required_text("deptCode", wire.dept_code, limit)?;
+    let identifier = |field: &str, value| {
+        required_text(field, value, limit).and_then(|t| clean(field, t, identifier_flaw))
+    };
+    let line = |field: &str, value| {
+        optional_text(field, value, limit)?
+            .map(|t| clean(field, t, |t| text_flaw(t, false)))
+            .transpose()
+    };
+    let project_no = identifier("projectNo", wire.project_no)?;
+    let task_code = identifier("taskCode", wire.task_code)?;
+    let task_name = required_text("taskName", wire.task_name, limit)
+        .and_then(|t| clean("taskName", t, |t| text_flaw(t, false)))?;
+    let dept_code = identifier("deptCode", wire.dept_code)?;
     check_credit_code(&dept_code)?;
-    let area_text = required_text("areaCode", wire.area_code, limit)?;
-    let area = RegionCode::parse(&area_text).map_err(|e| {
-        Rejection::new(
-            Reason::InvalidAreaCode,
-            format!("areaCode {area_text:?}: {e}"),
-        )
-    })?;
+    let area_text = identifier("areaCode", wire.area_code)?;
+    let area = RegionCode::parse(&area_text)
+        .map_err(|e| Rejection::new(Reason::InvalidAreaCode, format!("field areaCode {e}")))?;
     let channel = required_code("pf", wire.pf, Channel::from_code)?;
     let satisfaction = required_code("satisfaction", wire.satisfaction, |c| {
         u8::try_from(c).ok().and_then(Satisfaction::new)
@@ -247,7 +271,9 @@ pub fn validate<'a>(
             r.reason = Reason::TextTooLong;
         }
         r
-    })?;
+    })?
+    .map(|t| clean("writingEvaluation", t, |t| text_flaw(t, true)))
+    .transpose()?;
     if rules.require_reason_for_bad_review
         && satisfaction.is_bad_review()
         && tags.is_empty()
@@ -269,6 +295,7 @@ pub fn validate<'a>(
         cert_key: optional_text("certKey", wire.cert_key, limit)?,
         evaluator_key: optional_text("evaluatorKey", wire.evaluator_key, limit)?,
     };
+    check_evaluator_key(&identity)?;
     Ok(Evaluation {
         project_no,
         assess_number,
@@ -276,11 +303,13 @@ pub fn validate<'a>(
         channel,
         area,
         dept_code,
-        dept_name: optional_text("deptName", wire.dept_name, limit)?,
+        dept_name: line("deptName", wire.dept_name)?,
         task_code,
         task_name,
-        staff_id: optional_text("staffId", wire.staff_id, limit)?,
-        staff_name: optional_text("staffName", wire.staff_name, limit)?,
+        staff_id: optional_text("staffId", wire.staff_id, limit)?
+            .map(|t| clean("staffId", t, identifier_flaw))
+            .transpose()?,
+        staff_name: line("staffName", wire.staff_name)?,
         tags,
         text,
         assessed_at_us,
@@ -288,6 +317,123 @@ pub fn validate<'a>(
         identity,
         anonymous,
     })
+}
+
+/// An incoming `evaluatorKey` is passed through to the lake as the evaluator, so it must be exactly
+/// what this engine writes (a DLQ replay carries one in place of the identity fields it removed):
+/// otherwise a producer could store an ID number in clear, or pick the evaluator.
+fn check_evaluator_key(identity: &Identity<'_>) -> Result<(), Rejection> {
+    let Some(key) = &identity.evaluator_key else {
+        return Ok(());
+    };
+    if !is_evaluator_key(key) {
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            "field evaluatorKey is not an evaluator key of this engine (64 lowercase hex digits); \
+             send the evaluator as userName, userCert or userPhone",
+        ));
+    }
+    let clear = [
+        &identity.name,
+        &identity.cert,
+        &identity.phone,
+        &identity.cert_key,
+    ];
+    if clear.iter().any(|f| f.is_some()) {
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            "field evaluatorKey replaces userName, userCert, userPhone and certKey in a redacted \
+             dead letter and cannot come with them",
+        ));
+    }
+    Ok(())
+}
+
+/// One character that a field may not hold, and where: enough to find it, without the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CharFlaw {
+    /// Position in characters, from 0.
+    pub at: usize,
+    pub char: char,
+    pub what: &'static str,
+}
+
+impl CharFlaw {
+    fn rejection(self, field: &str) -> Rejection {
+        Rejection::new(
+            Reason::InvalidField,
+            format!(
+                "field {field} contains {} (U+{:04X}) at character {}",
+                self.what,
+                u32::from(self.char),
+                self.at + 1
+            ),
+        )
+    }
+}
+
+/// The first character that an identifier may not hold: whitespace, a control (Cc), a format
+/// character (Cf: bidi controls U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C, zero-width
+/// U+200B–U+200D, U+2060, U+FEFF, soft hyphen U+00AD …), a line or paragraph separator, or another
+/// default-ignorable character that shows as nothing (variation selectors, Hangul fillers…).
+pub fn identifier_flaw(text: &str) -> Option<CharFlaw> {
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
+    text.chars().enumerate().find_map(|(at, c)| {
+        let what = if c.is_whitespace() {
+            "whitespace"
+        } else {
+            match get_general_category(c) {
+                G::Control => "a control character",
+                G::Format => "an invisible format character",
+                G::LineSeparator | G::ParagraphSeparator | G::SpaceSeparator => "whitespace",
+                _ if is_invisible_mark(c) => "an invisible character",
+                _ => return None,
+            }
+        };
+        Some(CharFlaw { at, char: c, what })
+    })
+}
+
+/// Default-ignorable code points outside Cf that render as nothing (Unicode's
+/// Default_Ignorable_Code_Point, less Cf and the unassigned ones).
+fn is_invisible_mark(c: char) -> bool {
+    matches!(
+        c,
+        '\u{034F}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180D}'
+            | '\u{180F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FFA0}'
+            | '\u{E0100}'..='\u{E01EF}'
+    )
+}
+
+/// The first control character (Cc) that a name or free text may not hold. With `line_breaks`
+/// (free text) `\n`, `\r` and `\t` are allowed; without (names, one line) no control is.
+pub fn text_flaw(text: &str, line_breaks: bool) -> Option<CharFlaw> {
+    text.chars().enumerate().find_map(|(at, c)| {
+        let allowed = line_breaks && matches!(c, '\n' | '\r' | '\t');
+        (c.is_control() && !allowed).then_some(CharFlaw {
+            at,
+            char: c,
+            what: "a control character",
+        })
+    })
+}
+
+/// `text` unless `flaw` finds a character it may not hold; the rejection names the field.
+fn clean<'a>(
+    field: &str,
+    text: Cow<'a, str>,
+    flaw: impl Fn(&str) -> Option<CharFlaw>,
+) -> Result<Cow<'a, str>, Rejection> {
+    match flaw(&text) {
+        Some(flaw) => Err(flaw.rejection(field)),
+        None => Ok(text),
+    }
 }
 
 /// A text field that must be present and non-blank. Numbers are accepted as their decimal text,
@@ -356,15 +502,10 @@ fn required_code<T>(
         Some(_) => None,
     };
     code.and_then(&lookup).ok_or_else(|| {
-        let shown = match &value {
-            Some(WireValue::Int(i)) => i.to_string(),
-            Some(WireValue::Str(s)) => format!("{s:?}"),
-            Some(other) => other.kind().to_owned(),
-            None => String::new(),
-        };
+        let kind = value.as_ref().map_or("nothing", WireValue::kind);
         Rejection::new(
             Reason::InvalidCode,
-            format!("field {field} has {shown}, which is not in its code set"),
+            format!("field {field} is not in its code set (got {kind})"),
         )
     })
 }
@@ -372,8 +513,7 @@ fn required_code<T>(
 /// GB 32100-2015 unified social credit code: 18 characters of the 31-character alphabet (no I, O, Z,
 /// S, V), the last being the check character of the first 17.
 pub fn check_credit_code(code: &str) -> Result<(), Rejection> {
-    let fail =
-        |why: &str| Rejection::new(Reason::InvalidDeptCode, format!("deptCode {code:?}: {why}"));
+    let fail = |why: &str| Rejection::new(Reason::InvalidDeptCode, format!("field deptCode {why}"));
     if code.len() != 18 || !code.is_ascii() {
         return Err(fail(
             "must be 18 characters (GB 32100 unified social credit code)",
@@ -439,7 +579,7 @@ pub fn parse_assess_time(text: &str, now_us: i64, max_skew: Duration) -> Result<
         .map_err(|e| {
             Rejection::new(
                 Reason::InvalidAssessTime,
-                format!("assessTime {text:?} is not yyyy-MM-dd HH:mm:ss: {e}"),
+                format!("field assessTime is not yyyy-MM-dd HH:mm:ss ({e})"),
             )
         })?;
     let utc_us = (local.and_utc().timestamp() - CST_OFFSET_SECONDS) * 1_000_000;
@@ -448,7 +588,7 @@ pub fn parse_assess_time(text: &str, now_us: i64, max_skew: Duration) -> Result<
         return Err(Rejection::new(
             Reason::FutureAssessTime,
             format!(
-                "assessTime {text} (CST) is in the future by more than {}",
+                "field assessTime (China Standard Time) is in the future by more than {}",
                 humantime::format_duration(max_skew)
             ),
         ));
@@ -475,14 +615,14 @@ pub fn parse_tags(
             .ok_or_else(|| {
                 Rejection::new(
                     Reason::InvalidTag,
-                    format!("evalDetail tag {item:?} is not a 3-digit tag code"),
+                    "field evalDetail has an item that is not a 3-digit tag code",
                 )
             })?;
         if tag / 100 != u16::from(level.level()) {
             return Err(Rejection::new(
                 Reason::TagLevelMismatch,
                 format!(
-                    "evalDetail tag {tag} belongs to level {}, but satisfaction is {}",
+                    "field evalDetail has a tag of level {}, but satisfaction is {}",
                     tag / 100,
                     level.level()
                 ),
@@ -978,6 +1118,153 @@ mod tests {
                 },
                 Some(Reason::InvalidField),
             ),
+            (
+                "evaluatorKey of ours, identity removed",
+                |m| {
+                    for field in ["userName", "userCert", "userPhone"] {
+                        m.remove(field);
+                    }
+                    m.insert("evaluatorKey".into(), json!("0a".repeat(32)));
+                },
+                None,
+            ),
+            (
+                "evaluatorKey with clear identity",
+                |m| {
+                    m.insert("evaluatorKey".into(), json!("0a".repeat(32)));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "evaluatorKey an ID number",
+                |m| {
+                    m.remove("userCert");
+                    m.insert("evaluatorKey".into(), json!("410328199001011234"));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "evaluatorKey as a number",
+                |m| {
+                    m.remove("userCert");
+                    m.insert("evaluatorKey".into(), json!(410328199001011234_i64));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "evaluatorKey uppercase",
+                |m| {
+                    for field in ["userName", "userCert", "userPhone"] {
+                        m.remove(field);
+                    }
+                    m.insert("evaluatorKey".into(), json!("0A".repeat(32)));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "projectNo with U+202E",
+                |m| {
+                    m.insert("projectNo".into(), json!("410328-2026-\u{202E}100000"));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "projectNo with a space",
+                |m| {
+                    m.insert("projectNo".into(), json!("410328 2026"));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "projectNo padded",
+                |m| {
+                    m.insert("projectNo".into(), json!("410328-2026-000001 "));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "taskCode with zero-width space",
+                |m| {
+                    m.insert(
+                        "taskCode".into(),
+                        json!("11410328MB1234567X\u{200B}4000117004000"),
+                    );
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "deptCode with BOM",
+                |m| {
+                    m.insert("deptCode".into(), json!("\u{FEFF}11410328MB00000015"));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "areaCode with LRM",
+                |m| {
+                    m.insert("areaCode".into(), json!("410328100201\u{200E}"));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "staffId with NUL",
+                |m| {
+                    m.insert("staffId".into(), json!("LN\u{0}0012"));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "staffId as a number",
+                |m| {
+                    m.insert("staffId".into(), json!(12));
+                },
+                None,
+            ),
+            (
+                "staffName with a newline",
+                |m| {
+                    m.insert("staffName".into(), json!("李\n四"));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "taskName with ESC",
+                |m| {
+                    m.insert("taskName".into(), json!("登记\u{1B}[2J"));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "deptName with a space",
+                |m| {
+                    m.insert("deptName".into(), json!("洛宁县 人社局"));
+                },
+                None,
+            ),
+            (
+                "text with line breaks and tabs",
+                |m| {
+                    m.insert("writingEvaluation".into(), json!("很好\r\n\t谢谢"));
+                },
+                None,
+            ),
+            (
+                "text with NUL",
+                |m| {
+                    m.insert("writingEvaluation".into(), json!("很好\u{0}"));
+                },
+                Some(Reason::InvalidField),
+            ),
+            (
+                "text with emoji ZWJ and RLM",
+                |m| {
+                    m.insert(
+                        "writingEvaluation".into(),
+                        json!("👨\u{200D}👩\u{200D}👧 ياخشى\u{200F}"),
+                    );
+                },
+                None,
+            ),
         ];
         for (name, edit, expected) in table {
             let got = run(*edit);
@@ -990,6 +1277,141 @@ mod tests {
                 assert!(!rejection.message.is_empty(), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn identifiers_hold_no_invisible_character() {
+        let table: &[(&str, Option<(usize, char)>)] = &[
+            ("410328-2026-000001", None),
+            ("11410328MB00000015", None),
+            ("LN0012", None),
+            ("洛宁县2026第001号", None),
+            ("ＬＮ００１２", None),
+            ("", None),
+            ("P\u{202A}1", Some((1, '\u{202A}'))),
+            ("P\u{202B}1", Some((1, '\u{202B}'))),
+            ("P\u{202C}1", Some((1, '\u{202C}'))),
+            ("P\u{202D}1", Some((1, '\u{202D}'))),
+            ("P\u{202E}1", Some((1, '\u{202E}'))),
+            ("P\u{2066}1", Some((1, '\u{2066}'))),
+            ("P\u{2067}1", Some((1, '\u{2067}'))),
+            ("P\u{2068}1", Some((1, '\u{2068}'))),
+            ("P\u{2069}1", Some((1, '\u{2069}'))),
+            ("P\u{200E}1", Some((1, '\u{200E}'))),
+            ("P\u{200F}1", Some((1, '\u{200F}'))),
+            ("P\u{061C}1", Some((1, '\u{061C}'))),
+            ("P\u{200B}1", Some((1, '\u{200B}'))),
+            ("P\u{200C}1", Some((1, '\u{200C}'))),
+            ("P\u{200D}1", Some((1, '\u{200D}'))),
+            ("P\u{2060}1", Some((1, '\u{2060}'))),
+            ("\u{FEFF}P1", Some((0, '\u{FEFF}'))),
+            ("P\u{00AD}1", Some((1, '\u{00AD}'))),
+            ("P1\u{0}", Some((2, '\u{0}'))),
+            ("P\u{7F}1", Some((1, '\u{7F}'))),
+            ("P\u{85}1", Some((1, '\u{85}'))),
+            ("P\u{9B}1", Some((1, '\u{9B}'))),
+            ("P\u{2028}1", Some((1, '\u{2028}'))),
+            ("P\u{2029}1", Some((1, '\u{2029}'))),
+            ("P 1", Some((1, ' '))),
+            ("P\t1", Some((1, '\t'))),
+            ("P\n1", Some((1, '\n'))),
+            (" P1", Some((0, ' '))),
+            ("P1\u{3000}", Some((2, '\u{3000}'))),
+            ("P\u{A0}1", Some((1, '\u{A0}'))),
+            ("P\u{E0041}1", Some((1, '\u{E0041}'))),
+            ("P\u{FE0F}1", Some((1, '\u{FE0F}'))),
+            ("P\u{3164}1", Some((1, '\u{3164}'))),
+            ("P\u{034F}1", Some((1, '\u{034F}'))),
+            ("张\u{202E}三", Some((1, '\u{202E}'))),
+        ];
+        for (text, expected) in table {
+            let got = identifier_flaw(text).map(|f| (f.at, f.char));
+            assert_eq!(got, *expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn names_and_text_hold_no_control_character() {
+        // (text, line breaks allowed, first flaw at (position, character))
+        type Row = (&'static str, bool, Option<(usize, char)>);
+        let table: &[Row] = &[
+            ("窗口人员服务热情", false, None),
+            ("洛宁县 人社局", false, None),
+            ("张三\n", false, Some((2, '\n'))),
+            ("张\t三", false, Some((1, '\t'))),
+            ("很好\r\n谢谢\t!", true, None),
+            ("很好\u{0}", true, Some((2, '\u{0}'))),
+            ("\u{1B}[31m红", true, Some((0, '\u{1B}'))),
+            ("好\u{7F}", true, Some((1, '\u{7F}'))),
+            ("好\u{85}", true, Some((1, '\u{85}'))),
+            // Format characters are part of ordinary text (emoji ZWJ, Arabic-script marks).
+            ("👨\u{200D}👩", false, None),
+            ("ياخشى\u{200F}", true, None),
+            ("a\u{2028}b", true, None),
+        ];
+        for (text, line_breaks, expected) in table {
+            let got = text_flaw(text, *line_breaks).map(|f| (f.at, f.char));
+            assert_eq!(got, *expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn rejection_messages_never_echo_the_value() {
+        use serde_json::json;
+        let id = "110101199003071234";
+        let fields = [
+            "projectNo",
+            "taskCode",
+            "taskName",
+            "deptCode",
+            "deptName",
+            "areaCode",
+            "pf",
+            "satisfaction",
+            "evalDetail",
+            "writingEvaluation",
+            "assessTime",
+            "assessNumber",
+            "userProp",
+            "anonymityFlag",
+            "staffId",
+            "staffName",
+            "evaluatorKey",
+        ];
+        let values = [
+            json!(id),
+            json!(id.parse::<i64>().unwrap()),
+            json!([id]),
+            json!({ "cert": id }),
+            json!(format!("{id}\u{202E}")),
+            json!(format!("{id}\u{0}")),
+            json!(format!("5,{id}")),
+            json!(format!("2026-01-01 00:00:00{id}")),
+            json!(id.repeat(12)),
+        ];
+        let mut rejected = 0;
+        for field in fields {
+            for value in &values {
+                let Err(rejection) = run(|m| {
+                    m.insert(field.to_owned(), value.clone());
+                }) else {
+                    continue;
+                };
+                rejected += 1;
+                for part in id.as_bytes().windows(6) {
+                    let part = std::str::from_utf8(part).unwrap();
+                    assert!(
+                        !rejection.message.contains(part),
+                        "{field} = {value}: {:?}",
+                        rejection.message
+                    );
+                }
+            }
+        }
+        assert!(
+            rejected > 90,
+            "the values are wrong for most fields: {rejected}"
+        );
     }
 
     #[test]
