@@ -1,4 +1,4 @@
-//! Command line: `ingest`, `generate`, `demo`. Every flag has a `HAOCHAPING_*` environment variable;
+//! Command line: `ingest`, `generate`, `demo`, `dlq replay`. Every flag has a `HAOCHAPING_*` environment variable;
 //! for `ingest`, flags and variables override the config file, which overrides the defaults.
 
 use std::path::PathBuf;
@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConfigError, IngestConfig};
+use crate::config::{ConfigError, IngestConfig, Secret};
+use crate::decode::Reason;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +28,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Run everything in-process on an embedded Kafka: generate a province's day, ingest it, report.
     Demo(DemoArgs),
+    /// Work with the dead-letter topic.
+    Dlq(DlqArgs),
 }
 
 /// Kafka connection flags shared by the commands that talk to a broker.
@@ -81,6 +84,13 @@ pub struct IngestArgs {
     /// HMAC secret for evaluator identities (at least 16 bytes).
     #[arg(long, env = "HAOCHAPING_IDENTITY_SECRET", hide_env_values = true)]
     pub identity_secret: Option<String>,
+    /// AES-256-GCM key (64 hex digits or base64 of 32 bytes) for rejected payloads that cannot be
+    /// redacted; without it they are withheld (size and SHA-256 only).
+    #[arg(long, env = "HAOCHAPING_DLQ_KEY", hide_env_values = true)]
+    pub dlq_key: Option<Secret>,
+    /// Largest dead-letter payload; larger records are parked as a bounded head [default: 900000].
+    #[arg(long, env = "HAOCHAPING_DLQ_MAX_RECORD_BYTES")]
+    pub dlq_max_record_bytes: Option<usize>,
     /// How far in the future an assessTime may lie [default: 5m].
     #[arg(long, env = "HAOCHAPING_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Option<Duration>,
@@ -138,6 +148,12 @@ impl IngestArgs {
         if self.identity_secret.is_some() {
             config.identity.secret.clone_from(&self.identity_secret);
         }
+        if self.dlq_key.is_some() {
+            config.dlq.encryption_key.clone_from(&self.dlq_key);
+        }
+        if let Some(v) = self.dlq_max_record_bytes {
+            config.dlq.max_record_bytes = v;
+        }
         if let Some(v) = self.max_clock_skew {
             config.validation.max_clock_skew = v;
         }
@@ -193,6 +209,89 @@ pub struct DemoArgs {
     /// Two-digit province code.
     #[arg(long, env = "HAOCHAPING_PROVINCE", default_value = "41")]
     pub province: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub command: DlqCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Re-produce dead letters to their source topic after a fix (encrypted ones decrypted).
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Bootstrap servers, host:port[,host:port…].
+    #[arg(long, env = "HAOCHAPING_BROKERS", default_value = "localhost:9092")]
+    pub brokers: String,
+    /// The dead-letter topic to replay.
+    #[arg(long, env = "HAOCHAPING_DLQ_TOPIC")]
+    pub topic: String,
+    /// Produce every record to this topic [default: each record's haochaping.source.topic].
+    #[arg(long, env = "HAOCHAPING_REPLAY_TO")]
+    pub to: Option<String>,
+    /// Key that opens encrypted dead letters (the ingest's dlq.encryption_key).
+    #[arg(long, env = "HAOCHAPING_DLQ_KEY", hide_env_values = true)]
+    pub decrypt_key: Option<Secret>,
+    /// Replay only records with this reason code (repeatable) [default: every reason].
+    #[arg(long = "reason", env = "HAOCHAPING_REPLAY_REASONS", value_delimiter = ',', value_parser = parse_reason)]
+    pub reasons: Vec<Reason>,
+    /// Consumer group remembering what has been replayed.
+    #[arg(
+        long,
+        env = "HAOCHAPING_REPLAY_GROUP",
+        default_value = "haochaping-dlq-replay"
+    )]
+    pub group: String,
+    /// Stop once nothing arrived for this long and everything is committed [default when given
+    /// without a value: 5s].
+    #[arg(long, env = "HAOCHAPING_EXIT_WHEN_IDLE", num_args = 0..=1, default_missing_value = "5s", value_parser = humantime::parse_duration)]
+    pub exit_when_idle: Option<Duration>,
+    /// Extra librdkafka setting, key=value (repeatable).
+    #[arg(long = "kafka-property", env = "HAOCHAPING_KAFKA_PROPERTIES", value_delimiter = ';', value_parser = parse_key_value)]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+impl ReplayArgs {
+    /// The replay these arguments describe; a malformed key is an error naming the flag.
+    pub fn resolve(&self) -> Result<crate::sink::dlq::replay::ReplayOptions, ConfigError> {
+        let key = match &self.decrypt_key {
+            Some(text) if !text.expose().is_empty() => {
+                Some(crate::sink::dlq::DlqKey::parse(text.expose()).map_err(|e| {
+                    ConfigError::Invalid {
+                        field: "--decrypt-key",
+                        message: e.to_string(),
+                    }
+                })?)
+            }
+            _ => None,
+        };
+        let kafka = crate::config::KafkaConfig {
+            brokers: self.brokers.clone(),
+            properties: self.kafka_properties.iter().cloned().collect(),
+            ..Default::default()
+        };
+        Ok(crate::sink::dlq::replay::ReplayOptions {
+            kafka,
+            dlq_topic: self.topic.clone(),
+            to: self.to.clone(),
+            key,
+            reasons: self.reasons.clone(),
+            group: self.group.clone(),
+            exit_when_idle: self.exit_when_idle,
+        })
+    }
+}
+
+fn parse_reason(text: &str) -> Result<Reason, String> {
+    Reason::from_code(text.trim()).ok_or_else(|| {
+        let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+        format!("unknown reason {text:?}; one of {}", codes.join(", "))
+    })
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -263,9 +362,86 @@ mod tests {
                 vec!["haochaping", "ingest", "--kafka-property", "novalue"],
                 "--kafka-property",
             ),
+            (
+                vec![
+                    "haochaping",
+                    "dlq",
+                    "replay",
+                    "--topic",
+                    "t.dlq",
+                    "--reason",
+                    "bogus",
+                ],
+                "--reason",
+            ),
         ] {
             let error = Cli::try_parse_from(&args).unwrap_err().to_string();
             assert!(error.lines().next().unwrap().contains(flag), "{error}");
         }
+    }
+
+    #[test]
+    fn dlq_keys_never_show() {
+        let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        let cli = Cli::try_parse_from([
+            "haochaping",
+            "dlq",
+            "replay",
+            "--topic",
+            "evaluations.dlq",
+            "--decrypt-key",
+            key,
+            "--reason",
+            "not_json,not_utf8",
+            "--exit-when-idle",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains(key));
+        let Command::Dlq(DlqArgs {
+            command: DlqCommand::Replay(args),
+        }) = cli.command
+        else {
+            panic!()
+        };
+        let options = args.resolve().unwrap();
+        assert!(options.key.is_some());
+        assert_eq!(options.reasons, vec![Reason::NotJson, Reason::NotUtf8]);
+        assert_eq!(options.exit_when_idle, Some(Duration::from_secs(5)));
+        assert!(!format!("{options:?}").contains(key));
+        let cli = Cli::try_parse_from([
+            "haochaping",
+            "ingest",
+            "--dlq-key",
+            key,
+            "--identity-secret",
+            "0123456789abcdef0",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains(key));
+        let Command::Ingest(args) = cli.command else {
+            panic!()
+        };
+        assert!(args.resolve().unwrap().dlq.key().unwrap().is_some());
+        let bad = Cli::try_parse_from([
+            "haochaping",
+            "dlq",
+            "replay",
+            "--topic",
+            "t",
+            "--decrypt-key",
+            "short",
+        ])
+        .unwrap();
+        let Command::Dlq(DlqArgs {
+            command: DlqCommand::Replay(args),
+        }) = bad.command
+        else {
+            panic!()
+        };
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--decrypt-key"));
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Command, GenerateArgs, IngestArgs};
+use crate::cli::{Command, DlqArgs, DlqCommand, GenerateArgs, IngestArgs};
 use crate::engine::{self, RunOptions};
 use crate::generate::{self, Generator, GeneratorConfig};
 use crate::telemetry::Stats;
@@ -15,6 +15,14 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest(args).await,
         Command::Generate(args) => generate(args).await,
         Command::Demo(args) => crate::demo::run(args).await.map(|_| ()),
+        Command::Dlq(DlqArgs {
+            command: DlqCommand::Replay(args),
+        }) => {
+            let options = args.resolve()?;
+            let report = crate::sink::dlq::replay::replay(options, shutdown_signal()).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
     }
 }
 

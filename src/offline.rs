@@ -8,7 +8,7 @@
 //! window) drops the evaluations the lake already holds.
 //!
 //! Rejected lines go to `<lake>/_haochaping/rejected/<name>.<hash>.ndjson` with their reason
-//! (identity redacted), and are fsynced before the batch that covers them commits: a crash may
+//! (redacted, encrypted or withheld by the same rule as the dead-letter topic), and are fsynced before the batch that covers them commits: a crash may
 //! write a rejected line twice (its offset identifies it), never lose it.
 //!
 //! Reading, decoding and validating run on one thread while the previous batch is encoded and
@@ -24,6 +24,7 @@ use crate::config::IngestConfig;
 use crate::decode::Rejection;
 use crate::engine::{recover_partition, DedupScope, EngineError};
 use crate::lake::{BatchRange, Lake};
+use crate::sink::dlq::protect::{rejected_line, Protector};
 use crate::sink::parquet::{finish_parts, EvaluationRows, TableError, EVALUATIONS_TABLE};
 use crate::telemetry::{Stats, StatsSnapshot};
 use crate::transform::{Message, Processor};
@@ -42,24 +43,17 @@ fn trim_line(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Appends a rejected line, with its reason and identity redacted, to the rejected file.
+/// Appends a rejected line, with its reason, to the rejected file: redacted, encrypted or withheld
+/// by the same rule as the dead-letter topic (see [`crate::sink::dlq::protect`]).
 fn park(
     out: &mut impl Write,
-    processor: &Processor,
+    protector: &Protector,
     offset: i64,
     line: &[u8],
     rejection: &Rejection,
 ) -> std::io::Result<()> {
-    let parked = processor
-        .keyer()
-        .redact_json(line)
-        .unwrap_or_else(|| line.to_vec());
-    let record = serde_json::json!({
-        "reason": rejection.reason.code(),
-        "message": rejection.message,
-        "offset": offset,
-        "payload": String::from_utf8_lossy(&parked),
-    });
+    let parked = protector.protect(line, usize::MAX);
+    let record = rejected_line(&parked, rejection.reason.code(), &rejection.message, offset);
     serde_json::to_writer(&mut *out, &record)?;
     out.write_all(b"\n")
 }
@@ -174,6 +168,7 @@ pub async fn ingest_file(
     });
 
     let processor = Processor::from_config(&config);
+    let protector = crate::sink::dlq::protector(&config)?;
     let (flush_rows, flush_bytes) = (config.lake.flush_rows, config.lake.flush_bytes);
     let reader_stats = stats.clone();
     let reader_topic = topic.clone();
@@ -240,7 +235,7 @@ pub async fn ingest_file(
                 parts.push((rows, Some(keep)));
             }
             for (offset, line, rejection) in rejections {
-                park(&mut rejected, &processor, offset, line, &rejection)
+                park(&mut rejected, &protector, offset, line, &rejection)
                     .map_err(io_error(&rejected_path))?;
             }
             if batch_rows >= flush_rows || batch_bytes >= flush_bytes {

@@ -34,6 +34,77 @@ pub struct IngestConfig {
     pub validation: ValidationRules,
     pub dedup: DedupConfig,
     pub identity: IdentityConfig,
+    pub dlq: DlqConfig,
+}
+
+/// A secret string: deserialised and parsed like a string, never shown by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// The dead-letter topic (`[dlq]`): how a rejected record that cannot be redacted is kept, and how
+/// large a dead letter may be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqConfig {
+    /// AES-256-GCM key (32 bytes: 64 hex digits or base64) that encrypts rejected payloads that
+    /// cannot be redacted. Without it such a payload is withheld: only its size and SHA-256 are kept.
+    pub encryption_key: Option<Secret>,
+    /// Largest dead-letter payload; a larger record is parked as a bounded head. Keep it below the
+    /// topic's `max.message.bytes` minus room for the headers.
+    pub max_record_bytes: usize,
+    /// Longest wait between two attempts at a dead letter while the topic is unreachable.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        Self {
+            encryption_key: None,
+            max_record_bytes: 900_000,
+            retry_backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DlqConfig {
+    /// The parsed encryption key, if one is set.
+    pub fn key(&self) -> Result<Option<crate::sink::dlq::DlqKey>, ConfigError> {
+        match &self.encryption_key {
+            None => Ok(None),
+            Some(text) if text.expose().is_empty() => Ok(None),
+            Some(text) => crate::sink::dlq::DlqKey::parse(text.expose())
+                .map(Some)
+                .map_err(|e| ConfigError::Invalid {
+                    field: "dlq.encryption_key",
+                    message: e.to_string(),
+                }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +276,13 @@ impl IngestConfig {
         if self.validation.max_message_bytes == 0 {
             return invalid("validation.max_message_bytes", "must be at least 1");
         }
+        if self.dlq.max_record_bytes < 1024 {
+            return invalid("dlq.max_record_bytes", "must be at least 1024");
+        }
+        if self.dlq.retry_backoff_max < Duration::from_millis(100) {
+            return invalid("dlq.retry_backoff_max", "must be at least 100ms");
+        }
+        self.dlq.key()?;
         match self.identity.secret.as_deref() {
             None | Some("") => invalid(
                 "identity.secret",
@@ -244,7 +322,26 @@ mod tests {
         assert_eq!(config.lake.flush_rows, 200_000);
         assert_eq!(config.validation.max_clock_skew, Duration::from_secs(120));
         assert_eq!(config.dedup.window_days, 120);
+        assert_eq!(config.dlq.max_record_bytes, 900_000);
+        assert!(config.dlq.key().unwrap().is_none());
         config.check().unwrap();
+    }
+
+    #[test]
+    fn dlq_key_parses_and_never_shows() {
+        let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        let config = IngestConfig::from_toml(&format!(
+            "[identity]\nsecret = \"0123456789abcdef\"\n[dlq]\nencryption_key = \"{key}\"\nmax_record_bytes = 4096\nretry_backoff_max = \"2s\""
+        ))
+        .unwrap();
+        config.check().unwrap();
+        assert_eq!(config.dlq.max_record_bytes, 4096);
+        assert_eq!(config.dlq.key().unwrap().unwrap().id().len(), 8);
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains(key) && !shown.contains("0001020304"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -274,6 +371,14 @@ mod tests {
                 "kafka.dlq_topic",
             ),
             ("", "identity.secret"),
+            (
+                "[identity]\nsecret = \"0123456789abcdef\"\n[dlq]\nencryption_key = \"short\"",
+                "dlq.encryption_key",
+            ),
+            (
+                "[identity]\nsecret = \"0123456789abcdef\"\n[dlq]\nmax_record_bytes = 10",
+                "dlq.max_record_bytes",
+            ),
             ("[identity]\nsecret = \"short\"", "identity.secret"),
         ];
         for (text, field) in checks {

@@ -57,7 +57,7 @@ pub async fn run(
     let lake = Lake::open_local(&config.lake.path, EVALUATIONS_TABLE)?;
     let context = IngestContext::default();
     let consumer = Arc::new(kafka::consumer(&config.kafka, context.clone())?);
-    let dead_letters = DeadLetters::new(kafka::producer(&config.kafka)?, config.kafka.dlq_topic());
+    let dead_letters = DeadLetters::from_config(&config)?;
     consumer.subscribe(&[&config.kafka.topic])?;
     tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group, lake = %config.lake.path.display(), "ingest started");
 
@@ -360,7 +360,6 @@ impl Ingest {
         }
 
         for (partition, message, rejection) in rejections {
-            let parked = self.processor.keyer().redact_json(message.payload);
             let source = SourcePosition {
                 topic: &self.config.kafka.topic,
                 partition,
@@ -368,12 +367,8 @@ impl Ingest {
             };
             let delivery = self
                 .dead_letters
-                .send(
-                    message.key,
-                    parked.as_deref().unwrap_or(message.payload),
-                    &rejection,
-                    source,
-                )
+                // Redacted, encrypted or withheld there: never parked in clear.
+                .send(message.key, message.payload, &rejection, source)
                 .await?;
             if let Some(batch) = self
                 .partitions

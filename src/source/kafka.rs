@@ -123,6 +123,9 @@ pub fn producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
         .set("acks", "all")
         .set("linger.ms", "20")
         .set("compression.type", "lz4")
+        // A bounded queue (librdkafka's default is 1 GiB): during a DLQ outage the pipeline waits on
+        // it instead of piling records up in memory.
+        .set("queue.buffering.max.kbytes", "65536")
         // Keep retrying through a broker outage rather than failing the batch.
         .set("message.timeout.ms", "600000");
     for (key, value) in &kafka.properties {

@@ -149,6 +149,22 @@ pub struct StatsSnapshot {
     pub partitions_fenced: u64,
 }
 
+/// A dead letter was parked, by the form of its payload (`redacted`, `encrypted`, `withheld`, …).
+pub fn dlq_parked(form: &'static str, truncated: bool) {
+    metrics::counter!("haochaping_dlq_records_total", "form" => form, "truncated" => if truncated { "true" } else { "false" })
+        .increment(1);
+}
+
+/// A dead letter had to be produced again: `transient`, `unknown_topic` or `too_large`.
+pub fn dlq_retried(why: &'static str) {
+    metrics::counter!("haochaping_dlq_retries_total", "why" => why).increment(1);
+}
+
+/// `dlq replay` handled a dead letter: `replayed`, or why it was skipped.
+pub fn dlq_replayed(outcome: &'static str) {
+    metrics::counter!("haochaping_dlq_replayed_total", "outcome" => outcome).increment(1);
+}
+
 /// Logs to stderr, filtered by `HAOCHAPING_LOG` (or `RUST_LOG`), `default` otherwise.
 pub fn init_logging(default: &str) {
     let filter = std::env::var("HAOCHAPING_LOG")
