@@ -254,7 +254,13 @@ async fn offline_rejected_lines_never_hold_clear_identity() {
         let rejected_file = std::fs::read_dir(&rejected_dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("mutated."))
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("mutated.")
+            })
             .expect("a rejected-lines file for mutated.ndjson");
         let rejected = std::fs::read_to_string(rejected_file).unwrap();
         assert_eq!(rejected.lines().count(), lines.len());

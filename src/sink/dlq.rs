@@ -37,7 +37,7 @@ use crate::config::{ConfigError, IngestConfig};
 use crate::decode::Rejection;
 use crate::transform::identity::EvaluatorKeyer;
 use protect::{
-    scrub_message, seal, Content, HEADER_ENCRYPTION, HEADER_ORIGINAL_SHA256, HEADER_ORIGINAL_SIZE,
+    scrub_message, Content, HEADER_ENCRYPTION, HEADER_ORIGINAL_SHA256, HEADER_ORIGINAL_SIZE,
     HEADER_PAYLOAD, HEADER_TRUNCATED,
 };
 pub use protect::{DlqKey, Form, Parked, Protector};
