@@ -237,11 +237,9 @@ impl DeadLetters {
     ) -> Result<DeliveryFuture, DlqError> {
         let content = self.protector.classify(payload).into_owned();
         let parked = self.protector.seal(&content, self.max_record_bytes, None);
-        let message = if parked.hides_content() {
-            scrub_message(&rejection.message)
-        } else {
-            std::borrow::Cow::Borrowed(rejection.message.as_str())
-        };
+        // Decoding already keeps values out of its messages; scrubbing quoted spans here too means
+        // no message built elsewhere can carry input onto the topic.
+        let message = scrub_message(&rejection.message);
         let base = [
             (HEADER_REASON, rejection.reason.code().to_owned()),
             (HEADER_MESSAGE, message.into_owned()),
