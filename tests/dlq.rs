@@ -321,7 +321,7 @@ async fn oversize_dead_letters_are_parked_as_a_bounded_head() {
     let big_json = format!(
         r#"{{"projectNo":"P-1","userCert":"410328199001011234","writingEvaluation":"{text}"}}"#
     );
-    let big_broken = big_json[..big_json.len() - 2].as_bytes().to_vec();
+    let big_broken = big_json.as_bytes()[..big_json.len() - 2].to_vec();
     // The producer refuses records over 4000 bytes (librdkafka's local MessageSizeTooLarge).
     let small_producer = dead_letters(&brokers, Some(KEY), |c| {
         c.kafka

@@ -525,7 +525,7 @@ mod tests {
 
     /// Payloads of every shape a producer has been seen to send, each with identity in it.
     fn hostile() -> Vec<(&'static str, Vec<u8>)> {
-        let truncated = FULL[..FULL.len() - 5].as_bytes().to_vec();
+        let truncated = FULL.as_bytes()[..FULL.len() - 5].to_vec();
         let mut gbk = b"{\"userName\":\"".to_vec();
         gbk.extend_from_slice(&[0xd5, 0xc5, 0xc8, 0xfd]); // 张三 in GBK
         gbk.extend_from_slice(b"\",\"userCert\":\"410328199001011234\"}");
