@@ -9,7 +9,7 @@
 //! `HAOCHAPING_BENCH_MESSAGES` (the topic's message count: Tansu 0.6.0 reports high watermarks
 //! below the real end, so they cannot tell).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! One Kafka partition's state on this instance, and the pure rules that decide what to do with each
 //! message of it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, BooleanBuilder};
 use rdkafka::producer::DeliveryFuture;
@@ -109,6 +109,34 @@ pub fn admit(cursor: &mut Cursor, offset: i64, accept_reset: bool) -> Admission 
     admission
 }
 
+/// A partition this instance lost to another writer's claim on the lake's log: paused on the
+/// consumer until `retake_at`, then recovered (claimed) again.
+///
+/// Retaking at once is what two instances with different groups on one lake did before: each claim
+/// fenced the other's next commit, and neither ever committed. Leaving the partition to the newer
+/// claim for longer than a batch takes lets that writer commit; if it has died meanwhile, this
+/// instance carries on from where the lake ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parked {
+    pub retake_at: Instant,
+    /// How many times in a row this partition was fenced without committing in between.
+    pub streak: u32,
+}
+
+/// The longest a fenced partition is left to another writer before this instance looks again.
+pub const MAX_RETAKE_DELAY: Duration = Duration::from_secs(120);
+
+/// How long to leave a partition to the writer that fenced us, the `streak`-th time in a row (1 =
+/// first): at least one flush interval (and never under a second), doubling with every fence that
+/// found no commit of ours in between, up to [`MAX_RETAKE_DELAY`]. `jitter` in [0, 1) spreads
+/// instances that were fenced together, by up to a quarter of the delay. Pure.
+pub fn retake_delay(flush_interval: Duration, streak: u32, jitter: f64) -> Duration {
+    let base = flush_interval.max(Duration::from_secs(1));
+    let doubled = base.saturating_mul(1u32 << streak.saturating_sub(1).min(16));
+    let delay = doubled.min(MAX_RETAKE_DELAY);
+    delay + delay.mul_f64(jitter.clamp(0.0, 0.999) / 4.0)
+}
+
 /// A closed batch whose Parquet files are being encoded.
 pub struct Encoding {
     pub range: BatchRange,
@@ -163,6 +191,35 @@ impl Batch {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retake_delay_grows_from_one_flush_and_is_bounded() {
+        use std::time::Duration;
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // (flush interval, streak, jitter, expected)
+        let cases = [
+            (s(30), 1, 0.0, s(30)),
+            (s(30), 2, 0.0, s(60)),
+            (s(30), 3, 0.0, s(120)),
+            (s(30), 9, 0.0, s(120)),
+            (ms(100), 1, 0.0, s(1)), // never under a second: the rival needs time to commit
+            (ms(100), 3, 0.0, s(4)),
+            (s(10), 1, 0.5, ms(11_250)),
+            (s(10), u32::MAX, 0.0, s(120)), // no overflow on a very long streak
+            (s(10), 0, 0.0, s(10)),
+        ];
+        for (interval, streak, jitter, expected) in cases {
+            assert_eq!(
+                super::retake_delay(interval, streak, jitter),
+                expected,
+                "{interval:?} × streak {streak}, jitter {jitter}"
+            );
+        }
+        // Jitter outside [0, 1) is clamped, never a longer or negative delay.
+        assert_eq!(super::retake_delay(s(1), 1, 7.0), super::retake_delay(s(1), 1, 0.999));
+        assert_eq!(super::retake_delay(s(1), 1, -3.0), s(1));
+    }
+
     use super::*;
 
     #[test]

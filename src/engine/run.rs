@@ -15,10 +15,12 @@ use futures::StreamExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message as _};
-use rdkafka::Offset;
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::commit::{commit_batch, commit_offsets};
-use super::partition::{admit, Admission, Batch, Cursor, Encoding, PartitionState, SeekTo};
+use super::partition::{
+    admit, retake_delay, Admission, Batch, Cursor, Encoding, Parked, PartitionState, SeekTo,
+};
 use super::recovery::{recover_partition, DedupScope};
 use super::{today, EngineError};
 use crate::config::IngestConfig;
@@ -73,6 +75,8 @@ pub async fn run(
         processor,
         stats: stats.clone(),
         partitions: HashMap::new(),
+        parked: HashMap::new(),
+        fence_streaks: HashMap::new(),
         last_eviction: Instant::now(),
     };
 
@@ -135,6 +139,7 @@ pub async fn run(
         }
         ingest.commit_finished().await?;
         ingest.flush_due().await?;
+        ingest.retake_due().await?;
     }
     ingest.flush_all().await?;
     ingest.commit_offsets(CommitMode::Sync);
@@ -152,6 +157,10 @@ struct Ingest {
     processor: Processor,
     stats: Arc<Stats>,
     partitions: HashMap<i32, PartitionState>,
+    /// Assigned partitions left to another writer for a while (see [`Parked`]).
+    parked: HashMap<i32, Parked>,
+    /// Fences in a row per partition, reset by a commit of ours.
+    fence_streaks: HashMap<i32, u32>,
     last_eviction: Instant,
 }
 
@@ -166,6 +175,8 @@ impl Ingest {
                     // Dropping the open batch, and the one still encoding, is safe: neither is in
                     // the lake nor in the group's offsets, and the partition's next owner replays
                     // them. The encoding task finishes on its own and its files are discarded.
+                    self.parked.remove(&partition);
+                    self.fence_streaks.remove(&partition);
                     let dropped_batch = self.partitions.remove(&partition).and_then(|s| s.batch);
                     if let Some(batch) = dropped_batch {
                         tracing::info!(
@@ -176,6 +187,9 @@ impl Ingest {
                     }
                 }
                 PartitionEvent::Assigned(topic, partition) if topic == self.config.kafka.topic => {
+                    if self.parked.remove(&partition).is_some() {
+                        self.pause(partition, false)?;
+                    }
                     self.recover(partition).await?;
                 }
                 _ => {}
@@ -511,13 +525,14 @@ impl Ingest {
                 Ok(committed) => {
                     self.stats
                         .batch_committed(committed.files, committed.bytes, committed.rows);
+                    self.fence_streaks.remove(&committed.range.partition);
                     if let Some(state) = self.partitions.get_mut(&committed.range.partition) {
                         state.committed = Some(committed.range.last_offset + 1);
                         state.lease = committed.lease;
                     }
                 }
                 Err(EngineError::Lake(e)) if e.is_fenced() => {
-                    tracing::warn!(error = %e, "another writer took the partition; its batch is dropped and the partition recovered again");
+                    tracing::warn!(error = %e, "another writer took the partition; its batch is dropped and the partition left to it for a while");
                     self.stats.partition_fenced();
                     if let crate::lake::LakeError::Fenced { partition, .. } = e {
                         fenced.push(partition);
@@ -528,11 +543,56 @@ impl Ingest {
         }
         for partition in fenced {
             // Still assigned to this instance (another group, or the group has not noticed the
-            // stall yet): start over from the lake. The open batch goes with the old state.
+            // stall yet). The open batch goes with the old state; the consumer stops fetching the
+            // partition until it is retaken from where the lake then ends.
             self.partitions.remove(&partition);
-            self.recover(partition).await?;
+            let streak = self.fence_streaks.entry(partition).or_insert(0);
+            *streak = streak.saturating_add(1);
+            let delay = retake_delay(
+                self.config.lake.flush_interval,
+                *streak,
+                rand::random::<f64>(),
+            );
+            tracing::info!(partition, streak = *streak, retake_in_ms = delay.as_millis() as u64, "partition parked");
+            self.pause(partition, true)?;
+            self.parked.insert(
+                partition,
+                Parked {
+                    retake_at: Instant::now() + delay,
+                    streak: *streak,
+                },
+            );
         }
         self.commit_offsets(CommitMode::Async);
+        Ok(())
+    }
+
+    /// Claims again the parked partitions whose time has come: the lake says where they stand now.
+    async fn retake_due(&mut self) -> Result<(), EngineError> {
+        let now = Instant::now();
+        let due: Vec<i32> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| p.retake_at <= now)
+            .map(|(partition, _)| *partition)
+            .collect();
+        for partition in due {
+            self.parked.remove(&partition);
+            self.recover(partition).await?;
+            self.pause(partition, false)?;
+        }
+        Ok(())
+    }
+
+    /// Stops or restarts fetching one partition of the topic.
+    fn pause(&self, partition: i32, pause: bool) -> Result<(), EngineError> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.config.kafka.topic, partition);
+        if pause {
+            self.consumer.pause(&list)?;
+        } else {
+            self.consumer.resume(&list)?;
+        }
         Ok(())
     }
 

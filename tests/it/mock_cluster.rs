@@ -1,7 +1,7 @@
 //! Against rdkafka's in-process mock cluster: dead-letter contents and headers, and a broker outage
 //! in the middle of a run.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use haochaping::telemetry::Stats;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use support::*;
+use crate::support::*;
 
 fn config(brokers: &str, lake: &std::path::Path) -> IngestConfig {
     let mut config = IngestConfig::default();

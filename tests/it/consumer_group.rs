@@ -1,11 +1,11 @@
 //! Scale-out: two instances in one consumer group on a 4-partition topic share it and one lake with
 //! no other coordination; the union of their output is exactly once.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_in_one_group_write_each_event_once() {

@@ -3,7 +3,7 @@
 //! records parked as a bounded head, an outage retried, a refusal named, and `dlq replay` back to
 //! the source topic byte for byte.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -23,7 +23,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, TopicPartitionList};
-use support::{free_port, SECRET};
+use crate::support::{free_port, SECRET};
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const IDENTITY: [&str; 3] = ["张三", "410328199001011234", "13800000000"];

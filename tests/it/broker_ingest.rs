@@ -1,11 +1,11 @@
 //! Against a real broker (Tansu): produce evaluations with redeliveries and malformed records, run the
 //! `haochaping ingest` binary until idle, and read everything back.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_lands_every_valid_evaluation_once_and_parks_the_rest() {

@@ -1,10 +1,10 @@
 //! Golden tests: every `queries/*.sql` runs against a fixture lake built from a fixed generated day,
-//! and its output must match `tests/golden/<name>.txt` (set `HAOCHAPING_BLESS=1` to rewrite them after
+//! and its output must match `tests/it/golden/<name>.txt` (set `HAOCHAPING_BLESS=1` to rewrite them after
 //! a deliberate change, and review the diff).
 
 use std::path::Path;
 
-mod support;
+use crate::support;
 
 #[tokio::test]
 async fn every_query_matches_its_golden_output() {
@@ -30,7 +30,7 @@ async fn every_query_matches_its_golden_output() {
             + "\n";
         let name = query.file_stem().unwrap().to_str().unwrap();
         let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
+            .join("tests/it/golden")
             .join(format!("{name}.txt"));
         if bless {
             std::fs::write(&golden, &output).unwrap();

@@ -1,7 +1,7 @@
 //! The lake is readable as-is by the engines data teams use: DuckDB with `hive_partitioning=true` and
 //! pyarrow's Hive dataset (both installed by `.ci/run`), with the same rows DataFusion sees.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

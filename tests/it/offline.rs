@@ -1,7 +1,7 @@
 //! The offline path (`ingest --from-file`): same stages and commit protocol as Kafka, so running the
 //! same file twice writes nothing twice.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use haochaping::config::IngestConfig;
 use haochaping::telemetry::Stats;
-use support::*;
+use crate::support::*;
 
 /// The one rejected-lines file of the input named `stem`.
 fn rejected_file(lake: &std::path::Path, stem: &str) -> std::path::PathBuf {

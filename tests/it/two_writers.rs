@@ -1,12 +1,10 @@
 //! Two writers on one lake against a real broker: the lake's log fences the one that no longer owns
 //! a partition, so every accepted evaluation lands exactly once whatever the writers believe.
 
-mod support;
-
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// Waits for a child with a deadline; its stderr (piped) is returned for messages.
 async fn finish(mut child: Child, what: &str) -> String {
@@ -28,7 +26,6 @@ async fn finish(mut child: Child, what: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the two writers keep fencing each other and neither reaches its idle exit within the timeout; open work (see the issue 12 note)"]
 async fn two_ingests_with_different_groups_on_one_lake_write_each_event_once() {
     let broker = Tansu::start();
     broker.create_topic("evaluations", 2).await;

@@ -1,0 +1,20 @@
+//! Integration tests, one binary: each file is a module, so the whole stack links once instead of
+//! once per file (DataFusion makes every link slow and every test binary large).
+//!
+//! Tests that need a real broker start Tansu (`HAOCHAPING_TANSU_BIN`, installed by `.ci/run`);
+//! [`support`] holds what they share.
+
+mod support;
+
+mod broker_ingest;
+mod cli;
+mod consumer_group;
+mod crash;
+mod dlq;
+mod fuzz_decode;
+mod mock_cluster;
+mod offline;
+mod queries;
+mod readers;
+mod schema;
+mod two_writers;
