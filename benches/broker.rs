@@ -59,9 +59,12 @@ fn topic(runtime: &tokio::runtime::Runtime) -> Topic {
             let brokers = tansu.brokers.clone();
             let events = count("HAOCHAPING_BENCH_EVENTS").unwrap_or(100_000);
             runtime.block_on(async {
-                generate::ensure_topics(&brokers, &[("evaluations", 4), ("evaluations.dlq", 1)])
-                    .await
-                    .expect("topics");
+                generate::ensure_topics(
+                    &brokers,
+                    &[("evaluations", 4), ("evaluations.dlq", 1), ("alerts", 1)],
+                )
+                .await
+                .expect("topics");
                 let producer = generate::producer(&brokers).expect("producer");
                 let mut generator = support::generator(7, 0.01, 0.005);
                 generate::produce(

@@ -91,6 +91,15 @@ pub struct IngestArgs {
     /// Largest dead-letter payload; larger records are parked as a bounded head [default: 900000].
     #[arg(long, env = "HAOCHAPING_DLQ_MAX_RECORD_BYTES")]
     pub dlq_max_record_bytes: Option<usize>,
+    /// Produce real-time alerts (queries/alerts/*.sql) [default: true].
+    #[arg(long, env = "HAOCHAPING_ALERTS_ENABLED")]
+    pub alerts_enabled: Option<bool>,
+    /// The alerts topic [default: alerts].
+    #[arg(long, env = "HAOCHAPING_ALERTS_TOPIC")]
+    pub alerts_topic: Option<String>,
+    /// Most alerts of one rule for one department per minute; the excess is summarised [default: 60].
+    #[arg(long, env = "HAOCHAPING_ALERTS_MAX_PER_MINUTE")]
+    pub alerts_max_per_minute: Option<u32>,
     /// How far in the future an assessTime may lie [default: 5m].
     #[arg(long, env = "HAOCHAPING_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Option<Duration>,
@@ -157,6 +166,13 @@ impl IngestArgs {
         if let Some(v) = self.max_clock_skew {
             config.validation.max_clock_skew = v;
         }
+        if let Some(v) = self.alerts_enabled {
+            config.alerts.enabled = v;
+        }
+        set(&mut config.alerts.topic, &self.alerts_topic);
+        if let Some(v) = self.alerts_max_per_minute {
+            config.alerts.max_per_minute = v;
+        }
         config.check()?;
         Ok(config)
     }
@@ -190,7 +206,8 @@ pub struct GenerateArgs {
     /// Write newline-delimited JSON to this file instead of producing to Kafka.
     #[arg(long, env = "HAOCHAPING_TO_FILE")]
     pub to_file: Option<PathBuf>,
-    /// Create the topic (and `<topic>.dlq`) with this many partitions if it does not exist.
+    /// Create the topic with this many partitions if it does not exist (and `<topic>.dlq` and
+    /// `alerts`, one partition each).
     #[arg(long, env = "HAOCHAPING_PARTITIONS", default_value_t = 4)]
     pub partitions: i32,
 }

@@ -86,6 +86,8 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         &[
             (topic.as_str(), args.partitions),
             (&format!("{topic}.dlq"), 1),
+            // Where `ingest` sends its alerts by default.
+            (crate::config::AlertsConfig::default().topic.as_str(), 1),
         ],
     )
     .await?;

@@ -34,6 +34,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     let topic = "evaluations";
     cluster.create_topic(topic, args.partitions, 1)?;
     cluster.create_topic("evaluations.dlq", 1, 1)?;
+    cluster.create_topic("alerts", 1, 1)?;
     let brokers = cluster.bootstrap_servers();
 
     let mut config = IngestConfig::default();

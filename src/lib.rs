@@ -16,12 +16,14 @@
 //! | dedup | [`transform::dedup`] | one first and one supplementary evaluation per case |
 //! | lake | [`sink::parquet`], [`lake`] | rows → Hive-partitioned zstd Parquet; the exactly-once, fenced commit protocol |
 //! | dead letters | [`sink::dlq`] | every rejection, with its reason, on `<topic>.dlq` |
+//! | alerts | [`analytics::alerts`], [`sink::alerts`] | each micro-batch's accepted bad reviews through `queries/alerts/*.sql`, to the `alerts` topic before the batch commits |
 //! | engine | [`engine`] | [`engine::run`] — the whole job (run loop, partition state, commit, recovery), driven by the CLI, the demo and the tests |
 //! | offline | [`offline`] | the same stages and protocol over an NDJSON file (`ingest --from-file`) |
 //! | analytics | [`analytics`] | DataFusion over the lake (`queries/*.sql`) |
 //!
 //! Around them: [`cli`] and [`commands`] (the command line), [`config`] (typed TOML config),
-//! [`telemetry`] (counters and logging), [`region`] (division codes, versioned data),
+//! [`telemetry`] (counters and logging), [`region`] (division codes, versioned data), [`tags`]
+//! (evaluation tag codes and meanings),
 //! [`generate`] (a realistic province for tests and benchmarks), [`demo`] (the embedded default).
 
 pub mod analytics;
@@ -37,5 +39,6 @@ pub mod offline;
 pub mod region;
 pub mod sink;
 pub mod source;
+pub mod tags;
 pub mod telemetry;
 pub mod transform;

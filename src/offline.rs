@@ -27,7 +27,7 @@ use crate::lake::{BatchRange, Lake};
 use crate::sink::dlq::protect::{rejected_line, Protector};
 use crate::sink::parquet::{finish_parts, EvaluationRows, TableError, EVALUATIONS_TABLE};
 use crate::telemetry::{Stats, StatsSnapshot};
-use crate::transform::{Message, Processor};
+use crate::transform::{Message, Notice, Processor};
 
 /// Offline sources are named `file+<content hash>`; `+` never occurs in a Kafka topic name.
 pub const OFFLINE_SOURCE_PREFIX: &str = "file+";
@@ -228,8 +228,11 @@ pub async fn ingest_file(
             // Decode, validate and build rows in parallel; dedup after, in offset order.
             let mut rejections = Vec::new();
             for part in processor.prepare_parallel(&[(0, &lines[fresh..])], now, workers) {
-                let (rows, keep) = part.decide(&mut dedup, &reader_stats, |message, rejection| {
-                    rejections.push((message.offset, message.payload, rejection));
+                // Offline files are backfills: alerts are for what is happening now.
+                let (rows, keep) = part.decide(&mut dedup, &reader_stats, |message, notice| {
+                    if let Notice::Rejected(rejection) = notice {
+                        rejections.push((message.offset, message.payload, rejection));
+                    }
                 });
                 batch_rows += keep.true_count();
                 parts.push((rows, Some(keep)));

@@ -1,6 +1,8 @@
 //! Analytics over the lake with DataFusion: one function registers the lake's tables with their Hive
 //! partitioning, so every query in `queries/` sees `dt` and `city` as columns.
 
+pub mod alerts;
+
 use std::path::Path;
 use std::sync::Arc;
 

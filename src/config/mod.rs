@@ -35,6 +35,31 @@ pub struct IngestConfig {
     pub dedup: DedupConfig,
     pub identity: IdentityConfig,
     pub dlq: DlqConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// Real-time alerts (`[alerts]`): the rules of `queries/alerts/` over every micro-batch, produced to
+/// a topic before the batch's offsets are committed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Whether alerts are produced at all.
+    pub enabled: bool,
+    /// The topic alerts go to, keyed by department code.
+    pub topic: String,
+    /// Most alerts of one rule for one department per minute; the excess is counted and summarised
+    /// in one `rate_limited` alert before the batch commits, never dropped silently.
+    pub max_per_minute: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            topic: "alerts".into(),
+            max_per_minute: 60,
+        }
+    }
 }
 
 /// A secret string: deserialised and parsed like a string, never shown by `Debug`.
@@ -283,6 +308,21 @@ impl IngestConfig {
             return invalid("dlq.retry_backoff_max", "must be at least 100ms");
         }
         self.dlq.key()?;
+        if self.alerts.enabled {
+            if self.alerts.topic.trim().is_empty() {
+                return invalid("alerts.topic", "must not be empty while alerts are enabled");
+            }
+            if self.alerts.topic == self.kafka.topic || self.alerts.topic == self.kafka.dlq_topic()
+            {
+                return invalid(
+                    "alerts.topic",
+                    "must differ from kafka.topic and kafka.dlq_topic",
+                );
+            }
+            if self.alerts.max_per_minute == 0 {
+                return invalid("alerts.max_per_minute", "must be at least 1");
+            }
+        }
         match self.identity.secret.as_deref() {
             None | Some("") => invalid(
                 "identity.secret",

@@ -1,5 +1,5 @@
-//! Committing a closed batch: its dead letters confirmed, its files in the lake (with retries), then
-//! its offset in the consumer group.
+//! Committing a closed batch: its dead letters and alerts confirmed, its files in the lake (with
+//! retries), then its offset in the consumer group.
 
 use std::time::Duration;
 
@@ -25,11 +25,13 @@ pub struct Committed {
     pub lease: Lease,
 }
 
-/// Waits for a batch's dead letters and its encoded files, then commits it to the lake. A failed
-/// attempt is retried (the lake's commit goes on where it stopped); a fenced writer is not.
+/// Waits for a batch's dead letters, its alerts (on `alerts_topic`) and its encoded files, then
+/// commits it to the lake. A failed attempt is retried (the lake's commit goes on where it stopped);
+/// a fenced writer is not.
 pub async fn commit_batch(
     lake: Lake,
     dead_letters: DeadLetters,
+    alerts_topic: String,
     mut lease: Lease,
     encoding: Encoding,
 ) -> Result<Committed, EngineError> {
@@ -37,9 +39,11 @@ pub async fn commit_batch(
         range,
         rows,
         dead_letters: deliveries,
+        alerts,
         files,
     } = encoding;
     dead_letters.confirm(deliveries).await?;
+    crate::sink::alerts::confirm(&alerts_topic, alerts).await?;
     let files = files.await??;
     let bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
     let count = files.len();

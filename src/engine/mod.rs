@@ -12,9 +12,11 @@
 //! |---|---|
 //! | [`run`](mod@run) | the loop: receive, admit, hand chunks to the stages, flush, act on moves and fencing |
 //! | [`partition`] | per-partition state and the admission rules (pure) |
-//! | [`commit`] | a closed batch into the lake, then its offset into the group |
+//! | [`alerting`] | each chunk's accepted bad reviews through the alert rules, to the alerts topic |
+//! | [`commit`] | a closed batch into the lake (its dead letters and alerts confirmed first), then its offset into the group |
 //! | [`recovery`] | roll back, resume position, dedup state rebuilt from the lake |
 
+pub mod alerting;
 pub mod commit;
 pub mod partition;
 pub mod recovery;
@@ -40,6 +42,10 @@ pub enum EngineError {
     DeadLetter(#[from] DlqError),
     #[error(transparent)]
     Table(#[from] TableError),
+    #[error(transparent)]
+    Alerts(#[from] crate::analytics::alerts::AlertError),
+    #[error(transparent)]
+    AlertSink(#[from] crate::sink::alerts::AlertSinkError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -142,6 +142,7 @@ pub struct Encoding {
     pub range: BatchRange,
     pub rows: u64,
     pub dead_letters: Vec<DeliveryFuture>,
+    pub alerts: Vec<DeliveryFuture>,
     pub files: tokio::task::JoinHandle<Result<Vec<(PartitionKey, bytes::Bytes)>, TableError>>,
 }
 
@@ -159,6 +160,8 @@ pub struct Batch {
     pub last_offset: i64,
     pub opened: Instant,
     pub dead_letters: Vec<DeliveryFuture>,
+    /// Alerts fired by the batch's evaluations, confirmed before it commits.
+    pub alerts: Vec<DeliveryFuture>,
 }
 
 impl Batch {
@@ -173,6 +176,7 @@ impl Batch {
             last_offset: first_offset,
             opened: Instant::now(),
             dead_letters: Vec::new(),
+            alerts: Vec::new(),
         }
     }
 
@@ -216,7 +220,10 @@ mod tests {
             );
         }
         // Jitter outside [0, 1) is clamped, never a longer or negative delay.
-        assert_eq!(super::retake_delay(s(1), 1, 7.0), super::retake_delay(s(1), 1, 0.999));
+        assert_eq!(
+            super::retake_delay(s(1), 1, 7.0),
+            super::retake_delay(s(1), 1, 0.999)
+        );
         assert_eq!(super::retake_delay(s(1), 1, -3.0), s(1));
     }
 

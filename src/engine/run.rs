@@ -17,6 +17,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::alerting::Alerting;
 use super::commit::{commit_batch, commit_offsets};
 use super::partition::{
     admit, retake_delay, Admission, Batch, Cursor, Encoding, Parked, PartitionState, SeekTo,
@@ -29,7 +30,7 @@ use crate::sink::dlq::{DeadLetters, SourcePosition};
 use crate::sink::parquet::{finish_parts, TableError, EVALUATIONS_TABLE};
 use crate::source::kafka::{self, IngestContext, PartitionEvent};
 use crate::telemetry::{Stats, StatsSnapshot};
-use crate::transform::{decide, Message, Processor};
+use crate::transform::{decide, Message, Notice, Processor};
 
 /// How long `recv` waits before the loop looks at timers (flush deadlines, idleness).
 const TICK: Duration = Duration::from_millis(100);
@@ -64,6 +65,7 @@ pub async fn run(
     tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group, lake = %config.lake.path.display(), "ingest started");
 
     let processor = Processor::from_config(&config);
+    let alerting = Alerting::from_config(&config).await?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut ingest = Ingest {
         workers,
@@ -73,6 +75,7 @@ pub async fn run(
         dead_letters,
         lake,
         processor,
+        alerting,
         stats: stats.clone(),
         partitions: HashMap::new(),
         parked: HashMap::new(),
@@ -155,6 +158,8 @@ struct Ingest {
     dead_letters: DeadLetters,
     lake: Lake,
     processor: Processor,
+    /// The alert stage, unless alerts are disabled.
+    alerting: Option<Alerting>,
     stats: Arc<Stats>,
     partitions: HashMap<i32, PartitionState>,
     /// Assigned partitions left to another writer for a while (see [`Parked`]).
@@ -325,6 +330,7 @@ impl Ingest {
 
         let now = super::now_us();
         let mut rejections = Vec::new();
+        let mut bad_reviews: Vec<(i32, Message<'_>)> = Vec::new();
         let total: usize = runs.iter().map(|(_, run)| run.len()).sum();
         if total >= PARALLEL_FROM {
             let slices: Vec<(i32, &[Message<'_>])> =
@@ -343,9 +349,11 @@ impl Ingest {
                 let batch = state.batch.get_or_insert_with(|| Batch::new(first.offset));
                 batch.last_offset = last.offset;
                 batch.bytes += part.messages.iter().map(|m| m.payload.len()).sum::<usize>();
-                let (rows, keep) = part.decide(&mut state.dedup, &self.stats, |m, r| {
-                    rejections.push((partition, *m, r));
-                });
+                let (rows, keep) =
+                    part.decide(&mut state.dedup, &self.stats, |m, notice| match notice {
+                        Notice::Rejected(r) => rejections.push((partition, *m, r)),
+                        Notice::AcceptedBadReview => bad_reviews.push((partition, *m)),
+                    });
                 batch.kept += keep.true_count();
                 batch.parts.push((rows, keep));
             }
@@ -368,8 +376,27 @@ impl Ingest {
                     &mut state.dedup,
                     &self.stats,
                     &mut batch.keep,
-                    |m, r| rejections.push((*partition, *m, r)),
+                    |m, notice| match notice {
+                        Notice::Rejected(r) => rejections.push((*partition, *m, r)),
+                        Notice::AcceptedBadReview => bad_reviews.push((*partition, *m)),
+                    },
                 );
+            }
+        }
+
+        // Alerts first: they are what someone is waiting for.
+        if let Some(alerting) = self.alerting.as_mut() {
+            let deliveries = alerting
+                .on_chunk(&self.processor, &bad_reviews, now, &self.stats)
+                .await?;
+            for (partition, delivery) in deliveries {
+                if let Some(batch) = self
+                    .partitions
+                    .get_mut(&partition)
+                    .and_then(|s| s.batch.as_mut())
+                {
+                    batch.alerts.push(delivery);
+                }
             }
         }
 
@@ -477,6 +504,7 @@ impl Ingest {
                 last_offset: batch.last_offset,
             };
             let dead_letters = std::mem::take(&mut batch.dead_letters);
+            let alerts = std::mem::take(&mut batch.alerts);
             let rows = batch.kept as u64;
             let files = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
                 Lake::encode_files(finish_parts(batch.into_parts())?, zstd_level)
@@ -485,6 +513,7 @@ impl Ingest {
                 range,
                 rows,
                 dead_letters,
+                alerts,
                 files,
             });
         }
@@ -506,6 +535,15 @@ impl Ingest {
     /// here, on the pipeline's task, so no lake write is in flight while partitions move. A
     /// partition another writer took is recovered again: the lake says where it stands now.
     async fn commit_encoded(&mut self, partitions: Vec<i32>) -> Result<(), EngineError> {
+        // What the rate limit held back is summarised and confirmed before any batch commits, so a
+        // crash after a commit never loses the count of alerts that batch held back.
+        let alerts_topic = match self.alerting.as_mut() {
+            Some(alerting) => {
+                alerting.before_commit(super::now_us(), &self.stats).await?;
+                alerting.topic().to_owned()
+            }
+            None => String::new(),
+        };
         let mut jobs = Vec::new();
         for partition in partitions {
             if let Some(state) = self.partitions.get_mut(&partition) {
@@ -513,6 +551,7 @@ impl Ingest {
                     jobs.push(commit_batch(
                         self.lake.clone(),
                         self.dead_letters.clone(),
+                        alerts_topic.clone(),
                         state.lease.clone(),
                         encoding,
                     ));
@@ -548,18 +587,24 @@ impl Ingest {
             self.partitions.remove(&partition);
             let streak = self.fence_streaks.entry(partition).or_insert(0);
             *streak = streak.saturating_add(1);
+            let streak = *streak;
             let delay = retake_delay(
                 self.config.lake.flush_interval,
-                *streak,
+                streak,
                 rand::random::<f64>(),
             );
-            tracing::info!(partition, streak = *streak, retake_in_ms = delay.as_millis() as u64, "partition parked");
+            tracing::info!(
+                partition,
+                streak,
+                retake_in_ms = delay.as_millis() as u64,
+                "partition parked"
+            );
             self.pause(partition, true)?;
             self.parked.insert(
                 partition,
                 Parked {
                     retake_at: Instant::now() + delay,
-                    streak: *streak,
+                    streak,
                 },
             );
         }

@@ -279,6 +279,11 @@ impl EvaluationRows {
         finish_parts(vec![(self, None)])
     }
 
+    /// The rows as one batch, whatever their Hive partitions (the alert rules' micro-batch).
+    pub fn into_batch(self) -> Result<RecordBatch, TableError> {
+        self.finish_batch().map(|(batch, _)| batch)
+    }
+
     /// The rows as one batch (no copy: the builders' buffers move into it), with each row's Hive
     /// partition.
     fn finish_batch(mut self) -> Result<(RecordBatch, Vec<PartitionKey>), TableError> {

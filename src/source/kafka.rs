@@ -117,6 +117,12 @@ pub fn consumer(
 
 /// The producer of the dead-letter topic: idempotent, so retries never duplicate a record.
 pub fn producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
+    producer_with(kafka, &[])
+}
+
+/// [`producer`] with some settings changed for one use (e.g. a shorter linger for alerts); the
+/// operator's `kafka.properties` still come last.
+pub fn producer_with(kafka: &KafkaConfig, changes: &[(&str, &str)]) -> KafkaResult<FutureProducer> {
     let mut config = client_config(kafka);
     config
         .set("enable.idempotence", "true")
@@ -128,6 +134,9 @@ pub fn producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
         .set("queue.buffering.max.kbytes", "65536")
         // Keep retrying through a broker outage rather than failing the batch.
         .set("message.timeout.ms", "600000");
+    for (key, value) in changes {
+        config.set(*key, *value);
+    }
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }

@@ -27,6 +27,8 @@ pub struct Stats {
     pub partitions_recovered: AtomicU64,
     pub dedup_keys_loaded: AtomicU64,
     pub partitions_fenced: AtomicU64,
+    pub alerts_sent: AtomicU64,
+    pub alerts_rate_limited: AtomicU64,
 }
 
 impl Stats {
@@ -80,7 +82,6 @@ impl Stats {
             .increment(rolled_back_files as u64);
     }
 
-    /// A consistent-enough copy for printing and assertions.
     /// Another writer took a partition this instance was writing (see [`crate::lake`]).
     pub fn partition_fenced(&self) {
         self.partitions_fenced.fetch_add(1, Ordering::Relaxed);
@@ -92,6 +93,20 @@ impl Stats {
         metrics::counter!("haochaping_offset_gaps_total").increment(1);
     }
 
+    /// An alert was produced (its delivery is confirmed before its batch commits).
+    pub fn alert_sent(&self, rule: &str) {
+        self.alerts_sent.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("haochaping_alerts_sent_total", "rule" => rule.to_owned()).increment(1);
+    }
+
+    /// An alert was held back by the rate limit; it is counted in the next `rate_limited` alert.
+    pub fn alert_rate_limited(&self, rule: &str) {
+        self.alerts_rate_limited.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("haochaping_alerts_rate_limited_total", "rule" => rule.to_owned())
+            .increment(1);
+    }
+
+    /// A consistent-enough copy for printing and assertions.
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -115,6 +130,8 @@ impl Stats {
             partitions_recovered: get(&self.partitions_recovered),
             dedup_keys_loaded: get(&self.dedup_keys_loaded),
             partitions_fenced: get(&self.partitions_fenced),
+            alerts_sent: get(&self.alerts_sent),
+            alerts_rate_limited: get(&self.alerts_rate_limited),
         }
     }
 }
@@ -147,6 +164,8 @@ pub struct StatsSnapshot {
     pub partitions_recovered: u64,
     pub dedup_keys_loaded: u64,
     pub partitions_fenced: u64,
+    pub alerts_sent: u64,
+    pub alerts_rate_limited: u64,
 }
 
 /// A dead letter was parked, by the form of its payload (`redacted`, `encrypted`, `withheld`, …).

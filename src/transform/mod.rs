@@ -115,6 +115,7 @@ impl Processor {
             fingerprint: fingerprint(evaluation, evaluator_key.as_deref()),
             day: u16::try_from(cst_day(evaluation.assessed_at_us)).unwrap_or(0),
             assess_number: evaluation.assess_number,
+            bad_review: evaluation.satisfaction.is_bad_review(),
             evaluator_key,
         }
     }
@@ -143,10 +144,10 @@ impl<'m> PreparedPart<'m> {
         self,
         dedup: &mut DedupState,
         stats: &Stats,
-        reject: impl FnMut(&Message<'m>, Rejection),
+        notice: impl FnMut(&Message<'m>, Notice),
     ) -> (EvaluationRows, BooleanArray) {
         let mut keep = BooleanBuilder::with_capacity(self.rows.len());
-        decide(self.messages, self.results, dedup, stats, &mut keep, reject);
+        decide(self.messages, self.results, dedup, stats, &mut keep, notice);
         (self.rows, keep.finish())
     }
 }
@@ -232,16 +233,25 @@ impl Processor {
     }
 }
 
+/// What [`decide`] tells its caller about a message, beyond the keep mask.
+#[derive(Debug)]
+pub enum Notice {
+    /// Invalid, or a conflicting evaluation of a taken slot: for the dead-letter topic.
+    Rejected(Rejection),
+    /// Accepted, and a bad review: for the alert rules.
+    AcceptedBadReview,
+}
+
 /// Dedup in offset order over prepared messages: appends one keep bit per prepared row to `keep`,
-/// counts every outcome in `stats`, and hands each rejection (invalid, or a conflicting evaluation
-/// of a taken slot) to `reject`. Returns how many rows it kept.
+/// counts every outcome in `stats`, and tells `notice` of each rejection (invalid, or a conflicting
+/// evaluation of a taken slot) and each accepted bad review. Returns how many rows it kept.
 pub fn decide<'m>(
     messages: &[Message<'m>],
     results: Vec<Result<Candidate, Rejection>>,
     dedup: &mut DedupState,
     stats: &Stats,
     keep: &mut BooleanBuilder,
-    mut reject: impl FnMut(&Message<'m>, Rejection),
+    mut notice: impl FnMut(&Message<'m>, Notice),
 ) -> usize {
     let (mut kept, mut duplicates, mut bytes) = (0, 0, 0);
     for (message, result) in messages.iter().zip(results) {
@@ -253,6 +263,9 @@ pub fn decide<'m>(
                 DedupOutcome::New => {
                     keep.append_value(true);
                     kept += 1;
+                    if candidate.bad_review {
+                        notice(message, Notice::AcceptedBadReview);
+                    }
                     continue;
                 }
                 DedupOutcome::Duplicate => {
@@ -267,7 +280,7 @@ pub fn decide<'m>(
             },
         };
         stats.dead_lettered(rejection.reason);
-        reject(message, rejection);
+        notice(message, Notice::Rejected(rejection));
     }
     stats.processed(messages.len() as u64, bytes as u64, kept as u64, duplicates);
     kept
@@ -280,6 +293,8 @@ pub struct Candidate {
     pub fingerprint: u64,
     pub day: u16,
     pub assess_number: AssessNumber,
+    /// Satisfaction 1 or 2: the alert rules look at it.
+    pub bad_review: bool,
     evaluator_key: Option<String>,
 }
 

@@ -1,8 +1,6 @@
 //! Against a real broker (Tansu): produce evaluations with redeliveries and malformed records, run the
 //! `haochaping ingest` binary until idle, and read everything back.
 
-use crate::support;
-
 use std::process::Stdio;
 
 use crate::support::*;
@@ -12,6 +10,7 @@ async fn ingest_lands_every_valid_evaluation_once_and_parks_the_rest() {
     let broker = Tansu::start();
     broker.create_topic("evaluations", 4).await;
     broker.create_topic("evaluations.dlq", 1).await;
+    broker.create_topic("alerts", 1).await;
     let mut produced = Produced::new();
     let mut generator = generator(7, 0.05, 0.05);
     produce(

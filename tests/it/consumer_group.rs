@@ -1,8 +1,6 @@
 //! Scale-out: two instances in one consumer group on a 4-partition topic share it and one lake with
 //! no other coordination; the union of their output is exactly once.
 
-use crate::support;
-
 use std::process::Stdio;
 
 use crate::support::*;
@@ -12,6 +10,7 @@ async fn two_instances_in_one_group_write_each_event_once() {
     let broker = Tansu::start();
     broker.create_topic("evaluations", 4).await;
     broker.create_topic("evaluations.dlq", 1).await;
+    broker.create_topic("alerts", 1).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     let mut generator = generator(21, 0.03, 0.02);

@@ -1,19 +1,18 @@
 //! Crash safety against a real broker: SIGKILL the ingest process mid-stream, several times, while
 //! events keep arriving; after a final run the lake holds every accepted event exactly once.
 
-use crate::support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
 use crate::support::*;
+use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_any_point_then_restart_leaves_every_event_exactly_once() {
     let broker = Tansu::start();
     broker.create_topic("evaluations", 4).await;
     broker.create_topic("evaluations.dlq", 1).await;
+    broker.create_topic("alerts", 1).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     let mut generator = generator(11, 0.05, 0.03);
@@ -93,6 +92,7 @@ async fn sigterm_flushes_commits_and_exits_zero() {
     let broker = Tansu::start();
     broker.create_topic("evaluations", 2).await;
     broker.create_topic("evaluations.dlq", 1).await;
+    broker.create_topic("alerts", 1).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     produce(

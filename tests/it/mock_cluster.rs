@@ -1,18 +1,16 @@
 //! Against rdkafka's in-process mock cluster: dead-letter contents and headers, and a broker outage
 //! in the middle of a run.
 
-use crate::support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use haochaping::config::IngestConfig;
 use haochaping::engine::{self, RunOptions};
 use haochaping::telemetry::Stats;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use crate::support::*;
 
 fn config(brokers: &str, lake: &std::path::Path) -> IngestConfig {
     let mut config = IngestConfig::default();
@@ -38,6 +36,7 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("evaluations", 1, 1).unwrap();
     cluster.create_topic("evaluations.dlq", 1, 1).unwrap();
+    cluster.create_topic("alerts", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -179,6 +178,7 @@ async fn a_broker_outage_mid_run_loses_nothing() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("evaluations", 3, 1).unwrap();
     cluster.create_topic("evaluations.dlq", 1, 1).unwrap();
+    cluster.create_topic("alerts", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();

@@ -30,6 +30,7 @@ async fn two_ingests_with_different_groups_on_one_lake_write_each_event_once() {
     let broker = Tansu::start();
     broker.create_topic("evaluations", 2).await;
     broker.create_topic("evaluations.dlq", 1).await;
+    broker.create_topic("alerts", 1).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     let mut generator = generator(21, 0.02, 0.0);
@@ -92,6 +93,7 @@ async fn a_stalled_writer_that_wakes_up_is_fenced() {
     let broker = Tansu::start();
     broker.create_topic("evaluations", 2).await;
     broker.create_topic("evaluations.dlq", 1).await;
+    broker.create_topic("alerts", 1).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     let mut generator = generator(23, 0.0, 0.0);

@@ -1,0 +1,91 @@
+//! The alert stage: each chunk's accepted bad reviews through the alert rules, straight to the
+//! alerts topic, without waiting for the Parquet flush.
+//!
+//! Only bad reviews reach the rules (a few in a hundred evaluations, often far fewer), so the stage
+//! re-runs the one [`Processor`] over just those messages to build their micro-batch instead of
+//! slicing it out of the batch's builders, which keep filling until the flush. Each alert's
+//! delivery joins its partition's batch and is confirmed before the batch commits (see
+//! [`super::commit`]); a replay after a crash sends it again with the same id.
+
+use rdkafka::producer::DeliveryFuture;
+
+use super::EngineError;
+use crate::analytics::alerts::{load_history, AlertRules, RULES};
+use crate::config::IngestConfig;
+use crate::sink::alerts::AlertSink;
+use crate::sink::parquet::EvaluationRows;
+use crate::telemetry::Stats;
+use crate::transform::{Message, Processor};
+
+/// The alert rules and where their alerts go.
+pub struct Alerting {
+    rules: AlertRules,
+    sink: AlertSink,
+}
+
+impl Alerting {
+    /// The alert stage of an ingest configuration, if alerts are enabled: the rules planned once,
+    /// their history loaded from the lake.
+    pub async fn from_config(config: &IngestConfig) -> Result<Option<Self>, EngineError> {
+        if !config.alerts.enabled {
+            return Ok(None);
+        }
+        let history = load_history(&config.lake.path, super::now_us()).await?;
+        let rules = AlertRules::new(RULES, history).await?;
+        tracing::info!(
+            topic = %config.alerts.topic,
+            rules = RULES.len(),
+            history = rules.history_len(),
+            "alert rules ready"
+        );
+        let sink = AlertSink::from_config(&config.kafka, &config.alerts)?;
+        Ok(Some(Self { rules, sink }))
+    }
+
+    /// Runs the rules over a chunk's accepted bad reviews (`(partition, message)`, in the order
+    /// dedup accepted them) and produces their alerts; returns each delivery with its partition.
+    pub async fn on_chunk(
+        &mut self,
+        processor: &Processor,
+        accepted: &[(i32, Message<'_>)],
+        now_us: i64,
+        stats: &Stats,
+    ) -> Result<Vec<(i32, DeliveryFuture)>, EngineError> {
+        if accepted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = EvaluationRows::with_capacity(accepted.len());
+        for (partition, message) in accepted {
+            // Already validated once with the same `now_us`: it cannot fail now.
+            let _ = processor.prepare(
+                message.payload,
+                *partition,
+                message.offset,
+                now_us,
+                &mut rows,
+            );
+        }
+        let batch = rows.into_batch()?;
+        let alerts = self.rules.evaluate(&batch, now_us).await?;
+        let mut deliveries = Vec::with_capacity(alerts.len());
+        for alert in &alerts {
+            if let Some(delivery) = self.sink.send(alert, stats).await? {
+                deliveries.push((alert.source.partition, delivery));
+            }
+        }
+        Ok(deliveries)
+    }
+
+    /// Before any batch commits: every alert the rate limit held back so far goes out in summaries,
+    /// confirmed.
+    pub async fn before_commit(&mut self, now_us: i64, stats: &Stats) -> Result<(), EngineError> {
+        let held = self.sink.send_held(now_us, stats).await?;
+        self.sink.confirm(held).await?;
+        Ok(())
+    }
+
+    /// The topic, for confirming deliveries with [`crate::sink::alerts::confirm`].
+    pub fn topic(&self) -> &str {
+        self.sink.topic()
+    }
+}
