@@ -118,8 +118,9 @@ fn bare_consume(topic: &Topic) -> u64 {
     bytes
 }
 
-/// The whole ingest job on the topic into an empty lake, until the group has committed all of it.
-fn engine(runtime: &tokio::runtime::Runtime, topic: &Topic) -> u64 {
+/// The whole ingest job on the topic into an empty lake, until the group has committed all of it;
+/// with or without the alert stage (to measure what it costs).
+fn engine(runtime: &tokio::runtime::Runtime, topic: &Topic, alerts: bool) -> u64 {
     let lake = tempfile::tempdir().expect("lake dir");
     let mut config = IngestConfig::default();
     config.kafka.brokers = topic.brokers.clone();
@@ -127,6 +128,7 @@ fn engine(runtime: &tokio::runtime::Runtime, topic: &Topic) -> u64 {
     config.kafka.group = fresh_group("engine");
     config.lake.path = lake.path().to_owned();
     config.identity.secret = Some(support::SECRET.into());
+    config.alerts.enabled = alerts;
     let options = RunOptions {
         exit_when_idle: Some(Duration::from_millis(100)),
     };
@@ -152,7 +154,10 @@ fn broker(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(topic.messages));
     group.bench_function("bare_consume", |b| b.iter(|| bare_consume(&topic)));
-    group.bench_function("engine", |b| b.iter(|| engine(&runtime, &topic)));
+    group.bench_function("engine", |b| b.iter(|| engine(&runtime, &topic, true)));
+    group.bench_function("engine_alerts_off", |b| {
+        b.iter(|| engine(&runtime, &topic, false))
+    });
     group.finish();
 }
 

@@ -1,12 +1,16 @@
 //! `haochaping demo`: the embedded default. Starts rdkafka's mock cluster in-process, generates a
 //! province's day into it while the ingest job consumes it into a local lake, and reports what
-//! happened: outcomes, dead-letter reasons, throughput, and how to query the result.
+//! happened: alerts as they fire, outcomes, dead-letter reasons, throughput, and how to query the
+//! result.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 
 use crate::cli::DemoArgs;
@@ -25,6 +29,74 @@ pub struct DemoReport {
     pub ingested: StatsSnapshot,
     pub elapsed: Duration,
     pub lake: PathBuf,
+    /// Alerts read back from the alerts topic, by rule.
+    pub alerts: std::collections::BTreeMap<String, u64>,
+}
+
+/// Alerts printed one per line before the demo only counts them.
+const ALERTS_SHOWN: u64 = 12;
+
+/// Reads the alerts topic while the demo runs and prints the first alerts as they fire, above the
+/// progress bars; returns how many of each rule it read once `stop` fires.
+fn watch_alerts(
+    brokers: &str,
+    bars: MultiProgress,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::collections::BTreeMap<String, u64>>> {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "haochaping-demo-alerts")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&["alerts"])?;
+    Ok(tokio::spawn(async move {
+        let mut counts = std::collections::BTreeMap::new();
+        let mut shown = 0;
+        let mut stream = consumer.stream();
+        tokio::pin!(stop);
+        loop {
+            let message = tokio::select! {
+                _ = &mut stop => break,
+                message = stream.next() => message,
+            };
+            let Some(Ok(message)) = message else { continue };
+            let Ok(alert) =
+                serde_json::from_slice::<serde_json::Value>(message.payload().unwrap_or_default())
+            else {
+                continue;
+            };
+            let rule = alert["rule"].as_str().unwrap_or("?").to_owned();
+            *counts.entry(rule.clone()).or_insert(0) += 1;
+            shown += 1;
+            if shown <= ALERTS_SHOWN {
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+                let tags: Vec<String> = alert["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t["meaning"].as_str().map(str::to_owned))
+                    .collect();
+                let _ = bars.println(format!(
+                    "ALERT {:<24} {:<6} {} {} · {} · {} · forward by {}",
+                    rule,
+                    text(&alert["severity"]),
+                    text(&alert["level_name"]),
+                    text(&alert["department"]["name"]),
+                    text(&alert["item"]["name"]),
+                    if tags.is_empty() {
+                        text(&alert["text"])
+                    } else {
+                        tags.join("、")
+                    },
+                    text(&alert["forward_by"]),
+                ));
+            } else if shown == ALERTS_SHOWN + 1 {
+                let _ = bars.println("… more alerts are counted below");
+            }
+        }
+        counts
+    }))
 }
 
 /// Runs the demo and prints its report.
@@ -35,6 +107,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     cluster.create_topic(topic, args.partitions, 1)?;
     cluster.create_topic("evaluations.dlq", 1, 1)?;
     cluster.create_topic("alerts", 1, 1)?;
+    let (stop_alerts, alerts_stopped) = tokio::sync::oneshot::channel::<()>();
     let brokers = cluster.bootstrap_servers();
 
     let mut config = IngestConfig::default();
@@ -74,6 +147,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
         "haochaping demo: embedded Kafka at {brokers}, province {}, {} evaluations dated {day}",
         args.province, args.events
     );
+    let alerts = watch_alerts(&brokers, bars.clone(), alerts_stopped)?;
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -105,6 +179,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     let ingested = ingest.await??;
     ingested_bar.finish();
     let elapsed = started.elapsed();
+    // The last alerts were confirmed before the last commit; give the reader a moment to see them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop_alerts.send(());
+    let alerts = alerts.await.unwrap_or_default();
     drop(producer);
     drop(cluster);
     let report = DemoReport {
@@ -112,6 +190,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
         ingested,
         elapsed,
         lake: args.lake.canonicalize().unwrap_or(args.lake),
+        alerts,
     };
     print_report(&report).await;
     Ok(report)
@@ -158,6 +237,14 @@ async fn print_report(report: &DemoReport) {
     );
     for (reason, count) in &s.dead_lettered_by_reason {
         println!("    {reason:<28}{count:>8}");
+    }
+    println!(
+        "alerts           {:>10}  (topic alerts; {} held back by the rate limit and summarised)",
+        report.alerts.values().sum::<u64>(),
+        s.alerts_rate_limited
+    );
+    for (rule, count) in &report.alerts {
+        println!("    {rule:<28}{count:>8}");
     }
     println!(
         "generator expected {} accepted, {} duplicates, {} dead-lettered",

@@ -60,6 +60,13 @@ pub enum EngineError {
         lake_position: i64,
         broker_offset: i64,
     },
+    #[error("{topic}/{partition}: the broker's end of the partition is offset {broker_end}, before offset {lake_position} where the lake ends: the topic was recreated or the cluster moved. Check, then run with --accept-offset-reset to adopt the broker's offsets")]
+    TopicBehindLake {
+        topic: String,
+        partition: i32,
+        lake_position: i64,
+        broker_end: i64,
+    },
 }
 
 fn now_us() -> i64 {

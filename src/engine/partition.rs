@@ -137,6 +137,32 @@ pub fn retake_delay(flush_interval: Duration, streak: u32, jitter: f64) -> Durat
     delay + delay.mul_f64(jitter.clamp(0.0, 0.999) / 4.0)
 }
 
+/// What to do with a partition just recovered, given where the broker's log of it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeCheck {
+    /// The broker holds the lake's position (or the lake has none): resume there.
+    Resume,
+    /// The broker's log ends before the lake's position: it is not the log the lake was written
+    /// from (a recreated topic, a moved cluster). Seeking there would wait for offsets that belong
+    /// to other records, and skip those below as "already in the lake".
+    BehindLake,
+    /// The same, accepted by the operator: read the broker's log from its beginning.
+    Adopt,
+}
+
+/// Compares the lake's position with the broker's end of the partition (its high watermark). Pure.
+pub fn check_resume(
+    lake_position: Option<i64>,
+    broker_end: i64,
+    accept_reset: bool,
+) -> ResumeCheck {
+    match lake_position {
+        Some(position) if broker_end < position && accept_reset => ResumeCheck::Adopt,
+        Some(position) if broker_end < position => ResumeCheck::BehindLake,
+        _ => ResumeCheck::Resume,
+    }
+}
+
 /// A closed batch whose Parquet files are being encoded.
 pub struct Encoding {
     pub range: BatchRange,
@@ -195,6 +221,30 @@ impl Batch {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_broker_log_that_ends_before_the_lake_is_not_resumed() {
+        use super::{check_resume, ResumeCheck::*};
+        // (lake position, broker end, accept reset, expected)
+        let cases = [
+            (None, 0, false, Resume),
+            (None, 500, false, Resume),
+            (Some(2000), 2000, false, Resume), // caught up
+            (Some(2000), 2500, false, Resume), // more to read
+            (Some(2000), 500, false, BehindLake),
+            (Some(2000), 1999, false, BehindLake),
+            (Some(2000), 0, false, BehindLake), // recreated and empty
+            (Some(2000), 500, true, Adopt),
+            (Some(0), 0, false, Resume),
+        ];
+        for (position, end, accept, expected) in cases {
+            assert_eq!(
+                check_resume(position, end, accept),
+                expected,
+                "{position:?} vs {end}, accept {accept}"
+            );
+        }
+    }
+
     #[test]
     fn retake_delay_grows_from_one_flush_and_is_bounded() {
         use std::time::Duration;

@@ -20,7 +20,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::alerting::Alerting;
 use super::commit::{commit_batch, commit_offsets};
 use super::partition::{
-    admit, retake_delay, Admission, Batch, Cursor, Encoding, Parked, PartitionState, SeekTo,
+    admit, check_resume, retake_delay, Admission, Batch, Cursor, Encoding, Parked, PartitionState,
+    ResumeCheck, SeekTo,
 };
 use super::recovery::{recover_partition, DedupScope};
 use super::{today, EngineError};
@@ -226,10 +227,14 @@ impl Ingest {
         );
         self.stats
             .partition_recovered(recovery.rolled_back_files.len(), dedup.len());
+        let mut cursor = Cursor::recovered(recovery.next_offset);
+        if recovery.next_offset.is_some() {
+            cursor = self.check_broker_end(partition, cursor).await?;
+        }
         self.partitions.insert(
             partition,
             PartitionState {
-                cursor: Cursor::recovered(recovery.next_offset),
+                cursor,
                 committed: recovery.next_offset,
                 lease: recovery.lease,
                 dedup,
@@ -238,6 +243,39 @@ impl Ingest {
             },
         );
         Ok(())
+    }
+
+    /// Stops the run when the broker's log of a partition ends before the lake's position (see
+    /// [`check_resume`]), or reads it from its beginning when the operator accepts that.
+    async fn check_broker_end(
+        &self,
+        partition: i32,
+        cursor: Cursor,
+    ) -> Result<Cursor, EngineError> {
+        let topic = &self.config.kafka.topic;
+        let accept = self.config.kafka.accept_offset_reset;
+        let end = kafka::partition_end(self.consumer.clone(), topic.clone(), partition).await?;
+        let Some(lake_position) = cursor.position else {
+            return Ok(cursor);
+        };
+        match check_resume(cursor.position, end, accept) {
+            ResumeCheck::Resume => Ok(cursor),
+            ResumeCheck::BehindLake => Err(EngineError::TopicBehindLake {
+                topic: topic.clone(),
+                partition,
+                lake_position,
+                broker_end: end,
+            }),
+            ResumeCheck::Adopt => {
+                tracing::warn!(
+                    partition,
+                    lake_position,
+                    broker_end = end,
+                    "the broker's log ends before the lake's position; reading it from its beginning (accept_offset_reset)"
+                );
+                Ok(Cursor::recovered(None))
+            }
+        }
     }
 
     /// Processes a chunk of messages: admission by position, then decode, validate and key (on

@@ -143,6 +143,21 @@ pub fn producer_with(kafka: &KafkaConfig, changes: &[(&str, &str)]) -> KafkaResu
     config.create()
 }
 
+/// Where the broker's log of a partition ends (its high watermark).
+pub async fn partition_end(
+    consumer: Arc<StreamConsumer<IngestContext>>,
+    topic: String,
+    partition: i32,
+) -> Result<i64, KafkaError> {
+    tokio::task::spawn_blocking(move || {
+        consumer
+            .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+            .map(|(_, high)| high)
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)?
+}
+
 /// Whether every given partition has been read to its high watermark (a pause in the stream is not
 /// the end of it: the broker may just be slower than the pipeline).
 pub async fn caught_up(

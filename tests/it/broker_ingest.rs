@@ -97,3 +97,74 @@ async fn ingest_lands_every_valid_evaluation_once_and_parks_the_rest() {
         );
     }
 }
+
+/// A topic deleted and recreated under the same name starts again at offset 0, below where the lake
+/// ends: the run stops with one line naming the topic, the partition and both positions, instead of
+/// dropping the new records as "already in the lake"; `--accept-offset-reset` adopts the new topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_topic_stops_the_run_until_it_is_adopted() {
+    let broker = Tansu::start();
+    broker.create_topic("evaluations", 1).await;
+    broker.create_topic("evaluations.dlq", 1).await;
+    broker.create_topic("alerts", 1).await;
+    let lake = tempfile::tempdir().unwrap();
+    let mut produced = Produced::new();
+    let mut generator = generator(41, 0.0, 0.0);
+    produce(
+        &broker.brokers,
+        "evaluations",
+        &mut generator,
+        2_000,
+        &mut produced,
+    )
+    .await;
+    let run = |group: &str, extra: &[&str]| {
+        let mut args = vec!["--exit-when-idle", "3s"];
+        args.extend_from_slice(extra);
+        ingest_command(&broker.brokers, lake.path(), group, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let first = run("recreate-1", &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_exactly_once(lake.path(), &produced.slots);
+
+    broker.delete_topic("evaluations").await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    broker.create_topic("evaluations", 1).await;
+    produce(
+        &broker.brokers,
+        "evaluations",
+        &mut generator,
+        500,
+        &mut produced,
+    )
+    .await;
+
+    let stopped = run("recreate-2", &[]);
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(!stopped.status.success(), "{stderr}");
+    let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(
+        error[0].contains("evaluations/0")
+            && error[0].contains("offset 2000")
+            && error[0].contains("--accept-offset-reset"),
+        "{}",
+        error[0]
+    );
+
+    let adopted = run("recreate-3", &["--accept-offset-reset"]);
+    assert!(
+        adopted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&adopted.stderr)
+    );
+    assert_exactly_once(lake.path(), &produced.slots);
+}

@@ -94,6 +94,23 @@ impl Tansu {
     }
 }
 
+impl Tansu {
+    /// Deletes a topic (its records and offsets go with it).
+    pub async fn delete_topic(&self, name: &str) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .expect("admin client");
+        for result in admin
+            .delete_topics(&[name], &AdminOptions::new())
+            .await
+            .expect("delete topics")
+        {
+            result.expect("topic deleted");
+        }
+    }
+}
+
 impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.child.kill();
