@@ -1,8 +1,6 @@
 //! Against a real broker (Tansu): produce evaluations with redeliveries and malformed records, run the
 //! `haochaping ingest` binary until idle, and read everything back.
 
-use crate::support;
-
 use std::process::Stdio;
 
 use crate::support::*;

@@ -1,8 +1,6 @@
 //! Scale-out: two instances in one consumer group on a 4-partition topic share it and one lake with
 //! no other coordination; the union of their output is exactly once.
 
-use crate::support;
-
 use std::process::Stdio;
 
 use crate::support::*;

@@ -1,13 +1,11 @@
 //! Crash safety against a real broker: SIGKILL the ingest process mid-stream, several times, while
 //! events keep arriving; after a final run the lake holds every accepted event exactly once.
 
-use crate::support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
 use crate::support::*;
+use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_any_point_then_restart_leaves_every_event_exactly_once() {

@@ -1,18 +1,16 @@
 //! Against rdkafka's in-process mock cluster: dead-letter contents and headers, and a broker outage
 //! in the middle of a run.
 
-use crate::support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use haochaping::config::IngestConfig;
 use haochaping::engine::{self, RunOptions};
 use haochaping::telemetry::Stats;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use crate::support::*;
 
 fn config(brokers: &str, lake: &std::path::Path) -> IngestConfig {
     let mut config = IngestConfig::default();

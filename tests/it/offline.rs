@@ -1,15 +1,13 @@
 //! The offline path (`ingest --from-file`): same stages and commit protocol as Kafka, so running the
 //! same file twice writes nothing twice.
 
-use crate::support;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::support::*;
 use haochaping::config::IngestConfig;
 use haochaping::telemetry::Stats;
-use crate::support::*;
 
 /// The one rejected-lines file of the input named `stem`.
 fn rejected_file(lake: &std::path::Path, stem: &str) -> std::path::PathBuf {
