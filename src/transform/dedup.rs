@@ -200,7 +200,7 @@ impl DedupState {
         let upto = word(12);
         let count = word(20);
         let entries = &bytes[SNAPSHOT_HEADER..body];
-        if entries.len() % 16 != 0 || (entries.len() / 16) as u64 != count {
+        if !entries.len().is_multiple_of(16) || (entries.len() / 16) as u64 != count {
             return Err(SnapshotError::Length(count));
         }
         let mut state = DedupState::with_capacity(entries.len() / 16);
