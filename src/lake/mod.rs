@@ -213,10 +213,14 @@ pub struct Recovery {
 
 impl Recovery {
     /// Whether the rows of a data file of the partition count: below the claim, only committed
-    /// files (a fenced writer's file written after its rollback does not); at or above it, files a
-    /// writer put since, as before.
+    /// writers' files (a fenced writer's file written after its rollback does not); at or above
+    /// it, files a writer put since, as before. A compaction's file counts whenever it is visible:
+    /// it appears only after its `compact` record, which may have landed after this recovery read
+    /// the log (the claim then moved past it).
     pub fn counts(&self, name: &DataFileName<'_>) -> bool {
-        name.seq >= self.claimed || self.log.file_is_committed(name.seq, name.compacted)
+        name.compacted
+            || name.seq >= self.claimed
+            || self.log.file_is_committed(name.seq, name.compacted)
     }
 }
 
