@@ -1,4 +1,4 @@
-//! Command line: `ingest`, `generate`, `demo`, `dlq replay`. Every flag has a `HAOCHAPING_*` environment variable;
+//! Command line: `ingest`, `compact`, `generate`, `demo`, `dlq replay`. Every flag has a `HAOCHAPING_*` environment variable;
 //! for `ingest`, flags and variables override the config file, which overrides the defaults.
 
 use std::path::PathBuf;
@@ -20,10 +20,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Consume the evaluations topic into the lake until stopped (SIGTERM/Ctrl-C flush and commit).
     Ingest(IngestArgs),
+    /// Rewrite the small files of quiet `dt=`/`city=` folders into few large ones, and refresh the
+    /// dedup snapshots (safe while ingest runs; ingest also does it every `lake.compact_every`).
+    Compact(CompactArgs),
     /// Produce a realistic province's evaluations to a topic.
     Generate(GenerateArgs),
     /// Run everything in-process on an embedded Kafka: generate a province's day, ingest it, report.
@@ -109,6 +114,26 @@ pub struct IngestArgs {
     /// Ingest a newline-delimited JSON file instead of Kafka (same stages, same commit protocol).
     #[arg(long, env = "HAOCHAPING_FROM_FILE")]
     pub from_file: Option<PathBuf>,
+    /// Compact the lake in the background this often; 0s turns it off [default: 1h].
+    #[arg(long, env = "HAOCHAPING_COMPACT_EVERY", value_parser = humantime::parse_duration)]
+    pub compact_every: Option<Duration>,
+    /// Compact only folders that received no new file for this long [default: 1h].
+    #[arg(long, env = "HAOCHAPING_COMPACT_QUIET_FOR", value_parser = humantime::parse_duration)]
+    pub compact_quiet_for: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Lake root folder.
+    #[arg(long, env = "HAOCHAPING_LAKE")]
+    pub lake: PathBuf,
+    /// Compact only folders that received no new file for this long; 0s compacts everything
+    /// committed.
+    #[arg(long, env = "HAOCHAPING_COMPACT_QUIET_FOR", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub quiet_for: Duration,
+    /// Days of dedup keys the refreshed snapshots hold (the ingest's dedup.window_days).
+    #[arg(long, env = "HAOCHAPING_DEDUP_WINDOW_DAYS", default_value_t = 120)]
+    pub dedup_window_days: u16,
 }
 
 impl IngestArgs {
@@ -166,12 +191,20 @@ impl IngestArgs {
         if let Some(v) = self.max_clock_skew {
             config.validation.max_clock_skew = v;
         }
+<<<<<<< HEAD
         if let Some(v) = self.alerts_enabled {
             config.alerts.enabled = v;
         }
         set(&mut config.alerts.topic, &self.alerts_topic);
         if let Some(v) = self.alerts_max_per_minute {
             config.alerts.max_per_minute = v;
+=======
+        if let Some(v) = self.compact_every {
+            config.lake.compact_every = v;
+        }
+        if let Some(v) = self.compact_quiet_for {
+            config.lake.compact_quiet_for = v;
+>>>>>>> compaction
         }
         config.check()?;
         Ok(config)
@@ -345,6 +378,8 @@ mod tests {
             "5s",
             "--kafka-property",
             "client.id=x",
+            "--compact-every",
+            "0s",
         ])
         .unwrap();
         let Command::Ingest(args) = cli.command else {
@@ -354,6 +389,7 @@ mod tests {
         assert_eq!(config.kafka.brokers, "flag:2");
         assert_eq!(config.kafka.group, "g");
         assert_eq!(config.lake.flush_interval, Duration::from_secs(5));
+        assert!(config.lake.compact_every.is_zero());
         assert_eq!(
             config.kafka.properties.get("client.id").map(String::as_str),
             Some("x")
@@ -374,6 +410,17 @@ mod tests {
             (
                 vec!["haochaping", "generate", "--dup-rate", "2"],
                 "--dup-rate",
+            ),
+            (
+                vec![
+                    "haochaping",
+                    "compact",
+                    "--lake",
+                    "l",
+                    "--quiet-for",
+                    "later",
+                ],
+                "--quiet-for",
             ),
             (
                 vec!["haochaping", "ingest", "--kafka-property", "novalue"],

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Command, DlqArgs, DlqCommand, GenerateArgs, IngestArgs};
+use crate::cli::{Command, CompactArgs, DlqArgs, DlqCommand, GenerateArgs, IngestArgs};
 use crate::engine::{self, RunOptions};
 use crate::generate::{self, Generator, GeneratorConfig};
 use crate::telemetry::Stats;
@@ -13,6 +13,7 @@ use crate::telemetry::Stats;
 pub async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Ingest(args) => ingest(args).await,
+        Command::Compact(args) => compact(args).await,
         Command::Generate(args) => generate(args).await,
         Command::Demo(args) => crate::demo::run(args).await.map(|_| ()),
         Command::Dlq(DlqArgs {
@@ -38,6 +39,21 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             engine::run(config, options, stats, shutdown_signal()).await?
         }
     };
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    if args.dedup_window_days == 0 {
+        anyhow::bail!("--dedup-window-days must be at least 1");
+    }
+    let lake = crate::lake::Lake::open_local(&args.lake, crate::sink::parquet::EVALUATIONS_TABLE)
+        .with_context(|| format!("--lake {}", args.lake.display()))?;
+    let options = crate::lake::compact::CompactOptions {
+        quiet_for: args.quiet_for,
+        ..Default::default()
+    };
+    let summary = engine::compact_lake(&lake, &options, args.dedup_window_days).await?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

@@ -108,7 +108,7 @@ pub async fn ingest_file(
         .map(|s| s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_"))
         .unwrap_or_else(|| "file".into());
     let started = std::time::Instant::now();
-    let (recovery, mut dedup) = recover_partition(
+    let recovered = recover_partition(
         &lake,
         &topic,
         0,
@@ -117,6 +117,7 @@ pub async fn ingest_file(
         DedupScope::TopicsStartingWith(OFFLINE_SOURCE_PREFIX),
     )
     .await?;
+    let (recovery, mut dedup) = (recovered.recovery, recovered.dedup);
     tracing::info!(
         file = %path.display(),
         resume_at = ?recovery.next_offset,

@@ -195,6 +195,16 @@ pub struct LakeConfig {
     pub flush_bytes: usize,
     /// zstd level of the Parquet files (1–22).
     pub zstd_level: i32,
+    /// How often ingest compacts the lake in the background (see [`crate::lake::compact`]) and
+    /// refreshes the dedup snapshots; `0s` turns it off. On by default: at a province's rate the
+    /// 30 s flush writes ≈ 170 000 small files a day, which no reader or recovery survives for long,
+    /// and compaction is safe beside ingest (it is fenced, and locks each folder while swapping it).
+    #[serde(with = "humantime_serde")]
+    pub compact_every: Duration,
+    /// Compaction leaves a `dt=…/city=…` folder alone until it has received no new file for this
+    /// long, so that today's folders are rewritten once, not every round.
+    #[serde(with = "humantime_serde")]
+    pub compact_quiet_for: Duration,
 }
 
 impl Default for LakeConfig {
@@ -205,6 +215,8 @@ impl Default for LakeConfig {
             flush_rows: 200_000,
             flush_bytes: 256 << 20,
             zstd_level: 3,
+            compact_every: Duration::from_secs(3600),
+            compact_quiet_for: Duration::from_secs(3600),
         }
     }
 }
@@ -360,6 +372,12 @@ mod tests {
         assert_eq!(config.kafka.dlq_topic(), "evaluations.dlq");
         assert_eq!(config.lake.flush_interval, Duration::from_secs(10));
         assert_eq!(config.lake.flush_rows, 200_000);
+        assert_eq!(config.lake.compact_every, Duration::from_secs(3600));
+        let off =
+            IngestConfig::from_toml("[lake]\ncompact_every = \"0s\"\ncompact_quiet_for = \"10m\"")
+                .unwrap();
+        assert!(off.lake.compact_every.is_zero());
+        assert_eq!(off.lake.compact_quiet_for, Duration::from_secs(600));
         assert_eq!(config.validation.max_clock_skew, Duration::from_secs(120));
         assert_eq!(config.dedup.window_days, 120);
         assert_eq!(config.dlq.max_record_bytes, 900_000);

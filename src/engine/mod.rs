@@ -22,7 +22,7 @@ pub mod partition;
 pub mod recovery;
 pub mod run;
 
-pub use recovery::{recover_partition, DedupScope};
+pub use recovery::{recover_partition, refresh_snapshots, DedupScope, Recovered};
 pub use run::{run, RunOptions};
 
 use crate::lake::LakeError;
@@ -67,6 +67,28 @@ pub enum EngineError {
         lake_position: i64,
         broker_end: i64,
     },
+}
+
+/// What `haochaping compact` (and ingest's background step) did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompactSummary {
+    #[serde(flatten)]
+    pub compaction: crate::lake::compact::CompactReport,
+    pub snapshots_written: usize,
+}
+
+/// Compacts the lake's quiet folders, then brings every partition's dedup snapshot up to date.
+pub async fn compact_lake(
+    lake: &crate::lake::Lake,
+    options: &crate::lake::compact::CompactOptions,
+    window_days: u16,
+) -> Result<CompactSummary, EngineError> {
+    let compaction = crate::lake::compact::compact(lake, options).await?;
+    let snapshots_written = refresh_snapshots(lake, window_days).await?;
+    Ok(CompactSummary {
+        compaction,
+        snapshots_written,
+    })
 }
 
 fn now_us() -> i64 {

@@ -68,6 +68,7 @@ pub async fn run(
     let processor = Processor::from_config(&config);
     let alerting = Alerting::from_config(&config).await?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let compaction = background_compaction(&config, &lake);
     let mut ingest = Ingest {
         workers,
         config,
@@ -148,7 +149,52 @@ pub async fn run(
     ingest.flush_all().await?;
     ingest.commit_offsets(CommitMode::Sync);
     consumer.unsubscribe();
+    if let Some(compaction) = compaction {
+        // Stopping it anywhere is a crash of the compactor, which the next run rolls forward.
+        compaction.abort();
+    }
     Ok(stats.snapshot())
+}
+
+/// Compacts the lake and refreshes the dedup snapshots every `lake.compact_every`, as another
+/// writer beside this run (see [`crate::lake::compact`]); a failed round is logged and retried at
+/// the next one, never fatal to ingest.
+fn background_compaction(
+    config: &IngestConfig,
+    lake: &Lake,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let every = config.lake.compact_every;
+    if every.is_zero() {
+        return None;
+    }
+    let lake = lake.another_writer();
+    let options = crate::lake::compact::CompactOptions {
+        quiet_for: config.lake.compact_quiet_for,
+        zstd_level: config.lake.zstd_level,
+        ..Default::default()
+    };
+    let window_days = config.dedup.window_days;
+    Some(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate: the first round waits one period
+        loop {
+            ticker.tick().await;
+            match super::compact_lake(&lake, &options, window_days).await {
+                Ok(summary) => tracing::info!(
+                    compactions = summary.compaction.compactions,
+                    files_replaced = summary.compaction.files_replaced,
+                    files_after = summary.compaction.files_after,
+                    snapshots = summary.snapshots_written,
+                    elapsed_ms = summary.compaction.elapsed_ms,
+                    "background compaction"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "background compaction failed; retried next round")
+                }
+            }
+        }
+    }))
 }
 
 struct Ingest {
@@ -209,7 +255,7 @@ impl Ingest {
     async fn recover(&mut self, partition: i32) -> Result<(), EngineError> {
         let topic = self.config.kafka.topic.clone();
         let started = Instant::now();
-        let (recovery, dedup) = recover_partition(
+        let recovered = recover_partition(
             &self.lake,
             &topic,
             partition,
@@ -217,11 +263,14 @@ impl Ingest {
             DedupScope::Partition,
         )
         .await?;
+        let (recovery, dedup) = (recovered.recovery, recovered.dedup);
         tracing::info!(
             partition,
             resume_at = ?recovery.next_offset,
             rolled_back_files = recovery.rolled_back_files.len(),
             dedup_keys = dedup.len(),
+            files_read = recovered.files_read,
+            snapshot = ?recovered.snapshot,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition recovered from the lake"
         );
@@ -623,9 +672,17 @@ impl Ingest {
             // stall yet). The open batch goes with the old state; the consumer stops fetching the
             // partition until it is retaken from where the lake then ends.
             self.partitions.remove(&partition);
+<<<<<<< HEAD
             let streak = self.fence_streaks.entry(partition).or_insert(0);
             *streak = streak.saturating_add(1);
             let streak = *streak;
+=======
+            let streak = {
+                let streak = self.fence_streaks.entry(partition).or_insert(0);
+                *streak = streak.saturating_add(1);
+                *streak
+            };
+>>>>>>> compaction
             let delay = retake_delay(
                 self.config.lake.flush_interval,
                 streak,

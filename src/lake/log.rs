@@ -10,12 +10,17 @@
 //! |---|---|---|
 //! | `claim` | recovery | "from here on, this writer owns the partition" |
 //! | `intent` | a writer, before its data files | the batch's range and every file it will write |
-//! | `commit` | the same writer, right after its intent | the batch at `seq - 1` is in the lake |
+//! | `commit` | the same writer, right after its intent | the batch of its intent is in the lake |
+//! | `compact` | a compactor | in one folder, these files of the partition are replaced by those |
 //!
-//! A batch is committed exactly when the record after its intent is a `commit` of the same batch;
-//! the commit put is the commit point. Data files carry their intent's sequence number in their
-//! name, so two writers never write the same file, and a fenced writer's files are told apart from
-//! the owner's by the log alone.
+//! A batch is committed exactly when the first record after its intent that is not a `compact` is a
+//! `commit` of the same batch; the commit put is the commit point. A compaction does not own the
+//! partition and does not move its position: a writer that finds its number taken by a `compact`
+//! puts its record at the next number instead of counting itself fenced, so a compaction never
+//! fences ingest, while a rival's claim still does. Data files carry their intent's sequence number
+//! in their name, so two writers never write the same file, and a fenced writer's files are told
+//! apart from the owner's by the log alone. Files written by a compaction carry the `compact`
+//! record's number with a `c` (`…-<seq>c.parquet`), so no writer's file can ever have their name.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +53,24 @@ pub enum RecordKind {
     Claim,
     Intent,
     Commit,
+    Compact,
+}
+
+/// One file a compaction writes and the files whose rows it holds, all in one folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionGroup {
+    pub merged: String,
+    pub replaced: Vec<String>,
+}
+
+/// What a `compact` record says: in `folder` (`<table>/dt=…/city=…`), each group's files are
+/// replaced by its merged file. The record's put is the compaction's commit point; what follows
+/// (exposing the merged files, removing the replaced ones) is rolled forward by any compactor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionRecord {
+    pub folder: String,
+    pub groups: Vec<CompactionGroup>,
+    pub rows: u64,
 }
 
 /// One record of a partition's log.
@@ -60,12 +83,40 @@ pub struct LogRecord {
     pub written_at_us: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionRecord>,
 }
 
 impl LogRecord {
     /// Whether `other` is the same record put again (a retried put whose first attempt landed).
     pub fn same_put(&self, other: &LogRecord) -> bool {
-        self.kind == other.kind && self.writer == other.writer && self.batch == other.batch
+        self.kind == other.kind
+            && self.writer == other.writer
+            && self.batch == other.batch
+            && self.compaction == other.compaction
+    }
+}
+
+/// What a writer does when the number it wants is taken by `existing` (`None`: torn or gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Its own earlier attempt at the same record landed: done.
+    Done,
+    /// A compaction took it: the partition is still this writer's; try the next number.
+    MoveOn,
+    /// Another writer took it: this one no longer owns the partition.
+    Fenced,
+}
+
+/// The rule for a taken number. Pure. A compactor's own record is never moved: a compactor that
+/// finds its number taken reads the log again and plans anew.
+pub fn when_taken(mine: &LogRecord, existing: Option<&LogRecord>) -> Taken {
+    match existing {
+        Some(e) if e.same_put(mine) => Taken::Done,
+        Some(e) if e.kind == RecordKind::Compact && mine.kind != RecordKind::Compact => {
+            Taken::MoveOn
+        }
+        _ => Taken::Fenced,
     }
 }
 
@@ -85,8 +136,14 @@ pub struct LogState {
     pub torn: Vec<u64>,
     /// The first free sequence number.
     pub next_seq: u64,
-    /// Records that no reader needs any more.
+    /// Records that no reader needs any more (never a `compact`: see `removable_compactions`).
     pub deletable: Vec<u64>,
+    /// The `compact` records, to be rolled forward where unfinished.
+    pub compactions: Vec<(u64, CompactionRecord)>,
+    /// `compact` records that may go once their compaction is finished: below the newest commit (so
+    /// their number is never taken again by a writer in good standing) and not between an aborted
+    /// intent and the record that stops its writer.
+    pub removable_compactions: Vec<u64>,
 }
 
 impl LogState {
@@ -95,6 +152,46 @@ impl LogState {
         self.newest_commit
             .as_ref()
             .map(|(_, b)| b.range.last_offset + 1)
+    }
+
+    /// Whether the data file numbered `seq` holds committed rows, by the log alone. Pure.
+    ///
+    /// A writer's file (`compacted` false) is committed when its intent lies below the newest
+    /// commit and did not abort or tear: intents above the newest commit are in flight. A
+    /// compaction's file is committed when its `compact` record is in the log, or lies below the
+    /// newest commit (a finished compaction's record is removed only there).
+    pub fn file_is_committed(&self, seq: u64, compacted: bool) -> bool {
+        let below_newest = self.newest_commit.as_ref().is_some_and(|(n, _)| seq < *n);
+        if compacted {
+            return below_newest || self.compactions.iter().any(|(s, _)| *s == seq);
+        }
+        below_newest
+            && !self.uncommitted.iter().any(|(s, _)| *s == seq)
+            && !self.torn.contains(&seq)
+    }
+
+    /// Whether a file is replaced or written by a `compact` record still in the log: such files are
+    /// left to that compaction's roll-forward, never planned again.
+    pub fn in_pending_compaction(&self, path: &str) -> bool {
+        self.compactions.iter().any(|(_, c)| {
+            c.groups
+                .iter()
+                .any(|g| g.merged == path || g.replaced.iter().any(|r| r == path))
+        })
+    }
+
+    /// The number below which every file is settled (committed, or aborted and known as such), for
+    /// a dedup snapshot: the first intent above the newest commit, or the next free number. Pure.
+    pub fn settled_below(&self) -> u64 {
+        let newest = self.newest_commit.as_ref().map(|(n, _)| *n);
+        self.uncommitted
+            .iter()
+            .map(|(s, _)| *s)
+            .chain(self.torn.iter().copied())
+            .filter(|s| newest.is_none_or(|n| *s > n))
+            .chain(std::iter::once(self.next_seq))
+            .min()
+            .unwrap_or(self.next_seq)
     }
 }
 
@@ -107,54 +204,76 @@ impl LogState {
 /// Deleting makes numbers free again. A stale writer that puts into such a hole finds the newest
 /// commit above it (that one is never deleted) and counts itself fenced: see `Lake::put_record`.
 pub fn read_log(entries: &[(u64, Option<LogRecord>)], now_us: i64) -> LogState {
-    let record_at = |seq: u64| -> Option<&LogRecord> {
-        entries
-            .binary_search_by_key(&seq, |(s, _)| *s)
-            .ok()
-            .and_then(|i| entries[i].1.as_ref())
-    };
     let mut state = LogState {
         next_seq: entries.last().map_or(0, |(s, _)| s + 1),
         ..Default::default()
+    };
+    // The first record after `seq` that is not a `compact` (torn records count: they stop it).
+    let next_decisive = |seq: u64| -> Option<(u64, Option<&LogRecord>)> {
+        entries
+            .iter()
+            .filter(|(s, _)| *s > seq)
+            .find(|(_, r)| r.as_ref().is_none_or(|r| r.kind != RecordKind::Compact))
+            .map(|(s, r)| (*s, r.as_ref()))
     };
     for (seq, record) in entries {
         let Some(record) = record else {
             state.torn.push(*seq);
             continue;
         };
-        match (record.kind, &record.batch) {
+        match (record.kind, &record.batch, &record.compaction) {
             // A commit stands on its own: its intent is tidied away once it lands. Only a writer
             // whose intent was in sequence puts one (see `Lake::put_record`).
-            (RecordKind::Commit, Some(batch)) => {
+            (RecordKind::Commit, Some(batch), _) => {
                 state.newest_commit = Some((*seq, batch.clone()));
             }
-            (RecordKind::Intent, Some(batch)) => {
-                let committed = record_at(seq + 1).is_some_and(|c| {
-                    c.kind == RecordKind::Commit && c.batch.as_ref() == Some(batch)
+            (RecordKind::Intent, Some(batch), _) => {
+                let committed = next_decisive(*seq).is_some_and(|(_, c)| {
+                    c.is_some_and(|c| {
+                        c.kind == RecordKind::Commit && c.batch.as_ref() == Some(batch)
+                    })
                 });
                 if !committed {
                     state.uncommitted.push((*seq, batch.clone()));
                 }
             }
+            (RecordKind::Compact, _, Some(compaction)) => {
+                state.compactions.push((*seq, compaction.clone()));
+            }
             _ => {}
         }
     }
     let newest = state.newest_commit.as_ref().map(|(s, _)| *s);
-    // An aborted intent is kept with the record after it: while that number stays taken, the
-    // intent's writer can never put its commit there.
-    let kept: Vec<u64> = entries
-        .iter()
-        .filter(|(seq, record)| {
-            record.as_ref().is_some_and(|r| {
-                state.uncommitted.iter().any(|(s, _)| s == seq)
-                    && now_us.saturating_sub(r.written_at_us) < ABORTED_INTENT_RETENTION_US
-            })
-        })
-        .flat_map(|(seq, _)| [*seq, seq + 1])
-        .collect();
+    // An aborted intent is kept with every record up to the first one after it that is not a
+    // `compact`: while that number stays taken, the intent's writer can never put its commit there.
+    let mut kept: Vec<u64> = Vec::new();
+    for (seq, record) in entries {
+        let young_abort = record.as_ref().is_some_and(|r| {
+            state.uncommitted.iter().any(|(s, _)| s == seq)
+                && now_us.saturating_sub(r.written_at_us) < ABORTED_INTENT_RETENTION_US
+        });
+        if young_abort {
+            let upto = next_decisive(*seq).map_or(u64::MAX, |(s, _)| s);
+            kept.extend(
+                entries
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .filter(|s| *s >= *seq && *s <= upto),
+            );
+            // The decisive number itself, even when it is free (a hole).
+            kept.push(seq + 1);
+        }
+    }
     for (seq, record) in entries {
         let below_newest = newest.is_some_and(|n| *seq < n);
-        if record.is_none() || (below_newest && !kept.contains(seq)) {
+        let compact = record
+            .as_ref()
+            .is_some_and(|r| r.kind == RecordKind::Compact);
+        if compact {
+            if below_newest && !kept.contains(seq) {
+                state.removable_compactions.push(*seq);
+            }
+        } else if record.is_none() || (below_newest && !kept.contains(seq)) {
             state.deletable.push(*seq);
         }
     }
@@ -200,6 +319,24 @@ mod tests {
             writer: writer.into(),
             written_at_us: NOW,
             batch,
+            compaction: None,
+        })
+    }
+
+    fn compact(w: &str, seq: u64) -> Option<LogRecord> {
+        Some(LogRecord {
+            kind: RecordKind::Compact,
+            writer: w.into(),
+            written_at_us: NOW,
+            batch: None,
+            compaction: Some(CompactionRecord {
+                folder: "evaluations/dt=2024-10-04/city=410300".into(),
+                groups: vec![CompactionGroup {
+                    merged: format!("m-{seq}"),
+                    replaced: vec!["f-0".into(), "f-10".into()],
+                }],
+                rows: 2,
+            }),
         })
     }
 
@@ -239,6 +376,40 @@ mod tests {
             deletable: Vec<u64>,
         }
         let cases = [
+            Case {
+                name: "a compaction between an intent and its commit does not break the batch",
+                log: log(vec![claim("a"), intent("a", 0, 9), compact("x", 12), commit("a", 0, 9)]),
+                next_offset: Some(10),
+                uncommitted: vec![],
+                torn: vec![],
+                // The compaction's record is never tidied by writers (see removable_compactions).
+                deletable: vec![10, 11],
+            },
+            Case {
+                name: "a claim after an intent and a compaction aborts the intent",
+                log: log(vec![claim("a"), intent("a", 0, 9), compact("x", 12), claim("b"), intent("b", 0, 4), commit("b", 0, 4)]),
+                next_offset: Some(5),
+                uncommitted: vec![11],
+                torn: vec![],
+                // a's aborted intent is kept with everything up to b's claim that stops it.
+                deletable: vec![10, 14],
+            },
+            Case {
+                name: "a torn record after an intent and a compaction aborts the intent",
+                log: log(vec![claim("a"), intent("a", 0, 9), compact("x", 12), None]),
+                next_offset: None,
+                uncommitted: vec![11],
+                torn: vec![13],
+                deletable: vec![13],
+            },
+            Case {
+                name: "a removed compaction leaves a hole between an intent and its commit",
+                log: vec![(10, claim("a")), (11, intent("a", 0, 9)), (13, commit("a", 0, 9))],
+                next_offset: Some(10),
+                uncommitted: vec![],
+                torn: vec![],
+                deletable: vec![10, 11],
+            },
             Case {
                 name: "committed batches: resume after the newest, tidy what is below it",
                 log: log(vec![
@@ -323,6 +494,140 @@ mod tests {
                 case.name
             );
         }
+    }
+
+    #[test]
+    fn compaction_records_are_removable_only_below_the_newest_commit_and_outside_an_abort() {
+        // (log, removable compactions)
+        let cases: Vec<(&str, Entries, Vec<u64>)> = vec![
+            (
+                "above the newest commit: stays (its number could be reused otherwise)",
+                log(vec![intent("a", 0, 9), commit("a", 0, 9), compact("x", 12)]),
+                vec![],
+            ),
+            (
+                "below the newest commit: removable",
+                log(vec![compact("x", 10), intent("a", 0, 9), commit("a", 0, 9)]),
+                vec![10],
+            ),
+            (
+                "between an aborted intent and the claim that stops it: kept",
+                log(vec![
+                    intent("a", 0, 9),
+                    compact("x", 11),
+                    claim("b"),
+                    intent("b", 0, 4),
+                    commit("b", 0, 4),
+                ]),
+                vec![],
+            ),
+        ];
+        for (name, entries, removable) in cases {
+            let state = read_log(&entries, NOW);
+            assert_eq!(state.removable_compactions, removable, "{name}");
+            assert!(
+                state
+                    .compactions
+                    .iter()
+                    .all(|(s, _)| !state.deletable.contains(s)),
+                "{name}: writers never tidy a compact record"
+            );
+        }
+    }
+
+    #[test]
+    fn a_taken_number_fences_moves_on_or_is_done() {
+        let mine_intent = intent("a", 0, 9).unwrap();
+        let mine_compact = compact("x", 3).unwrap();
+        let cases = [
+            (
+                "own retry",
+                mine_intent.clone(),
+                Some(mine_intent.clone()),
+                Taken::Done,
+            ),
+            (
+                "a compaction's number: move on",
+                mine_intent.clone(),
+                compact("x", 3),
+                Taken::MoveOn,
+            ),
+            (
+                "a rival's claim",
+                mine_intent.clone(),
+                claim("b"),
+                Taken::Fenced,
+            ),
+            (
+                "a rival's identical-looking intent",
+                mine_intent.clone(),
+                intent("b", 0, 9),
+                Taken::Fenced,
+            ),
+            ("torn or gone", mine_intent.clone(), None, Taken::Fenced),
+            (
+                "a compactor never moves on",
+                mine_compact.clone(),
+                compact("y", 3),
+                Taken::Fenced,
+            ),
+            (
+                "a compactor's own retry",
+                mine_compact.clone(),
+                Some(mine_compact.clone()),
+                Taken::Done,
+            ),
+        ];
+        for (name, mine, existing, expected) in cases {
+            assert_eq!(when_taken(&mine, existing.as_ref()), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn which_files_are_committed_and_where_a_snapshot_may_end() {
+        // claim 10, intent 11 (committed by 12), compact 13, intent 14 (aborted by 15), claim 15,
+        // intent 16 in flight.
+        let entries = log(vec![
+            claim("a"),
+            intent("a", 0, 9),
+            commit("a", 0, 9),
+            compact("x", 13),
+            intent("a", 10, 19),
+            claim("b"),
+            intent("b", 10, 14),
+        ]);
+        let state = read_log(&entries, NOW);
+        // (seq, compacted, committed)
+        let cases = [
+            (11, false, true),
+            (5, false, true),   // an older batch whose records were tidied
+            (12, false, false), // not below the newest commit
+            (14, false, false), // aborted
+            (16, false, false), // in flight
+            (13, true, true),   // its compact record is in the log
+            (7, true, true),    // a finished compaction below the newest commit
+            (20, true, false),  // no such record
+        ];
+        for (seq, compacted, committed) in cases {
+            assert_eq!(
+                state.file_is_committed(seq, compacted),
+                committed,
+                "seq {seq}, compacted {compacted}"
+            );
+        }
+        assert_eq!(
+            state.settled_below(),
+            14,
+            "the first intent above the newest commit"
+        );
+        assert_eq!(
+            read_log(&entries[..4], NOW).settled_below(),
+            14,
+            "nothing in flight"
+        );
+        assert!(state.in_pending_compaction("f-10"));
+        assert!(state.in_pending_compaction("m-13"));
+        assert!(!state.in_pending_compaction("f-20"));
     }
 
     #[test]

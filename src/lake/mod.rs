@@ -33,7 +33,51 @@
 //! Between a crash and the next recovery, readers can see the files of the unfinished batch; once a
 //! writer recovers the partition they are gone before anything else happens. The log lives outside
 //! `<table>/`, because DuckDB reads every `*.parquet` below the table folder, hidden or not.
+//!
+//! # Compaction
+//!
+//! A compactor ([`compact`]) rewrites one folder's committed files of one partition into one file
+//! (or a few of at most 256 MiB) named `…-<first>-<last>-<seq>c.parquet`, `seq` being the number of
+//! a `compact` record it puts in the partition's log (put-if-absent, like every record; its put is
+//! the compaction's commit point, and any compactor rolls a recorded compaction forward after a
+//! crash). The rules, pure and unit-tested in [`log`]:
+//!
+//! - **Which files.** Only files the log says are committed ([`log::LogState::file_is_committed`]):
+//!   a writer's file below the newest commit whose intent neither aborted nor tore, or a
+//!   compaction's file whose record is in the log or below the newest commit. A batch in flight, an
+//!   aborted batch's late files and the files of an unfinished compaction are never rewritten.
+//! - **Writers are not fenced by compactions.** A compaction does not own the partition or move
+//!   its position. A writer that finds its next number taken by a `compact` puts its record at the
+//!   number after ([`log::when_taken`]); a batch is committed when the first record after its
+//!   intent that is not a `compact` is its commit. A rival's claim still fences as before.
+//! - **Compactors are fenced.** A compactor only puts at the next free number it read; if it was
+//!   taken (by a writer or another compactor) it gives up and plans again next run. Before
+//!   exposing anything it checks, under the folder's lock on a local lake, that every file it
+//!   replaces is still there, so a compactor that planned on a stale view (a rival compacted the
+//!   same files first) changes nothing.
+//! - **Records stay until finished.** Writers never tidy a `compact` record; the compactor removes
+//!   it once its compaction is finished and it lies below the newest commit (so its number is never
+//!   taken again) and not between an aborted intent and the record that stops that intent's writer.
+//!
+//! **Readers.** On a local lake the folder is swapped whole with `renameat2(RENAME_EXCHANGE)`:
+//! a listing sees every old file or the compacted copy, never both and never neither. Writers hold
+//! a shared [`FolderLock`] while they add or remove a file in a folder, and the compactor holds it
+//! exclusively from its last listing of the folder to the swap, so a late evaluation written into
+//! a folder being compacted is linked into the new copy, never lost with the old one. On an object
+//! store there is no rename: between the put of a merged file and the deletion of the files it
+//! replaces, a listing can show both, so a reader can count those rows twice (never miss one).
+//!
+//! # Dedup snapshots
+//!
+//! Each Kafka partition's dedup keys are kept as a snapshot beside the log
+//! (`_haochaping/snapshots/<table>/<topic>/<partition>/<upto>.dedup`, 16 bytes a key and a
+//! checksum; see [`crate::transform::dedup`]). It holds the rows of every committed file numbered
+//! below `upto`, where `upto` is a number below which the log is settled (a recovery's claim, or
+//! [`log::LogState::settled_below`]). A compaction's file numbered at or above `upto` holds rows
+//! the snapshot may already have; reading them again changes nothing. Recovery reads the newest
+//! snapshot and only the files numbered from its `upto` on (see [`crate::engine::recovery`]).
 
+pub mod compact;
 pub mod log;
 
 use std::path::PathBuf;
@@ -53,6 +97,45 @@ use log::{LogRecord, RecordKind};
 
 /// The folder of the partitions' logs, beside the tables.
 pub const LOG_FOLDER: &str = "_haochaping/log";
+/// The folder of the partitions' dedup snapshots, beside the tables (derived data).
+pub const SNAPSHOT_FOLDER: &str = "_haochaping/snapshots";
+/// The folder of the local lake's per-folder lock files, beside the tables (see [`FolderLock`]).
+pub const LOCK_FOLDER: &str = "_haochaping/locks";
+
+/// An advisory `flock` on one `dt=…/city=…` folder of a local lake, released when dropped (or when
+/// the process dies). Writers take it shared while they add or remove a file in the folder; a
+/// compactor takes it exclusive from its last listing of the folder until it has swapped the folder
+/// for its compacted copy, so no file can be added to (or removed from) the old copy in between and
+/// be lost with it. The lock file lives outside the table, so the swap does not move it.
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: std::fs::File,
+}
+
+impl FolderLock {
+    fn acquire(path: PathBuf, exclusive: bool) -> Result<Self, LakeError> {
+        let io = |source| LakeError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let operation = if exclusive {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::LockShared
+        };
+        rustix::fs::flock(&file, operation).map_err(|e| io(e.into()))?;
+        Ok(Self { _file: file })
+    }
+}
 
 /// Errors of the lake.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +204,24 @@ pub struct Recovery {
     pub rolled_back_files: Vec<String>,
     /// This writer's hold on the partition.
     pub lease: Lease,
+    /// The number of this writer's claim: every file numbered below it is settled, committed or
+    /// rolled back (see [`Recovery::counts`]).
+    pub claimed: u64,
+    /// The log as read before the claim.
+    pub log: log::LogState,
+}
+
+impl Recovery {
+    /// Whether the rows of a data file of the partition count: below the claim, only committed
+    /// writers' files (a fenced writer's file written after its rollback does not); at or above
+    /// it, files a writer put since, as before. A compaction's file counts whenever it is visible:
+    /// it appears only after its `compact` record, which may have landed after this recovery read
+    /// the log (the claim then moved past it).
+    pub fn counts(&self, name: &DataFileName<'_>) -> bool {
+        name.compacted
+            || name.seq >= self.claimed
+            || self.log.file_is_committed(name.seq, name.compacted)
+    }
 }
 
 /// The parts of a data file's name, `<topic>-<partition>-<first>-<last>-<seq>.parquet`.
@@ -131,13 +232,23 @@ pub struct DataFileName<'a> {
     pub first_offset: i64,
     pub last_offset: i64,
     pub seq: u64,
+    /// Written by a compaction (`…-<seq>c.parquet`): `seq` is its `compact` record's number.
+    pub compacted: bool,
 }
 
 impl<'a> DataFileName<'a> {
     pub fn parse(path: &'a Path) -> Option<Self> {
         let name = path.filename()?.strip_suffix(".parquet")?;
         let mut parts = name.rsplitn(5, '-');
-        let seq = parts.next()?.parse().ok()?;
+        let seq = parts.next()?;
+        let (seq, compacted) = match seq.strip_suffix('c') {
+            Some(seq) => (seq, true),
+            None => (seq, false),
+        };
+        if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let seq = seq.parse().ok()?;
         let last_offset = parts.next()?.parse().ok()?;
         let first_offset = parts.next()?.parse().ok()?;
         let partition = parts.next()?.parse().ok()?;
@@ -147,6 +258,7 @@ impl<'a> DataFileName<'a> {
             first_offset,
             last_offset,
             seq,
+            compacted,
         })
     }
 }
@@ -261,39 +373,56 @@ impl Lake {
             .collect()
     }
 
-    /// Puts record `seq` if the number is free. A number taken by this writer's own earlier attempt
-    /// at the same record (a retry after a lost answer) counts as done; taken by anything else, the
-    /// writer is fenced.
+    /// Puts the record `make(seq)` at `seq` if the number is free, and returns the number it took.
+    /// A number taken by this writer's own earlier attempt at the same record (a retry after a lost
+    /// answer) counts as done; taken by a compaction, a writer moves on to the next number (see
+    /// [`log::when_taken`]); taken by anything else, the writer is fenced.
     async fn put_record(
         &self,
         topic: &str,
         partition: i32,
-        seq: u64,
-        record: &LogRecord,
-    ) -> Result<(), LakeError> {
-        let path = self.record_path(topic, partition, seq);
-        let bytes = serde_json::to_vec_pretty(record).map_err(|source| LakeError::Record {
-            path: path.to_string(),
-            source,
-        })?;
+        mut seq: u64,
+        make: impl Fn(u64) -> LogRecord,
+    ) -> Result<u64, LakeError> {
         let create = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        let fenced = || LakeError::Fenced {
+        let fenced = |seq| LakeError::Fenced {
             topic: topic.to_owned(),
             partition,
             seq,
         };
-        match self.store.put_opts(&path, bytes.into(), create).await {
-            Ok(_) => self.make_durable(&[path.to_string()])?,
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let existing = self.read_record(&path).await?;
-                if !existing.is_some_and(|e| e.same_put(record)) {
-                    return Err(fenced());
+        let (path, record) = loop {
+            let record = make(seq);
+            let path = self.record_path(topic, partition, seq);
+            let bytes = serde_json::to_vec_pretty(&record).map_err(|source| LakeError::Record {
+                path: path.to_string(),
+                source,
+            })?;
+            match self
+                .store
+                .put_opts(&path, bytes.into(), create.clone())
+                .await
+            {
+                Ok(_) => {
+                    self.make_durable(&[path.to_string()])?;
+                    break (path, record);
                 }
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let existing = self.read_record(&path).await?;
+                    match log::when_taken(&record, existing.as_ref()) {
+                        log::Taken::Done => break (path, record),
+                        log::Taken::MoveOn => seq += 1,
+                        log::Taken::Fenced => return Err(fenced(seq)),
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
+        };
+        if record.kind == RecordKind::Compact {
+            // A compactor owns nothing: it checks its plan against the lake before exposing it.
+            return Ok(seq);
         }
         // The number was free, but it may have been freed by tidying after another writer moved
         // on: then that writer's newest commit stands above it, and this writer is stale.
@@ -306,17 +435,19 @@ impl Lake {
                 .filename()
                 .and_then(log::parse_record_name)
                 .is_some_and(|s| s > seq);
-            // This writer's own later record is a retry's, not a rival's.
-            if newer
-                && self
-                    .read_record(&meta.location)
-                    .await?
-                    .is_none_or(|r| r.writer != self.writer)
-            {
-                return Err(fenced());
+            if !newer {
+                continue;
+            }
+            // This writer's own later record is a retry's, not a rival's; a compaction fences no one.
+            let rival = self
+                .read_record(&meta.location)
+                .await?
+                .is_none_or(|r| r.writer != self.writer && r.kind != RecordKind::Compact);
+            if rival {
+                return Err(fenced(seq));
             }
         }
-        Ok(())
+        Ok(seq)
     }
 
     /// A record, or `None` when it is torn (empty or not a record: a power loss before it was
@@ -369,41 +500,53 @@ impl Lake {
         files: Vec<(PartitionKey, Bytes)>,
         rows: u64,
     ) -> Result<BatchRecord, LakeError> {
-        let seq = lease.next_seq;
-        let files: Vec<(Path, Bytes)> = files
-            .into_iter()
-            .map(|(key, bytes)| (self.data_path(&key, &range, seq), bytes))
-            .collect();
-        let batch = BatchRecord {
-            range,
-            files: files.iter().map(|(p, _)| p.to_string()).collect(),
+        let (topic, partition) = (range.topic.clone(), range.partition);
+        // The files' names carry the intent's number, which a compaction may push further.
+        let batch_at = |seq: u64| BatchRecord {
+            range: range.clone(),
+            files: files
+                .iter()
+                .map(|(key, _)| self.data_path(key, &range, seq).to_string())
+                .collect(),
             rows,
         };
-        let (topic, partition) = (batch.range.topic.clone(), batch.range.partition);
-        let record = |kind| LogRecord {
+        let record = |kind, batch: BatchRecord| LogRecord {
             kind,
             writer: self.writer.clone(),
             written_at_us: now_us(),
-            batch: Some(batch.clone()),
+            batch: Some(batch),
+            compaction: None,
         };
-        self.put_record(&topic, partition, seq, &record(RecordKind::Intent))
+        let seq = self
+            .put_record(&topic, partition, lease.next_seq, |seq| {
+                record(RecordKind::Intent, batch_at(seq))
+            })
             .await?;
-        futures::stream::iter(files)
+        let batch = batch_at(seq);
+        let puts: Vec<(Path, Bytes)> = files
+            .into_iter()
+            .zip(batch.files.iter())
+            .map(|((_, bytes), path)| (Path::from(path.as_str()), bytes))
+            .collect();
+        futures::stream::iter(puts)
             .map(|(path, bytes)| async move {
+                let _lock = self.lock_folder_of(path.as_ref(), false).await?;
                 self.store
                     .put(&path, PutPayload::from(bytes))
                     .await
-                    .map(|_| path)
+                    .map_err(LakeError::from)
             })
             .buffer_unordered(8)
             .try_collect::<Vec<_>>()
             .await?;
         self.make_durable(&batch.files)?;
-        match self
-            .put_record(&topic, partition, seq + 1, &record(RecordKind::Commit))
-            .await
-        {
-            Ok(()) => {}
+        let commit = self
+            .put_record(&topic, partition, seq + 1, |_| {
+                record(RecordKind::Commit, batch.clone())
+            })
+            .await;
+        let commit_seq = match commit {
+            Ok(commit_seq) => commit_seq,
             Err(fenced @ LakeError::Fenced { .. }) => {
                 // Our files are not committed and never will be: take them away now, so readers
                 // do not see them until the owner's next recovery.
@@ -411,9 +554,9 @@ impl Lake {
                 return Err(fenced);
             }
             Err(e) => return Err(e),
-        }
-        lease.next_seq = seq + 2;
-        self.tidy(&topic, partition, seq + 1).await?;
+        };
+        lease.next_seq = commit_seq + 1;
+        self.tidy(&topic, partition, commit_seq).await?;
         Ok(batch)
     }
 
@@ -444,10 +587,43 @@ impl Lake {
 
     async fn delete_files(&self, files: &[String]) -> Result<(), LakeError> {
         for file in files {
+            let _lock = self.lock_folder_of(file, false).await?;
             self.delete_quietly(&Path::from(file.as_str())).await?;
             self.remove_staging_leftovers(file)?;
         }
         Ok(())
+    }
+
+    /// On a local lake, an advisory lock on the folder of `file` (see [`FolderLock`]): shared for
+    /// a writer adding or removing one file, exclusive for a compactor swapping the folder.
+    /// `None` elsewhere: an object store has no folders to swap.
+    async fn lock_folder_of(
+        &self,
+        file: &str,
+        exclusive: bool,
+    ) -> Result<Option<FolderLock>, LakeError> {
+        match file.rsplit_once('/') {
+            Some((folder, _)) => self.lock_folder(folder, exclusive).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn lock_folder(
+        &self,
+        folder: &str,
+        exclusive: bool,
+    ) -> Result<Option<FolderLock>, LakeError> {
+        let Some(root) = &self.local_root else {
+            return Ok(None);
+        };
+        let path = root.join(LOCK_FOLDER).join(format!("{folder}.lock"));
+        tokio::task::spawn_blocking(move || FolderLock::acquire(path, exclusive))
+            .await
+            .map_err(|e| LakeError::Io {
+                path: PathBuf::from(LOCK_FOLDER),
+                source: std::io::Error::other(e),
+            })?
+            .map(Some)
     }
 
     /// Recovers one partition and claims it for this writer: rolls back the batches that never
@@ -474,21 +650,22 @@ impl Lake {
                     }
                 }
             }
-            let claim = LogRecord {
+            let claim = |_| LogRecord {
                 kind: RecordKind::Claim,
                 writer: self.writer.clone(),
                 written_at_us: now_us(),
                 batch: None,
+                compaction: None,
             };
-            match self
-                .put_record(topic, partition, state.next_seq, &claim)
+            let claimed = match self
+                .put_record(topic, partition, state.next_seq, claim)
                 .await
             {
-                Ok(()) => {}
+                Ok(claimed) => claimed,
                 // Another writer claimed or wrote meanwhile: read the log again.
                 Err(LakeError::Fenced { .. }) => continue,
                 Err(e) => return Err(e),
-            }
+            };
             for &seq in &state.deletable {
                 self.delete_quietly(&self.record_path(topic, partition, seq))
                     .await?;
@@ -499,8 +676,10 @@ impl Lake {
                 lease: Lease {
                     topic: topic.to_owned(),
                     partition,
-                    next_seq: state.next_seq + 1,
+                    next_seq: claimed + 1,
                 },
+                claimed,
+                log: state,
             });
         }
         Err(LakeError::Contended {
@@ -508,6 +687,101 @@ impl Lake {
             partition,
             attempts: ATTEMPTS,
         })
+    }
+
+    /// What the partition's log says now (for compaction and dedup snapshots).
+    pub async fn log_state(&self, topic: &str, partition: i32) -> Result<log::LogState, LakeError> {
+        let entries = self.read_log(topic, partition).await?;
+        Ok(log::read_log(&entries, now_us()))
+    }
+
+    /// Every (topic, partition) that has a log in this table.
+    pub async fn logged_partitions(
+        &self,
+    ) -> Result<std::collections::BTreeSet<(String, i32)>, LakeError> {
+        let dir = Path::from(format!("{LOG_FOLDER}/{}", self.table));
+        let prefix = dir.parts().count();
+        let mut found = std::collections::BTreeSet::new();
+        let mut listing = self.store.list(Some(&dir));
+        while let Some(meta) = listing.try_next().await? {
+            let parts: Vec<_> = meta.location.parts().skip(prefix).collect();
+            if let [topic, partition, _record] = parts.as_slice() {
+                if let Ok(partition) = partition.as_ref().parse() {
+                    found.insert((topic.as_ref().to_owned(), partition));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn snapshot_dir(&self, topic: &str, partition: i32) -> Path {
+        Path::from(format!(
+            "{SNAPSHOT_FOLDER}/{}/{topic}/{partition}",
+            self.table
+        ))
+    }
+
+    /// Stores a partition's dedup snapshot covering the files numbered below `upto`, then removes
+    /// the older ones. A plain put: a snapshot is derived data, and a put is atomic.
+    pub async fn put_snapshot(
+        &self,
+        topic: &str,
+        partition: i32,
+        upto: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), LakeError> {
+        let dir = self.snapshot_dir(topic, partition);
+        let path = dir.clone().join(format!("{upto:020}.dedup"));
+        self.store.put(&path, PutPayload::from(bytes)).await?;
+        self.make_durable(&[path.to_string()])?;
+        let older: Vec<Path> = self
+            .store
+            .list(Some(&dir))
+            .try_filter_map(|meta| {
+                let path = path.clone();
+                async move { Ok((meta.location < path).then_some(meta.location)) }
+            })
+            .try_collect()
+            .await?;
+        for old in older {
+            self.delete_quietly(&old).await?;
+        }
+        Ok(())
+    }
+
+    /// The partition's newest dedup snapshot: its `upto` (from its name) and its bytes.
+    pub async fn latest_snapshot(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<(u64, Bytes)>, LakeError> {
+        let dir = self.snapshot_dir(topic, partition);
+        let newest = self
+            .store
+            .list(Some(&dir))
+            .try_filter_map(|meta| async move {
+                let upto = meta
+                    .location
+                    .filename()
+                    .and_then(|n| n.strip_suffix(".dedup"))
+                    .and_then(|n| n.parse::<u64>().ok());
+                Ok(upto.map(|u| (u, meta.location)))
+            })
+            .try_fold(None, |best: Option<(u64, Path)>, found| async move {
+                Ok(match best {
+                    Some(best) if best.0 >= found.0 => Some(best),
+                    _ => Some(found),
+                })
+            })
+            .await?;
+        let Some((upto, path)) = newest else {
+            return Ok(None);
+        };
+        match self.store.get(&path).await {
+            Ok(got) => Ok(Some((upto, got.bytes().await?))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The data files of one Kafka partition dated on or after `since_day`.
@@ -635,3 +909,6 @@ impl Lake {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod compact_tests;

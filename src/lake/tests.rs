@@ -72,7 +72,8 @@ fn file_names_carry_topic_partition_range_and_sequence() {
             partition: 3,
             first_offset: 5,
             last_offset: 9,
-            seq: 12
+            seq: 12,
+            compacted: false,
         })
     );
 }
@@ -128,8 +129,9 @@ async fn a_batch_that_never_committed_is_rolled_back() {
             files: vec![written.to_string(), missing.to_string()],
             rows: 2,
         }),
+        compaction: None,
     };
-    lake.put_record("evaluations", 3, seq, &intent)
+    lake.put_record("evaluations", 3, seq, |_| intent.clone())
         .await
         .unwrap();
     lake.store
@@ -230,9 +232,10 @@ async fn stalled_between_intent_and_data(lake_a: Lake, stale_writer_dies: bool) 
             files: vec![stale_file.to_string()],
             rows: 1,
         }),
+        compaction: None,
     };
     lake_a
-        .put_record("evaluations", 3, seq, &intent)
+        .put_record("evaluations", 3, seq, |_| intent.clone())
         .await
         .unwrap();
 
@@ -365,8 +368,9 @@ async fn torn_records_after_a_power_loss_do_not_block_recovery() {
             files: vec![file.to_string()],
             rows: 1,
         }),
+        compaction: None,
     };
-    lake.put_record("evaluations", 3, seq, &intent)
+    lake.put_record("evaluations", 3, seq, |_| intent.clone())
         .await
         .unwrap();
     lake.store
@@ -399,8 +403,9 @@ async fn local_lake_removes_staging_leftovers_of_a_killed_put() {
             files: vec![file.to_string()],
             rows: 1,
         }),
+        compaction: None,
     };
-    lake.put_record("evaluations", 3, lease.next_seq(), &intent)
+    lake.put_record("evaluations", 3, lease.next_seq(), |_| intent.clone())
         .await
         .unwrap();
     let staging = dir.path().join(format!("{file}#1"));

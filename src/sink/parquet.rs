@@ -372,12 +372,17 @@ pub fn finish_parts(
         .collect()
 }
 
-/// Encodes one batch as a zstd-compressed Parquet file.
-pub fn encode_parquet(batch: &RecordBatch, zstd_level: i32) -> Result<Bytes, TableError> {
-    let properties = WriterProperties::builder()
+/// The properties of every Parquet file of the lake (ingest and compaction write alike).
+pub fn writer_properties(zstd_level: i32) -> Result<WriterProperties, TableError> {
+    Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
         .set_created_by(concat!("haochaping ", env!("CARGO_PKG_VERSION")).into())
-        .build();
+        .build())
+}
+
+/// Encodes one batch as a zstd-compressed Parquet file.
+pub fn encode_parquet(batch: &RecordBatch, zstd_level: i32) -> Result<Bytes, TableError> {
+    let properties = writer_properties(zstd_level)?;
     let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties))?;
     writer.write(batch)?;

@@ -168,6 +168,30 @@ pub struct StatsSnapshot {
     pub alerts_rate_limited: u64,
 }
 
+/// A compaction run rewrote `files_rewritten` files into `files_written` (see
+/// [`crate::lake::compact`]).
+pub fn compacted(
+    files_rewritten: u64,
+    files_written: u64,
+    bytes_read: u64,
+    bytes_written: u64,
+    elapsed: std::time::Duration,
+) {
+    metrics::counter!("haochaping_lake_compaction_runs_total").increment(1);
+    metrics::counter!("haochaping_lake_compaction_files_rewritten_total")
+        .increment(files_rewritten);
+    metrics::counter!("haochaping_lake_compaction_files_written_total").increment(files_written);
+    metrics::counter!("haochaping_lake_compaction_read_bytes_total").increment(bytes_read);
+    metrics::counter!("haochaping_lake_compaction_written_bytes_total").increment(bytes_written);
+    metrics::counter!("haochaping_lake_compaction_duration_milliseconds_total")
+        .increment(elapsed.as_millis() as u64);
+}
+
+/// A dedup snapshot was written, or one was found damaged and rebuilt from the Parquet files.
+pub fn dedup_snapshot(outcome: &'static str) {
+    metrics::counter!("haochaping_dedup_snapshots_total", "outcome" => outcome).increment(1);
+}
+
 /// A dead letter was parked, by the form of its payload (`redacted`, `encrypted`, `withheld`, …).
 pub fn dlq_parked(form: &'static str, truncated: bool) {
     metrics::counter!("haochaping_dlq_records_total", "form" => form, "truncated" => if truncated { "true" } else { "false" })

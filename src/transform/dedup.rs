@@ -9,6 +9,11 @@
 //! ([`crate::lake`]), so the lake and the state always agree. A 64-bit key makes a false
 //! conflict possible but rare (about 3·10⁻⁶ at ten million cases); a false conflict parks the event in
 //! the dead-letter topic, where it is not lost.
+//!
+//! So that a rebuild does not read every file of the window, the lake keeps a *snapshot* of each
+//! partition's table ([`DedupState::to_snapshot`]): derived data, 16 bytes a key, with a checksum.
+//! A snapshot that is missing or damaged is rebuilt from the Parquet files (see
+//! [`crate::engine::recovery`]).
 
 use std::collections::HashMap;
 
@@ -127,9 +132,193 @@ impl DedupState {
     }
 }
 
+/// The first bytes of a dedup snapshot, and its format's version.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"HCPDEDUP";
+const SNAPSHOT_VERSION: u32 = 1;
+/// magic, version, `upto`, entry count.
+const SNAPSHOT_HEADER: usize = 8 + 4 + 8 + 8;
+
+/// Why a snapshot cannot be used (it is then rebuilt from the lake).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("dedup snapshot is {0} bytes, shorter than its header")]
+    TooShort(usize),
+    #[error("dedup snapshot checksum does not match: damaged")]
+    Checksum,
+    #[error("not a dedup snapshot")]
+    Magic,
+    #[error("dedup snapshot of version {0}, this build reads version 1")]
+    Version(u32),
+    #[error("dedup snapshot says {0} entries but holds another number")]
+    Length(u64),
+}
+
+impl DedupState {
+    /// The table as a snapshot: header (magic, version, `upto`, count), the (key, packed value)
+    /// pairs, and an xxh3-64 of everything before it. `upto` is the caller's: the lake's number
+    /// below which every file's rows are in the table.
+    pub fn to_snapshot(&self, upto: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SNAPSHOT_HEADER + self.slots.len() * 16 + 8);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        out.extend_from_slice(&upto.to_le_bytes());
+        out.extend_from_slice(&(self.slots.len() as u64).to_le_bytes());
+        for (key, value) in &self.slots {
+            out.extend_from_slice(&key.to_le_bytes());
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        let checksum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        out
+    }
+
+    /// Reads a snapshot back: its `upto` and the table. Any damage is an error, never a panic.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<(u64, DedupState), SnapshotError> {
+        let word = |at: usize| -> u64 {
+            let mut buf = [0u8; 8];
+            if let Some(b) = bytes.get(at..at + 8) {
+                buf.copy_from_slice(b);
+            }
+            u64::from_le_bytes(buf)
+        };
+        if bytes.len() < SNAPSHOT_HEADER + 8 {
+            return Err(SnapshotError::TooShort(bytes.len()));
+        }
+        let body = bytes.len() - 8;
+        if xxhash_rust::xxh3::xxh3_64(&bytes[..body]) != word(body) {
+            return Err(SnapshotError::Checksum);
+        }
+        if &bytes[..8] != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::Magic);
+        }
+        let mut version = [0u8; 4];
+        version.copy_from_slice(&bytes[8..12]);
+        let version = u32::from_le_bytes(version);
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(version));
+        }
+        let upto = word(12);
+        let count = word(20);
+        let entries = &bytes[SNAPSHOT_HEADER..body];
+        if !entries.len().is_multiple_of(16) || (entries.len() / 16) as u64 != count {
+            return Err(SnapshotError::Length(count));
+        }
+        let mut state = DedupState::with_capacity(entries.len() / 16);
+        for pair in entries.chunks_exact(16) {
+            let (mut key, mut value) = ([0u8; 8], [0u8; 8]);
+            key.copy_from_slice(&pair[..8]);
+            value.copy_from_slice(&pair[8..]);
+            state
+                .slots
+                .insert(u64::from_le_bytes(key), u64::from_le_bytes(value));
+        }
+        Ok((upto, state))
+    }
+
+    /// Adds another table's entries (a rebuild's parts); an entry already here is kept.
+    pub fn absorb(&mut self, other: DedupState) {
+        self.slots.reserve(other.slots.len());
+        for (key, value) in other.slots {
+            self.slots.entry(key).or_insert(value);
+        }
+    }
+
+    /// Every (key, packed day and fingerprint), sorted: for comparing two tables.
+    pub fn sorted_entries(&self) -> Vec<(u64, u64)> {
+        let mut entries: Vec<(u64, u64)> = self.slots.iter().map(|(k, v)| (*k, *v)).collect();
+        entries.sort_unstable();
+        entries
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_round_trip_and_damage_is_an_error() {
+        let mut state = DedupState::default();
+        for i in 0..1000u64 {
+            state.insert(
+                i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                i,
+                20_000 + (i % 7) as u16,
+            );
+        }
+        let bytes = state.to_snapshot(42);
+        assert_eq!(
+            bytes.len(),
+            SNAPSHOT_HEADER + 1000 * 16 + 8,
+            "16 bytes a key"
+        );
+        let (upto, back) = DedupState::from_snapshot(&bytes).unwrap();
+        assert_eq!(upto, 42);
+        assert_eq!(back.sorted_entries(), state.sorted_entries());
+        let empty = DedupState::default().to_snapshot(0);
+        assert!(DedupState::from_snapshot(&empty).unwrap().1.is_empty());
+
+        // (how it is damaged, expected error)
+        let flipped = |at: usize| {
+            let mut b = bytes.clone();
+            b[at] ^= 1;
+            b
+        };
+        let resealed = |mut b: Vec<u8>| {
+            let body = b.len() - 8;
+            let sum = xxhash_rust::xxh3::xxh3_64(&b[..body]);
+            b[body..].copy_from_slice(&sum.to_le_bytes());
+            b
+        };
+        let mut wrong_count = bytes.clone();
+        wrong_count[20] ^= 1;
+        let mut wrong_version = bytes.clone();
+        wrong_version[8] = 9;
+        let cases: Vec<(&str, Vec<u8>, SnapshotError)> = vec![
+            ("empty", vec![], SnapshotError::TooShort(0)),
+            (
+                "cut short",
+                bytes[..20].to_vec(),
+                SnapshotError::TooShort(20),
+            ),
+            (
+                "torn tail",
+                bytes[..bytes.len() - 5].to_vec(),
+                SnapshotError::Checksum,
+            ),
+            (
+                "a flipped entry bit",
+                flipped(SNAPSHOT_HEADER + 3),
+                SnapshotError::Checksum,
+            ),
+            (
+                "a flipped checksum bit",
+                flipped(bytes.len() - 1),
+                SnapshotError::Checksum,
+            ),
+            (
+                "another file",
+                resealed(b"PAR1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".to_vec()),
+                SnapshotError::Magic,
+            ),
+            (
+                "another version",
+                resealed(wrong_version),
+                SnapshotError::Version(9),
+            ),
+            (
+                "a count that lies",
+                resealed(wrong_count),
+                SnapshotError::Length(1001),
+            ),
+        ];
+        for (name, damaged, expected) in cases {
+            assert_eq!(
+                DedupState::from_snapshot(&damaged).err(),
+                Some(expected),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn first_and_supplementary_are_separate_slots() {

@@ -1,0 +1,322 @@
+//! A month of a province in the lake (issue 12 §5): simulated days of evaluations through the
+//! engine's own stages and commit protocol, flushed every 30 s of *event* time per Kafka
+//! partition, as a live ingest with `lake.flush_interval = 30s` would; then the files in the lake,
+//! the recovery of one partition and DuckDB's department ranking, before and after compaction.
+//!
+//! What runs is the library's code, not a model of it: `Processor::process` (decode, validate,
+//! identity, dedup), `EvaluationRows::finish` (the Hive split), `Lake::encode_files` and
+//! `Lake::commit_batch` (intent, files, fsync, commit, tidy) on a local lake, then
+//! `engine::compact_lake` and `engine::recover_partition`. Only the clock is simulated: a
+//! partition's batch is closed when an event arrives 30 s (event time) after the batch's first.
+//!
+//! `cargo bench --bench lake_month`, sized by `HAOCHAPING_BENCH_DAYS` (default 30) and
+//! `HAOCHAPING_BENCH_EVENTS_PER_DAY` (default 450 000). With only `HAOCHAPING_BENCH_EVENTS` set
+//! (the CI smoke run) it simulates one day of a tenth of that many events: every commit fsyncs,
+//! and at a few events per flush each event is a file of its own.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use haochaping::engine::{compact_lake, recover_partition, DedupScope};
+use haochaping::generate::{Generator, GeneratorConfig};
+use haochaping::lake::compact::CompactOptions;
+use haochaping::lake::{BatchRange, Lake, Lease};
+use haochaping::sink::parquet::{EvaluationRows, EVALUATIONS_TABLE};
+use haochaping::transform::dedup::DedupState;
+use haochaping::transform::identity::EvaluatorKeyer;
+use haochaping::transform::validate::ValidationRules;
+use haochaping::transform::Processor;
+
+const PARTITIONS: i32 = 4;
+const FLUSH_EVERY_S: i64 = 30;
+const TOPIC: &str = "evaluations";
+const WINDOW_DAYS: u16 = 120;
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// (days, events a day)
+fn size() -> (u64, u64) {
+    let smoke = env_number("HAOCHAPING_BENCH_EVENTS").map(|n| (n / 10).max(50));
+    let days = env_number("HAOCHAPING_BENCH_DAYS").unwrap_or(if smoke.is_some() { 1 } else { 30 });
+    let per_day = env_number("HAOCHAPING_BENCH_EVENTS_PER_DAY")
+        .or(smoke)
+        .unwrap_or(450_000);
+    (days.max(1), per_day.max(1))
+}
+
+/// One partition's open batch: (offset, payload), and the event time of its first message.
+struct Open {
+    messages: Vec<(i64, Vec<u8>)>,
+    opened_at: i64,
+}
+
+struct PartitionWriter {
+    partition: i32,
+    lease: Lease,
+    dedup: DedupState,
+    next_offset: i64,
+    open: Option<Open>,
+}
+
+/// Seconds since the epoch of an event's `assessTime` (CST), or `None` for a malformed event.
+fn event_time(payload: &[u8]) -> Option<i64> {
+    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let text = value.get("assessTime")?.as_str()?;
+    let local = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()?;
+    Some(local.and_utc().timestamp() - 8 * 3600)
+}
+
+async fn flush(lake: &Lake, processor: &Processor, writer: &mut PartitionWriter, now: i64) -> u64 {
+    let Some(open) = writer.open.take() else {
+        return 0;
+    };
+    let mut rows = EvaluationRows::new();
+    for (offset, payload) in &open.messages {
+        processor.process(
+            payload,
+            writer.partition,
+            *offset,
+            now,
+            &mut writer.dedup,
+            &mut rows,
+        );
+    }
+    let (Some(first), Some(last)) = (open.messages.first(), open.messages.last()) else {
+        return 0;
+    };
+    let count = rows.len() as u64;
+    let files = Lake::encode_files(rows.finish().expect("finish"), 3).expect("encode");
+    let written = files.len() as u64;
+    let range = BatchRange {
+        topic: TOPIC.into(),
+        partition: writer.partition,
+        first_offset: first.0,
+        last_offset: last.0,
+    };
+    lake.commit_batch(&mut writer.lease, range, files, count)
+        .await
+        .expect("commit");
+    written
+}
+
+/// Writes `days` days ending yesterday into a fresh lake at `root`; returns (events, files).
+async fn build_lake(root: &Path, days: u64, per_day: u64) -> (u64, u64) {
+    let lake = Lake::open_local(root, EVALUATIONS_TABLE).expect("lake");
+    let processor = Processor::new(
+        ValidationRules::default(),
+        EvaluatorKeyer::new(b"bench-secret-0123456789"),
+    );
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut writers = Vec::new();
+    for partition in 0..PARTITIONS {
+        let recovery = lake.recover(TOPIC, partition).await.expect("recover");
+        writers.push(PartitionWriter {
+            partition,
+            lease: recovery.lease,
+            dedup: DedupState::default(),
+            next_offset: 0,
+            open: None,
+        });
+    }
+    let yesterday = haochaping::commands::yesterday_cst();
+    let (mut events, mut files) = (0u64, 0u64);
+    for d in 0..days {
+        let day = yesterday - chrono::Duration::days((days - 1 - d) as i64);
+        let mut config = GeneratorConfig::new("41", day);
+        config.seed = 2026 + d;
+        config.dup_rate = 0.01;
+        config.bad_rate = 0.005;
+        let generator = Generator::new(config).expect("generator");
+        let noon = day
+            .and_hms_opt(4, 0, 0)
+            .map_or(0, |t| t.and_utc().timestamp());
+        // In event time, as producers would send them; malformed events at the time of the last.
+        let mut timed: Vec<(i64, String, Vec<u8>)> = generator
+            .take(per_day as usize)
+            .map(|e| (event_time(&e.payload).unwrap_or(noon), e.key, e.payload))
+            .collect();
+        timed.sort_by_key(|(t, _, _)| *t);
+        for (time, key, payload) in timed {
+            let partition =
+                (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % PARTITIONS as u64) as usize;
+            let due = writers[partition]
+                .open
+                .as_ref()
+                .is_some_and(|o| time - o.opened_at >= FLUSH_EVERY_S);
+            if due {
+                files += flush(&lake, &processor, &mut writers[partition], now).await;
+            }
+            let writer = &mut writers[partition];
+            let offset = writer.next_offset;
+            writer.next_offset += 1;
+            writer
+                .open
+                .get_or_insert_with(|| Open {
+                    messages: Vec::new(),
+                    opened_at: time,
+                })
+                .messages
+                .push((offset, payload));
+            events += 1;
+        }
+        eprintln!(
+            "lake_month: day {} of {days} written ({files} files so far)",
+            d + 1
+        );
+    }
+    for writer in &mut writers {
+        files += flush(&lake, &processor, writer, now).await;
+    }
+    (events, files)
+}
+
+fn count_files(dir: &Path) -> u64 {
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            count += count_files(&path);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// DuckDB's time for the department ranking over the lake: the best of three runs, in seconds.
+fn duckdb_ranking(root: &Path) -> Option<f64> {
+    let query = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/department_ranking.sql"),
+    )
+    .ok()?;
+    let script = r#"
+import sys, time, duckdb
+lake, query = sys.argv[1], sys.argv[2]
+con = duckdb.connect()
+con.execute(f"CREATE VIEW evaluations AS SELECT * FROM read_parquet('{lake}/evaluations/**/*.parquet', hive_partitioning=true)")
+best = None
+for _ in range(3):
+    started = time.perf_counter()
+    con.execute(query).fetchall()
+    elapsed = time.perf_counter() - started
+    best = elapsed if best is None else min(best, elapsed)
+print(best)
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(root)
+        .arg(query)
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!(
+            "lake_month: DuckDB not run: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return None;
+    }
+    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+}
+
+fn lake_month(c: &mut Criterion) {
+    let (days, per_day) = size();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let started = Instant::now();
+    let (events, written) = runtime.block_on(build_lake(&root, days, per_day));
+    let build = started.elapsed();
+    let lake = Lake::open_local(&root, EVALUATIONS_TABLE).expect("lake");
+    let files_before = count_files(&root.join(EVALUATIONS_TABLE));
+    let duckdb_before = duckdb_ranking(&root);
+
+    let recover = |lake: &Lake| {
+        runtime.block_on(async {
+            recover_partition(lake, TOPIC, 0, WINDOW_DAYS, DedupScope::Partition)
+                .await
+                .expect("recover")
+        })
+    };
+    let drop_snapshots = || {
+        let _ = std::fs::remove_dir_all(root.join(haochaping::lake::SNAPSHOT_FOLDER));
+    };
+    // Recovery of partition 0 as it was before snapshots: every file of the window read.
+    drop_snapshots();
+    let full = recover(&lake);
+    let (full_files, keys) = (full.files_read, full.dedup.len());
+    let mut group = c.benchmark_group("lake_month");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(keys as u64));
+    group.bench_function("recover_partition/no_snapshot/small_files", |b| {
+        b.iter_batched(
+            drop_snapshots,
+            |()| black_box(recover(&lake)),
+            BatchSize::PerIteration,
+        )
+    });
+
+    let options = CompactOptions {
+        quiet_for: Duration::ZERO,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let summary = runtime
+        .block_on(compact_lake(&lake.another_writer(), &options, WINDOW_DAYS))
+        .expect("compact");
+    let compaction = started.elapsed();
+    let files_after = count_files(&root.join(EVALUATIONS_TABLE));
+    let duckdb_after = duckdb_ranking(&root);
+
+    group.bench_function("recover_partition/no_snapshot/compacted", |b| {
+        b.iter_batched(
+            drop_snapshots,
+            |()| black_box(recover(&lake)),
+            BatchSize::PerIteration,
+        )
+    });
+    // A snapshot as the compactor leaves it; recovery then reads only files after it.
+    runtime
+        .block_on(haochaping::engine::refresh_snapshots(&lake, WINDOW_DAYS))
+        .expect("snapshots");
+    let with_snapshot = recover(&lake);
+    group.bench_function("recover_partition/snapshot/compacted", |b| {
+        b.iter(|| black_box(recover(&lake)))
+    });
+    group.finish();
+
+    let seconds = |d: Option<f64>| d.map_or("not run".into(), |s| format!("{s:.3} s"));
+    eprintln!(
+        "\nlake_month: {days} days × {per_day} events/day = {events} events, {PARTITIONS} partitions, \
+         flush every {FLUSH_EVERY_S} s of event time\n\
+         lake written in {:.1} s ({written} files committed)\n\
+         files in the lake: {files_before} before compaction, {files_after} after \
+         (compaction {:.1} s: {} files rewritten into {}, {} rows)\n\
+         partition 0 recovery reads {full_files} files without a snapshot ({keys} keys), \
+         {} with one (snapshot at {:?})\n\
+         DuckDB department ranking (best of 3): {} before, {} after compaction\n",
+        build.as_secs_f64(),
+        compaction.as_secs_f64(),
+        summary.compaction.files_replaced,
+        summary.compaction.files_written,
+        summary.compaction.rows,
+        with_snapshot.files_read,
+        with_snapshot.snapshot,
+        seconds(duckdb_before),
+        seconds(duckdb_after),
+    );
+    // Keep the lake for inspection when asked.
+    if std::env::var_os("HAOCHAPING_BENCH_KEEP_LAKE").is_some() {
+        let kept = dir.keep();
+        eprintln!("lake_month: lake kept at {}", kept.display());
+    }
+}
+
+criterion_group!(benches, lake_month);
+criterion_main!(benches);
