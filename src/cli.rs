@@ -191,20 +191,18 @@ impl IngestArgs {
         if let Some(v) = self.max_clock_skew {
             config.validation.max_clock_skew = v;
         }
-<<<<<<< HEAD
         if let Some(v) = self.alerts_enabled {
             config.alerts.enabled = v;
         }
         set(&mut config.alerts.topic, &self.alerts_topic);
         if let Some(v) = self.alerts_max_per_minute {
             config.alerts.max_per_minute = v;
-=======
+        }
         if let Some(v) = self.compact_every {
             config.lake.compact_every = v;
         }
         if let Some(v) = self.compact_quiet_for {
             config.lake.compact_quiet_for = v;
->>>>>>> compaction
         }
         config.check()?;
         Ok(config)

@@ -672,17 +672,9 @@ impl Ingest {
             // stall yet). The open batch goes with the old state; the consumer stops fetching the
             // partition until it is retaken from where the lake then ends.
             self.partitions.remove(&partition);
-<<<<<<< HEAD
             let streak = self.fence_streaks.entry(partition).or_insert(0);
             *streak = streak.saturating_add(1);
             let streak = *streak;
-=======
-            let streak = {
-                let streak = self.fence_streaks.entry(partition).or_insert(0);
-                *streak = streak.saturating_add(1);
-                *streak
-            };
->>>>>>> compaction
             let delay = retake_delay(
                 self.config.lake.flush_interval,
                 streak,
