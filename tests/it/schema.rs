@@ -5,7 +5,7 @@ use haochaping::decode::{decode, Reason};
 use haochaping::transform::validate::{validate, ValidationRules};
 
 fn schema() -> serde_json::Value {
-    serde_json::from_str(include_str!("../schemas/evaluation.schema.json")).unwrap()
+    serde_json::from_str(include_str!("../../schemas/evaluation.schema.json")).unwrap()
 }
 
 fn valid() -> serde_json::Map<String, serde_json::Value> {
