@@ -37,5 +37,6 @@ pub mod offline;
 pub mod region;
 pub mod sink;
 pub mod source;
+pub mod tags;
 pub mod telemetry;
 pub mod transform;

@@ -216,7 +216,10 @@ mod tests {
             );
         }
         // Jitter outside [0, 1) is clamped, never a longer or negative delay.
-        assert_eq!(super::retake_delay(s(1), 1, 7.0), super::retake_delay(s(1), 1, 0.999));
+        assert_eq!(
+            super::retake_delay(s(1), 1, 7.0),
+            super::retake_delay(s(1), 1, 0.999)
+        );
         assert_eq!(super::retake_delay(s(1), 1, -3.0), s(1));
     }
 

@@ -548,18 +548,24 @@ impl Ingest {
             self.partitions.remove(&partition);
             let streak = self.fence_streaks.entry(partition).or_insert(0);
             *streak = streak.saturating_add(1);
+            let streak = *streak;
             let delay = retake_delay(
                 self.config.lake.flush_interval,
-                *streak,
+                streak,
                 rand::random::<f64>(),
             );
-            tracing::info!(partition, streak = *streak, retake_in_ms = delay.as_millis() as u64, "partition parked");
+            tracing::info!(
+                partition,
+                streak,
+                retake_in_ms = delay.as_millis() as u64,
+                "partition parked"
+            );
             self.pause(partition, true)?;
             self.parked.insert(
                 partition,
                 Parked {
                     retake_at: Instant::now() + delay,
-                    streak: *streak,
+                    streak,
                 },
             );
         }

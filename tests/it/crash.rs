@@ -6,8 +6,8 @@ use crate::support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
 use crate::support::*;
+use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_any_point_then_restart_leaves_every_event_exactly_once() {

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::{free_port, SECRET};
 use base64::Engine as _;
 use haochaping::config::{IngestConfig, Secret};
 use haochaping::decode::{Reason, Rejection};
@@ -23,7 +24,6 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, TopicPartitionList};
-use crate::support::{free_port, SECRET};
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const IDENTITY: [&str; 3] = ["张三", "410328199001011234", "13800000000"];

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod analytics;
 mod broker_ingest;
 mod cli;
 mod consumer_group;

@@ -6,13 +6,13 @@ use crate::support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use haochaping::config::IngestConfig;
 use haochaping::engine::{self, RunOptions};
 use haochaping::telemetry::Stats;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use crate::support::*;
 
 fn config(brokers: &str, lake: &std::path::Path) -> IngestConfig {
     let mut config = IngestConfig::default();

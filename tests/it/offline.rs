@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::support::*;
 use haochaping::config::IngestConfig;
 use haochaping::telemetry::Stats;
-use crate::support::*;
 
 /// The one rejected-lines file of the input named `stem`.
 fn rejected_file(lake: &std::path::Path, stem: &str) -> std::path::PathBuf {
