@@ -46,8 +46,9 @@ pub use session::open;
 /// Errors of the analytics.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
+    /// Not a `source`: its text is already the one line worth printing.
     #[error("{}", one_line(.0))]
-    Sql(#[from] DataFusionError),
+    Sql(DataFusionError),
     #[error(transparent)]
     Template(#[from] sql::TemplateError),
     #[error("writing a table: {0}")]
@@ -70,14 +71,38 @@ pub enum AnalyticsError {
     Invalid(String),
 }
 
-/// A DataFusion error on one line (its messages may span several; the first says what went wrong).
+impl From<DataFusionError> for AnalyticsError {
+    fn from(error: DataFusionError) -> Self {
+        AnalyticsError::Sql(error)
+    }
+}
+
+/// A DataFusion error on one line: the innermost error (DataFusion wraps and repeats it), without
+/// its category prefix, lines joined.
 pub fn one_line(error: &DataFusionError) -> String {
-    let text = error.to_string();
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or("query failed").to_owned();
-    match lines.next() {
-        Some(second) if first.ends_with(':') => format!("{first} {second}"),
-        _ => first,
+    let text = match error.find_root() {
+        // Its Display is the parser error's Debug form; the parser error's own Display reads well.
+        DataFusionError::SQL(parser, _) => parser.to_string(),
+        root => root.to_string(),
+    };
+    let mut text = text.as_str();
+    for prefix in [
+        "Error during planning: ",
+        "Execution error: ",
+        "SQL error: ",
+    ] {
+        text = text.strip_prefix(prefix).unwrap_or(text);
+    }
+    let line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.is_empty() {
+        "query failed".to_owned()
+    } else {
+        line
     }
 }
 

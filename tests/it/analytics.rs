@@ -705,3 +705,140 @@ async fn an_empty_lake_has_empty_tables() {
     let missing = haochaping::analytics::query_lake(&dir.path().join("nope"), "SELECT 1").await;
     assert!(missing.unwrap_err().to_string().contains("does not exist"));
 }
+
+fn haochaping(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_haochaping"))
+        .args(args)
+        .env("HAOCHAPING_IDENTITY_SECRET", SECRET)
+        .env("HAOCHAPING_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// `ingest --from-file`, `analyze`, `report` and `query` from the command line: the notice, every
+/// format, one-line errors for bad SQL and DDL, empty tables for an empty lake.
+#[test]
+fn the_commands_analyze_report_and_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+    let fixture = fixture("analytics.ndjson");
+    let out = haochaping(&[
+        "ingest",
+        "--from-file",
+        fixture.to_str().unwrap(),
+        "--lake",
+        lake,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = haochaping(&[
+        "analyze",
+        "--lake",
+        lake,
+        "--as-of",
+        "2026-10-20T10:00:00+08:00",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["full"], true);
+    assert!(summary["hotspots"].as_u64().unwrap() > 0);
+
+    // No exclusions in this lake: D3 keeps its excluded bad review, so there is no tie.
+    let out = haochaping(&["report", "--lake", lake, "--period", "2026-10"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("政务服务好差评通报 2026-10 (2026-10-01 – 2026-10-31)"),
+        "{text}"
+    );
+    let bottom = text.lines().find(|l| l.contains("新安县税务局")).unwrap();
+    assert!(bottom.starts_with("| 5 "), "{bottom}");
+    assert!(bottom.contains("| 41.67 "), "{bottom}");
+    let out = haochaping(&[
+        "report", "--lake", lake, "--period", "2026-10", "--format", "csv",
+    ]);
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+    let out = haochaping(&["report", "--lake", lake, "--period", "October"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: --period \"October\""));
+
+    let sql = "SELECT entity_id, good, bad FROM rankings WHERE period_type = 'month' \
+               AND period = '2026-08' AND entity_type = 'department' ORDER BY entity_id";
+    let out = haochaping(&["query", "--lake", lake, "--format", "csv", sql]);
+    let csv = String::from_utf8(out.stdout).unwrap();
+    // August, from the fixture's plan: D1 11, D2 10, D3 9, D4 6, D5 8 good of 12.
+    assert_eq!(
+        csv,
+        "entity_id,good,bad\n\
+         11410323MB0000044A,6,6\n\
+         11410323MB0000055E,8,4\n\
+         11410328MB00000116,11,1\n\
+         11410328MB0000022A,10,2\n\
+         11410328MB0000033E,9,3\n"
+    );
+    let out = haochaping(&["query", "--lake", lake, "--format", "json", sql]);
+    let lines = String::from_utf8(out.stdout).unwrap();
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["good"], 6);
+    let parquet = dir.path().join("out.parquet");
+    let out = haochaping(&[
+        "query",
+        "--lake",
+        lake,
+        "--format",
+        "parquet",
+        "--output",
+        parquet.to_str().unwrap(),
+        sql,
+    ]);
+    assert!(out.status.success());
+    assert_eq!(&std::fs::read(&parquet).unwrap()[..4], b"PAR1");
+
+    for (bad, expected) in [
+        (
+            "SELEC 1",
+            "error: query: sql parser error: Expected: an SQL statement, found: SELEC",
+        ),
+        (
+            "SELECT * FROM nope",
+            "error: query: table 'datafusion.public.nope' not found",
+        ),
+        ("DROP TABLE evaluations", "error: query: DDL not supported"),
+    ] {
+        let out = haochaping(&["query", "--lake", lake, bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with(expected), "{stderr}");
+    }
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = haochaping(&[
+        "query",
+        "--lake",
+        empty.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT period, entity_id FROM rankings",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "period,entity_id\n");
+}
