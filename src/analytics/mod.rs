@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sink::parquet::{encode_parquet, TableError};
 
-pub use session::open;
+pub use session::{open, register_lake};
 
 /// Errors of the analytics.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +177,100 @@ impl AnalyticsConfig {
             return fail("bad_min_reviews must be at least 2 and bad_min_departments at least 1");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_are_checked() {
+        let ok = AnalyticsConfig::default();
+        assert!(ok.check().is_ok());
+        let cases: Vec<(AnalyticsConfig, &str)> = vec![
+            (
+                AnalyticsConfig {
+                    min_evaluations: 0,
+                    ..ok.clone()
+                },
+                "min_evaluations",
+            ),
+            (
+                AnalyticsConfig {
+                    bottom_n: 0,
+                    ..ok.clone()
+                },
+                "bottom_n",
+            ),
+            (
+                AnalyticsConfig {
+                    hotspot_min_bad_reviews: 1,
+                    ..ok.clone()
+                },
+                "one review",
+            ),
+            (
+                AnalyticsConfig {
+                    hotspot_min_lift: f64::NAN,
+                    ..ok.clone()
+                },
+                "hotspot_min_lift",
+            ),
+            (
+                AnalyticsConfig {
+                    hotspot_min_lift: 0.5,
+                    ..ok.clone()
+                },
+                "hotspot_min_lift",
+            ),
+            (
+                AnalyticsConfig {
+                    burst_minutes: 0,
+                    ..ok.clone()
+                },
+                "burst_minutes",
+            ),
+            (
+                AnalyticsConfig {
+                    burst_max_keys: 0,
+                    ..ok.clone()
+                },
+                "burst_max_keys",
+            ),
+            (
+                AnalyticsConfig {
+                    bad_min_departments: 0,
+                    ..ok.clone()
+                },
+                "bad_min_departments",
+            ),
+        ];
+        for (config, needle) in cases {
+            let error = config.check().unwrap_err().to_string();
+            assert!(error.contains(needle), "{error}");
+        }
+    }
+
+    #[test]
+    fn datafusion_errors_become_one_line() {
+        let cases = [
+            (
+                DataFusionError::Plan("table 'x' not found".into()),
+                "table 'x' not found",
+            ),
+            (
+                DataFusionError::Context(
+                    "outer".into(),
+                    Box::new(DataFusionError::Execution("a\nb".into())),
+                ),
+                "a b",
+            ),
+            (DataFusionError::Plan(String::new()), "query failed"),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(one_line(&error), expected);
+        }
     }
 }
 

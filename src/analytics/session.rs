@@ -351,6 +351,17 @@ fn tag_meanings_table() -> Result<MemTable, DataFusionError> {
     MemTable::try_new(schema, vec![vec![batch]])
 }
 
+/// Registers only `evaluations` (partitioned by `dt`, `city`) of a local lake root on a session
+/// (for callers with a session of their own, such as the alert rules).
+pub async fn register_lake(ctx: &SessionContext, lake_root: &Path) -> Result<(), DataFusionError> {
+    let spec = specs(lake_root)
+        .into_iter()
+        .find(|s| s.name == EVALUATIONS_TABLE)
+        .ok_or_else(|| DataFusionError::Internal("no evaluations table spec".into()))?;
+    ctx.register_table(spec.name, table(&spec)?)?;
+    Ok(())
+}
+
 /// A session over a lake root with every table, the reference tables and the
 /// `effective_evaluations` view registered. The root must exist.
 pub async fn open(lake_root: &Path) -> Result<SessionContext, DataFusionError> {
