@@ -35,6 +35,114 @@ pub enum Command {
     Demo(DemoArgs),
     /// Work with the dead-letter topic.
     Dlq(DlqArgs),
+    /// Run SQL over every lake table (evaluations, exclusions, rankings, warnings, hotspots,
+    /// fraud_signals; the view effective_evaluations; reference tables regions, tag_meanings).
+    Query(QueryArgs),
+    /// Refresh every derived table (rankings, warnings, hotspots, fraud_signals) of the lake.
+    Analyze(AnalyzeArgs),
+    /// Rebuild one period's rankings and print its public notice (通报) per department.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Lake root folder.
+    #[arg(long, env = "HAOCHAPING_LAKE", default_value = "lake")]
+    pub lake: PathBuf,
+    /// Output format.
+    #[arg(long, env = "HAOCHAPING_FORMAT", value_enum, default_value = "table")]
+    pub format: crate::analytics::output::Format,
+    /// Write the result to this file instead of standard output.
+    #[arg(long, env = "HAOCHAPING_OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// One SQL statement (SELECT …; read-only).
+    pub sql: String,
+}
+
+/// Thresholds of the derived tables (changing one rebuilds every table at the next refresh).
+#[derive(Debug, Clone, Args)]
+pub struct ThresholdArgs {
+    /// Evaluations an entity needs in a period to be ranked.
+    #[arg(long, env = "HAOCHAPING_MIN_EVALUATIONS", default_value_t = 10)]
+    pub min_evaluations: u32,
+    /// Warnings: entities with a bad-rate rank up to N (the bottom N)…
+    #[arg(long, env = "HAOCHAPING_BOTTOM_N", default_value_t = 3)]
+    pub bottom_n: u32,
+    /// …in this many periods in a row.
+    #[arg(long, env = "HAOCHAPING_PERIODS_IN_ROW", default_value_t = 3)]
+    pub periods_in_row: u32,
+    /// Bad reviews a window needs to be a hotspot (at least 2).
+    #[arg(long, env = "HAOCHAPING_HOTSPOT_MIN_BAD", default_value_t = 3)]
+    pub hotspot_min_bad: u32,
+    /// A hotspot's bad rate is at least this many times its trailing 28-day rate.
+    #[arg(long, env = "HAOCHAPING_HOTSPOT_MIN_LIFT", default_value_t = 2.0)]
+    pub hotspot_min_lift: f64,
+    /// Fraud: length of a burst slot in minutes.
+    #[arg(long, env = "HAOCHAPING_BURST_MINUTES", default_value_t = 10)]
+    pub burst_minutes: u32,
+    /// Fraud: top-level reviews in one slot that make a burst.
+    #[arg(long, env = "HAOCHAPING_BURST_MIN_REVIEWS", default_value_t = 10)]
+    pub burst_min_reviews: u32,
+    /// Fraud: at most this many evaluator keys behind a "few keys" burst.
+    #[arg(long, env = "HAOCHAPING_BURST_MAX_KEYS", default_value_t = 3)]
+    pub burst_max_keys: u32,
+    /// Fraud: bad reviews of one evaluator in a month…
+    #[arg(long, env = "HAOCHAPING_BAD_MIN_REVIEWS", default_value_t = 3)]
+    pub bad_min_reviews: u32,
+    /// …across at least this many departments.
+    #[arg(long, env = "HAOCHAPING_BAD_MIN_DEPARTMENTS", default_value_t = 2)]
+    pub bad_min_departments: u32,
+}
+
+impl ThresholdArgs {
+    pub fn config(&self) -> crate::analytics::AnalyticsConfig {
+        crate::analytics::AnalyticsConfig {
+            min_evaluations: self.min_evaluations,
+            bottom_n: self.bottom_n,
+            periods_in_row: self.periods_in_row,
+            hotspot_min_bad_reviews: self.hotspot_min_bad,
+            hotspot_min_lift: self.hotspot_min_lift,
+            burst_minutes: self.burst_minutes,
+            burst_min_reviews: self.burst_min_reviews,
+            burst_max_keys: self.burst_max_keys,
+            bad_min_reviews: self.bad_min_reviews,
+            bad_min_departments: self.bad_min_departments,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Lake root folder.
+    #[arg(long, env = "HAOCHAPING_LAKE", default_value = "lake")]
+    pub lake: PathBuf,
+    /// End of the hotspot windows, RFC 3339 (e.g. 2026-10-20T10:00:00+08:00) [default: now].
+    #[arg(long, env = "HAOCHAPING_AS_OF", value_parser = parse_instant)]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Lake root folder.
+    #[arg(long, env = "HAOCHAPING_LAKE", default_value = "lake")]
+    pub lake: PathBuf,
+    /// The period: a month (2026-10), half-year (2026-H2), year (2026) or the last day of a rolling
+    /// 30 days (2026-10-31).
+    #[arg(long, env = "HAOCHAPING_PERIOD")]
+    pub period: String,
+    /// Output format of the notice.
+    #[arg(long, env = "HAOCHAPING_FORMAT", value_enum, default_value = "table")]
+    pub format: crate::analytics::output::Format,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+}
+
+fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("expected an RFC 3339 time such as 2026-10-20T10:00:00+08:00: {e}"))
 }
 
 /// Kafka connection flags shared by the commands that talk to a broker.

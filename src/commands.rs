@@ -5,7 +5,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Command, CompactArgs, DlqArgs, DlqCommand, GenerateArgs, IngestArgs};
+use crate::cli::{
+    AnalyzeArgs, Command, CompactArgs, DlqArgs, DlqCommand, GenerateArgs, IngestArgs, QueryArgs,
+    ReportArgs,
+};
 use crate::engine::{self, RunOptions};
 use crate::generate::{self, Generator, GeneratorConfig};
 use crate::telemetry::Stats;
@@ -24,7 +27,55 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Query(args) => query(args).await,
+        Command::Analyze(args) => analyze(args).await,
+        Command::Report(args) => report(args).await,
     }
+}
+
+/// Writes bytes to a file or standard output.
+fn emit(bytes: &[u8], output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match output {
+        Some(path) => {
+            std::fs::write(path, bytes).with_context(|| format!("--output {}", path.display()))
+        }
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)?;
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let (schema, batches) = crate::analytics::query_read_only(&args.lake, &args.sql)
+        .await
+        .context("query")?;
+    let bytes = crate::analytics::output::render(&schema, &batches, args.format)?;
+    emit(&bytes, args.output.as_deref())
+}
+
+async fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
+    let now = args
+        .as_of
+        .unwrap_or_else(chrono::Utc::now)
+        .timestamp_micros();
+    let report = crate::analytics::refresh_with(&args.lake, now, &args.thresholds.config()).await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let period = crate::analytics::report::parse_period(&args.period)?;
+    let notice =
+        crate::analytics::report::report(&args.lake, period, &args.thresholds.config()).await?;
+    if args.format == crate::analytics::output::Format::Table {
+        println!("{}", notice.title);
+    }
+    let bytes = crate::analytics::output::render(&notice.schema, &notice.rows, args.format)?;
+    emit(&bytes, None)
 }
 
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {

@@ -1,46 +1,443 @@
-//! Analytics over the lake with DataFusion: one function registers the lake's tables with their Hive
-//! partitioning, so every query in `queries/` sees `dt` and `city` as columns.
+//! Analytics over the lake with DataFusion: the derived tables (rankings, warnings, hotspots,
+//! fraud signals), the `exclusions` table they honour, and the session that reads them all.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`session`] | registers every lake table (Hive partitions, fixed schemas, empty when absent) |
+//! | [`sql`] | the SQL of `queries/`, compiled in, with `{{parameter}}` templates |
+//! | [`periods`] | months, half-years, years and rolling 30 days |
+//! | [`rankings`] | ranking tables per period, and `warnings` (连续排名靠后) |
+//! | [`hotspots`] | bad-review concentrations per window, with their tags and complaint terms |
+//! | [`terms`] | jieba segmentation and tag meanings for the "why" of a hotspot |
+//! | [`fraud`] | 刷好评 bursts and 恶意差评 reviewers |
+//! | [`exclusions`] | the `exclusions` table's writer |
+//! | [`refresh`](refresh()) | brings every derived table up to date, touching only what new data changed |
+//! | [`report`] | the monthly public notice (通报) |
+//! | [`output`] | table / CSV / JSON / Parquet rendering |
+//!
+//! Derived tables live under `<lake>/tables/<name>/`; each file is written with one `put` (atomic
+//! on a local folder and on object stores), so a reader sees the old file or the new one.
+
+pub mod exclusions;
+pub mod fraud;
+pub mod hotspots;
+pub mod output;
+pub mod periods;
+pub mod rankings;
+pub mod report;
+pub mod session;
+pub mod sql;
+pub mod state;
+pub mod terms;
 
 pub mod alerts;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use arrow::datatypes::DataType;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
+use object_store::local::LocalFileSystem;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
 
-use crate::sink::parquet::{evaluations_schema, EVALUATIONS_TABLE};
+use crate::sink::parquet::{encode_parquet, TableError};
 
-/// Registers `evaluations` (partitioned by `dt`, `city`) from a local lake root.
-pub async fn register_lake(ctx: &SessionContext, lake_root: &Path) -> Result<(), DataFusionError> {
-    let root = lake_root
-        .canonicalize()
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let url = ListingTableUrl::parse(format!("{}/{EVALUATIONS_TABLE}/", root.display()))?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet")
-        .with_table_partition_cols(vec![
-            ("dt".into(), DataType::Utf8),
-            ("city".into(), DataType::Utf8),
-        ]);
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(evaluations_schema());
-    ctx.register_table(EVALUATIONS_TABLE, Arc::new(ListingTable::try_new(config)?))?;
+pub use session::{open, register_lake};
+
+/// Errors of the analytics.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsError {
+    /// Not a `source`: its text is already the one line worth printing.
+    #[error("{}", one_line(.0))]
+    Sql(DataFusionError),
+    #[error(transparent)]
+    Template(#[from] sql::TemplateError),
+    #[error("writing a table: {0}")]
+    Table(#[from] TableError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("lake store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("refresh state {path}: {source}")]
+    State {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<DataFusionError> for AnalyticsError {
+    fn from(error: DataFusionError) -> Self {
+        AnalyticsError::Sql(error)
+    }
+}
+
+/// A DataFusion error on one line: the innermost error (DataFusion wraps and repeats it), without
+/// its category prefix, lines joined.
+pub fn one_line(error: &DataFusionError) -> String {
+    let text = match error.find_root() {
+        // Its Display is the parser error's Debug form; the parser error's own Display reads well.
+        DataFusionError::SQL(parser, _) => parser.to_string(),
+        root => root.to_string(),
+    };
+    let mut text = text.as_str();
+    for prefix in [
+        "Error during planning: ",
+        "Execution error: ",
+        "SQL error: ",
+    ] {
+        text = text.strip_prefix(prefix).unwrap_or(text);
+    }
+    let line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.is_empty() {
+        "query failed".to_owned()
+    } else {
+        line
+    }
+}
+
+/// The thresholds of the derived tables. Part of the refresh state: changing one rebuilds every
+/// table on the next refresh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyticsConfig {
+    /// Evaluations an entity needs in a period to be ranked.
+    pub min_evaluations: u32,
+    /// "Bottom N" of the warnings.
+    pub bottom_n: u32,
+    /// Periods in a row at the bottom that make a warning.
+    pub periods_in_row: u32,
+    /// Bad reviews a window needs to be a hotspot (at least 2: one review is never a hotspot).
+    pub hotspot_min_bad_reviews: u32,
+    /// How many times the baseline bad rate a window's bad rate must reach.
+    pub hotspot_min_lift: f64,
+    /// Length of a burst slot, minutes.
+    pub burst_minutes: u32,
+    /// Top-level reviews in one slot that make a burst.
+    pub burst_min_reviews: u32,
+    /// At most this many evaluator keys behind a "few keys" burst.
+    pub burst_max_keys: u32,
+    /// Bad reviews of one evaluator in a month that make a signal…
+    pub bad_min_reviews: u32,
+    /// …across at least this many departments.
+    pub bad_min_departments: u32,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            min_evaluations: 10,
+            bottom_n: 3,
+            periods_in_row: 3,
+            hotspot_min_bad_reviews: 3,
+            hotspot_min_lift: 2.0,
+            burst_minutes: 10,
+            burst_min_reviews: 10,
+            burst_max_keys: 3,
+            bad_min_reviews: 3,
+            bad_min_departments: 2,
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    /// Checks the values that would make a table meaningless.
+    pub fn check(&self) -> Result<(), AnalyticsError> {
+        let fail = |m: &str| Err(AnalyticsError::Invalid(m.to_owned()));
+        if self.min_evaluations == 0 {
+            return fail("min_evaluations must be at least 1");
+        }
+        if self.bottom_n == 0 || self.periods_in_row == 0 {
+            return fail("bottom_n and periods_in_row must be at least 1");
+        }
+        if self.hotspot_min_bad_reviews < 2 {
+            return fail(
+                "hotspot_min_bad_reviews must be at least 2 (one review is never a hotspot)",
+            );
+        }
+        if !self.hotspot_min_lift.is_finite() || self.hotspot_min_lift < 1.0 {
+            return fail("hotspot_min_lift must be a number of at least 1");
+        }
+        if self.burst_minutes == 0 || self.burst_minutes > 1440 {
+            return fail("burst_minutes must be between 1 and 1440");
+        }
+        if self.burst_min_reviews < 2 || self.burst_max_keys == 0 {
+            return fail("burst_min_reviews must be at least 2 and burst_max_keys at least 1");
+        }
+        if self.bad_min_reviews < 2 || self.bad_min_departments == 0 {
+            return fail("bad_min_reviews must be at least 2 and bad_min_departments at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_are_checked() {
+        let ok = AnalyticsConfig::default();
+        assert!(ok.check().is_ok());
+        let cases: Vec<(AnalyticsConfig, &str)> = vec![
+            (
+                AnalyticsConfig {
+                    min_evaluations: 0,
+                    ..ok.clone()
+                },
+                "min_evaluations",
+            ),
+            (
+                AnalyticsConfig {
+                    bottom_n: 0,
+                    ..ok.clone()
+                },
+                "bottom_n",
+            ),
+            (
+                AnalyticsConfig {
+                    hotspot_min_bad_reviews: 1,
+                    ..ok.clone()
+                },
+                "one review",
+            ),
+            (
+                AnalyticsConfig {
+                    hotspot_min_lift: f64::NAN,
+                    ..ok.clone()
+                },
+                "hotspot_min_lift",
+            ),
+            (
+                AnalyticsConfig {
+                    hotspot_min_lift: 0.5,
+                    ..ok.clone()
+                },
+                "hotspot_min_lift",
+            ),
+            (
+                AnalyticsConfig {
+                    burst_minutes: 0,
+                    ..ok.clone()
+                },
+                "burst_minutes",
+            ),
+            (
+                AnalyticsConfig {
+                    burst_max_keys: 0,
+                    ..ok.clone()
+                },
+                "burst_max_keys",
+            ),
+            (
+                AnalyticsConfig {
+                    bad_min_departments: 0,
+                    ..ok.clone()
+                },
+                "bad_min_departments",
+            ),
+        ];
+        for (config, needle) in cases {
+            let error = config.check().unwrap_err().to_string();
+            assert!(error.contains(needle), "{error}");
+        }
+    }
+
+    #[test]
+    fn datafusion_errors_become_one_line() {
+        let cases = [
+            (
+                DataFusionError::Plan("table 'x' not found".into()),
+                "table 'x' not found",
+            ),
+            (
+                DataFusionError::Context(
+                    "outer".into(),
+                    Box::new(DataFusionError::Execution("a\nb".into())),
+                ),
+                "a b",
+            ),
+            (DataFusionError::Plan(String::new()), "query failed"),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(one_line(&error), expected);
+        }
+    }
+}
+
+/// Runs one SQL text against a session and collects its rows.
+pub async fn collect(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>), AnalyticsError> {
+    let frame = ctx.sql(sql).await?;
+    let schema = frame.schema().inner().clone();
+    let batches = frame.collect().await?;
+    Ok((schema, batches))
+}
+
+/// Runs one SQL text (the last statement's rows are returned) against a lake, with every table
+/// registered.
+pub async fn query_lake(lake_root: &Path, sql: &str) -> Result<Vec<RecordBatch>, DataFusionError> {
+    let ctx = open(lake_root).await?;
+    ctx.sql(sql).await?.collect().await
+}
+
+/// Runs a user's read-only SQL (no DDL, no DML, one statement).
+pub async fn query_read_only(
+    lake_root: &Path,
+    sql: &str,
+) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>), AnalyticsError> {
+    let ctx = open(lake_root).await?;
+    let options = datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let frame = ctx.sql_with_options(sql, options).await?;
+    let schema = frame.schema().inner().clone();
+    Ok((schema, frame.collect().await?))
+}
+
+/// Puts one file of a derived table (a single put: readers see the old file or the new one).
+pub async fn put_file(
+    lake_root: &Path,
+    relative: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(), AnalyticsError> {
+    let batch = arrow::compute::concat_batches(schema, batches)?;
+    let bytes = encode_parquet(&batch, 3)?;
+    put_bytes(lake_root, relative, bytes).await
+}
+
+/// Puts bytes at a path relative to the lake root.
+pub async fn put_bytes(
+    lake_root: &Path,
+    relative: &str,
+    bytes: bytes::Bytes,
+) -> Result<(), AnalyticsError> {
+    std::fs::create_dir_all(lake_root).map_err(|source| AnalyticsError::Io {
+        path: lake_root.display().to_string(),
+        source,
+    })?;
+    let store = LocalFileSystem::new_with_prefix(lake_root)?;
+    store
+        .put(
+            &object_store::path::Path::from(relative),
+            PutPayload::from(bytes),
+        )
+        .await?;
     Ok(())
 }
 
-/// Runs one SQL text (the last statement's rows are returned) against a lake.
-pub async fn query_lake(
+/// Removes a file of a derived table if it exists.
+pub async fn delete_file(lake_root: &Path, relative: &str) -> Result<(), AnalyticsError> {
+    if !lake_root.join(relative).exists() {
+        return Ok(());
+    }
+    let store = LocalFileSystem::new_with_prefix(lake_root)?;
+    match store
+        .delete(&object_store::path::Path::from(relative))
+        .await
+    {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a refresh did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RefreshReport {
+    /// Whether every period was rebuilt (first run, changed SQL or thresholds, changed exclusions).
+    pub full: bool,
+    /// Evaluation days (`dt`) whose files changed since the last refresh.
+    pub touched_days: usize,
+    /// Ranking periods rebuilt, as `period_type/period`.
+    pub rankings_rebuilt: Vec<String>,
+    /// Months whose fraud signals were rebuilt.
+    pub fraud_months_rebuilt: Vec<String>,
+    pub warnings: usize,
+    pub hotspots: usize,
+    /// Hotspot ids present now and not at the previous refresh (for `hotspot_opened` alerts).
+    pub hotspots_opened: Vec<String>,
+    /// Hotspot ids present at the previous refresh and not now (for `hotspot_closed` alerts).
+    pub hotspots_closed: Vec<String>,
+}
+
+/// Brings every derived table of a local lake up to date with the default thresholds; `now_us`
+/// (UTC microseconds) is the end of the hotspot windows. Meant to be called by `ingest` on a
+/// schedule and by `haochaping analyze`.
+pub async fn refresh(lake_root: &Path, now_us: i64) -> Result<RefreshReport, AnalyticsError> {
+    refresh_with(lake_root, now_us, &AnalyticsConfig::default()).await
+}
+
+/// [`refresh`] with given thresholds.
+///
+/// 1. List the `evaluations` files (and `exclusions`) and compare them with the state of the last
+///    refresh (`_haochaping/analytics/state.json`): the days (`dt`) of new, changed or removed files
+///    are touched. No state, other SQL, other thresholds or other exclusions → everything is.
+/// 2. Days of first evaluations whose supplementary arrived on a touched day are touched too (the
+///    supplementary moved the case out of the first's period).
+/// 3. Rebuild each ranking period containing a touched day and the period after it (its "change
+///    since the previous period" moved), the rolling 30 days ending on the lake's last day, and the
+///    rolling windows already written that cover a touched day; then the warnings, the touched months'
+///    fraud signals and the hotspots.
+/// 4. Save the state last: a crash before it repeats the work, never skips it.
+pub async fn refresh_with(
     lake_root: &Path,
-    sql: &str,
-) -> Result<Vec<arrow::array::RecordBatch>, DataFusionError> {
-    let ctx = SessionContext::new();
-    register_lake(&ctx, lake_root).await?;
-    ctx.sql(sql).await?.collect().await
+    now_us: i64,
+    config: &AnalyticsConfig,
+) -> Result<RefreshReport, AnalyticsError> {
+    config.check()?;
+    let ctx = open(lake_root).await?;
+    let previous = state::RefreshState::load(lake_root)?;
+    let current = state::RefreshState::scan(lake_root, config)?;
+    let mut report = RefreshReport::default();
+    let all_days = current.days();
+    let mut touched = match &previous {
+        Some(previous) if !current.needs_full_rebuild(previous) => current.touched_days(previous),
+        _ => {
+            report.full = true;
+            all_days.clone()
+        }
+    };
+    if !report.full && !touched.is_empty() {
+        touched.extend(rankings::days_of_replaced_firsts(&ctx, &touched).await?);
+    }
+    report.touched_days = touched.len();
+    let existing_rolling = rankings::existing_rolling(lake_root);
+    let periods = rankings::touched_periods(&touched, &all_days, &existing_rolling);
+    for period in &periods {
+        rankings::rebuild(&ctx, lake_root, *period, config).await?;
+        report
+            .rankings_rebuilt
+            .push(format!("{}/{}", period.period_type().name(), period.name()));
+    }
+    // Warnings read the rankings just written: a new session lists them.
+    let ctx = open(lake_root).await?;
+    report.warnings = rankings::rebuild_warnings(&ctx, lake_root, config).await?;
+    for month in periods
+        .iter()
+        .filter(|p| p.period_type() == periods::PeriodType::Month)
+    {
+        fraud::rebuild(&ctx, lake_root, *month, config).await?;
+        report.fraud_months_rebuilt.push(month.name());
+    }
+    let diff = hotspots::rebuild(&ctx, lake_root, now_us, config).await?;
+    report.hotspots = diff.current;
+    report.hotspots_opened = diff.opened;
+    report.hotspots_closed = diff.closed;
+    current.save(lake_root).await?;
+    Ok(report)
 }

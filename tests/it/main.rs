@@ -7,6 +7,7 @@
 mod support;
 
 mod alerts;
+mod analytics;
 mod broker_ingest;
 mod cli;
 mod consumer_group;

@@ -1,0 +1,387 @@
+//! The one place that registers every lake table on a DataFusion session.
+//!
+//! | table | folder | partitions | filled by |
+//! |---|---|---|---|
+//! | `evaluations` | `evaluations/` | `dt`, `city` | ingest |
+//! | `exclusions` | `tables/exclusions/` | — | the closed-loop review (复核); [`super::exclusions`] |
+//! | `rankings` | `tables/rankings/` | `period_type`, `period` | [`super::rankings`] |
+//! | `warnings` | `tables/warnings/` | — | [`super::rankings`] |
+//! | `hotspots` | `tables/hotspots/` | — | [`super::hotspots`] |
+//! | `fraud_signals` | `tables/fraud_signals/` | `period` | [`super::fraud`] |
+//! | `regions` | (shipped division table) | — | reference: `level`, `code`, `name` |
+//! | `tag_meanings` | (shipped tag table) | — | reference: `tag`, `level`, `meaning` |
+//!
+//! and the view `effective_evaluations` (`queries/effective_evaluations.sql`). Every table has a
+//! fixed schema, so a lake without a table's folder yet answers with an empty table instead of an
+//! error; partition columns are Utf8 and a filter on them prunes the listing.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{Int8Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::region::{RegionLevel, RegionTable};
+use crate::sink::parquet::{evaluations_schema, EVALUATIONS_TABLE};
+
+use super::sql;
+
+/// Where derived tables live under the lake root.
+pub const TABLES_FOLDER: &str = "tables";
+
+/// A derived table's folder under the lake root.
+pub fn table_dir(lake_root: &Path, table: &str) -> PathBuf {
+    lake_root.join(TABLES_FOLDER).join(table)
+}
+
+/// The lake tables `haochaping query` can read, in the order `--help` lists them.
+pub const LAKE_TABLES: [&str; 6] = [
+    EVALUATIONS_TABLE,
+    "exclusions",
+    "rankings",
+    "warnings",
+    "hotspots",
+    "fraud_signals",
+];
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn list_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, true)))
+}
+
+/// `exclusions`: reviews that drop out of every rate (a review found mistaken or malicious).
+pub fn exclusions_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("project_no", DataType::Utf8, false),
+                Field::new("assess_number", DataType::Int8, false),
+                // mistaken (误评) | malicious (恶意差评) | other
+                Field::new("reason", DataType::Utf8, false),
+                Field::new("decided_at", utc_micros(), false),
+            ]))
+        })
+        .clone()
+}
+
+/// `rankings` files (without the `period_type` and `period` partition columns).
+pub fn rankings_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let int = |n: &str, nullable| Field::new(n, DataType::Int64, nullable);
+            let float = |n: &str, nullable| Field::new(n, DataType::Float64, nullable);
+            let text = |n: &str, nullable| Field::new(n, DataType::Utf8, nullable);
+            Arc::new(Schema::new(vec![
+                text("period_start", false),
+                text("period_end", false),
+                int("period_seq", false),
+                text("entity_type", false),
+                text("entity_id", false),
+                text("entity_name", true),
+                int("evaluations", false),
+                int("good", false),
+                int("bad", false),
+                float("good_rate", false),
+                float("bad_rate", false),
+                int("good_rate_rank", true),
+                int("bad_rate_rank", true),
+                int("ranked_entities", false),
+                int("previous_evaluations", false),
+                float("previous_good_rate", true),
+                float("previous_bad_rate", true),
+                float("good_rate_change", true),
+                float("bad_rate_change", true),
+                int("previous_good_rate_rank", true),
+                int("previous_bad_rate_rank", true),
+            ]))
+        })
+        .clone()
+}
+
+/// `warnings`: one row per run of bottom ranks.
+pub fn warnings_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let text = |n: &str, nullable| Field::new(n, DataType::Utf8, nullable);
+            Arc::new(Schema::new(vec![
+                text("warning_id", false),
+                text("period_type", false),
+                text("entity_type", false),
+                text("entity_id", false),
+                text("entity_name", true),
+                text("first_period", false),
+                text("last_period", false),
+                Field::new("periods_in_row", DataType::Int64, false),
+                Field::new("bottom_n", DataType::Int64, false),
+                Field::new("bad_rate_ranks", list_of(DataType::Int64), true),
+                Field::new("ranked_entities", list_of(DataType::Int64), true),
+                Field::new("good_rates", list_of(DataType::Float64), true),
+            ]))
+        })
+        .clone()
+}
+
+/// `hotspots`: the current bad-review concentrations (replaced whole at every refresh).
+pub fn hotspots_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let text = |n: &str, nullable| Field::new(n, DataType::Utf8, nullable);
+            let int = |n: &str| Field::new(n, DataType::Int64, false);
+            Arc::new(Schema::new(vec![
+                text("hotspot_id", false),
+                text("rule", false),
+                text("entity_type", false),
+                text("entity_id", false),
+                text("entity_name", true),
+                text("window", false),
+                Field::new("window_start", utc_micros(), false),
+                Field::new("window_end", utc_micros(), false),
+                int("evaluations"),
+                int("bad_reviews"),
+                Field::new("bad_rate", DataType::Float64, false),
+                int("baseline_evaluations"),
+                int("baseline_bad_reviews"),
+                Field::new("baseline_bad_rate", DataType::Float64, false),
+                Field::new("lift", DataType::Float64, true),
+                // "207 无理由超过法定办理时间 ×3", most frequent first
+                Field::new("top_tags", list_of(DataType::Utf8), false),
+                // "推诿 ×3", most frequent first (jieba segmentation, stop words removed)
+                Field::new("top_terms", list_of(DataType::Utf8), false),
+                Field::new("refreshed_at", utc_micros(), false),
+            ]))
+        })
+        .clone()
+}
+
+/// `fraud_signals` files (without the `period` partition column).
+pub fn fraud_signals_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let text = |n: &str, nullable| Field::new(n, DataType::Utf8, nullable);
+            let int = |n: &str| Field::new(n, DataType::Int64, false);
+            Arc::new(Schema::new(vec![
+                text("signal_id", false),
+                text("signal", false),
+                text("entity_type", false),
+                text("entity_id", false),
+                text("entity_name", true),
+                Field::new("first_at", utc_micros(), false),
+                Field::new("last_at", utc_micros(), false),
+                int("span_seconds"),
+                int("reviews"),
+                int("distinct_evaluator_keys"),
+                int("departments"),
+                Field::new("evaluator_keys", list_of(DataType::Utf8), true),
+            ]))
+        })
+        .clone()
+}
+
+/// A table's schema and Hive partition columns.
+struct TableSpec {
+    name: &'static str,
+    folder: PathBuf,
+    schema: SchemaRef,
+    partitions: &'static [&'static str],
+}
+
+fn specs(lake_root: &Path) -> Vec<TableSpec> {
+    vec![
+        TableSpec {
+            name: EVALUATIONS_TABLE,
+            folder: lake_root.join(EVALUATIONS_TABLE),
+            schema: evaluations_schema(),
+            partitions: &["dt", "city"],
+        },
+        TableSpec {
+            name: "exclusions",
+            folder: table_dir(lake_root, "exclusions"),
+            schema: exclusions_schema(),
+            partitions: &[],
+        },
+        TableSpec {
+            name: "rankings",
+            folder: table_dir(lake_root, "rankings"),
+            schema: rankings_schema(),
+            partitions: &["period_type", "period"],
+        },
+        TableSpec {
+            name: "warnings",
+            folder: table_dir(lake_root, "warnings"),
+            schema: warnings_schema(),
+            partitions: &[],
+        },
+        TableSpec {
+            name: "hotspots",
+            folder: table_dir(lake_root, "hotspots"),
+            schema: hotspots_schema(),
+            partitions: &[],
+        },
+        TableSpec {
+            name: "fraud_signals",
+            folder: table_dir(lake_root, "fraud_signals"),
+            schema: fraud_signals_schema(),
+            partitions: &["period"],
+        },
+    ]
+}
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+fn table(spec: &TableSpec) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    if !spec.folder.is_dir() {
+        // No folder yet: an empty table with the same columns, partition columns included.
+        let mut fields: Vec<Field> = spec
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(
+            spec.partitions
+                .iter()
+                .map(|p| Field::new(*p, DataType::Utf8, false)),
+        );
+        let schema = Arc::new(Schema::new(fields));
+        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
+    }
+    let folder = spec.folder.canonicalize().map_err(external)?;
+    let url = ListingTableUrl::parse(format!("{}/", folder.display()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(
+            spec.partitions
+                .iter()
+                .map(|p| ((*p).to_owned(), DataType::Utf8))
+                .collect(),
+        );
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(spec.schema.clone());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// The `regions` reference table: `level` (province, city, county, township), `code` as the lake
+/// spells it at that level (6 digits, 9 for townships) and `name`.
+fn regions_table() -> Result<MemTable, DataFusionError> {
+    static BATCH: OnceLock<Result<RecordBatch, String>> = OnceLock::new();
+    let batch = BATCH
+        .get_or_init(|| {
+            let table = RegionTable::edition_2023().map_err(|e| e.to_string())?;
+            let mut levels = Vec::new();
+            let mut codes = Vec::new();
+            let mut names = Vec::new();
+            for region in table.in_province("") {
+                let code = region.code.as_str();
+                let (level, digits) = match region.level {
+                    RegionLevel::Province => ("province", 6),
+                    RegionLevel::City => ("city", 6),
+                    RegionLevel::County => ("county", 6),
+                    RegionLevel::Township => ("township", 9),
+                    RegionLevel::Village => continue,
+                };
+                levels.push(level);
+                codes.push(code.get(..digits).unwrap_or(code).to_owned());
+                names.push(region.name.clone());
+            }
+            RecordBatch::try_new(
+                regions_schema(),
+                vec![
+                    Arc::new(StringArray::from(levels)),
+                    Arc::new(StringArray::from(codes)),
+                    Arc::new(StringArray::from(names)),
+                ],
+            )
+            .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(DataFusionError::Execution)?;
+    MemTable::try_new(batch.schema(), vec![vec![batch]])
+}
+
+fn regions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("level", DataType::Utf8, false),
+        Field::new("code", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+    ]))
+}
+
+/// The `tag_meanings` reference table: `tag` (code as stored in `evaluations.tags`), `level`,
+/// `meaning`.
+fn tag_meanings_table() -> Result<MemTable, DataFusionError> {
+    let tags = crate::tags::TAGS;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("tag", DataType::Utf8, false),
+        Field::new("level", DataType::Int8, false),
+        Field::new("meaning", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                tags.iter().map(|(code, _)| code.to_string()),
+            )),
+            Arc::new(Int8Array::from_iter_values(
+                tags.iter().map(|(code, _)| (code / 100) as i8),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                tags.iter().map(|(_, meaning)| *meaning),
+            )),
+        ],
+    )?;
+    MemTable::try_new(schema, vec![vec![batch]])
+}
+
+/// Registers only `evaluations` (partitioned by `dt`, `city`) of a local lake root on a session
+/// (for callers with a session of their own, such as the alert rules).
+pub async fn register_lake(ctx: &SessionContext, lake_root: &Path) -> Result<(), DataFusionError> {
+    let spec = specs(lake_root)
+        .into_iter()
+        .find(|s| s.name == EVALUATIONS_TABLE)
+        .ok_or_else(|| DataFusionError::Internal("no evaluations table spec".into()))?;
+    ctx.register_table(spec.name, table(&spec)?)?;
+    Ok(())
+}
+
+/// A session over a lake root with every table, the reference tables and the
+/// `effective_evaluations` view registered. The root must exist.
+pub async fn open(lake_root: &Path) -> Result<SessionContext, DataFusionError> {
+    if !lake_root.is_dir() {
+        return Err(DataFusionError::Plan(format!(
+            "lake folder {} does not exist",
+            lake_root.display()
+        )));
+    }
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    for spec in specs(lake_root) {
+        ctx.register_table(spec.name, table(&spec)?)?;
+    }
+    ctx.register_table("regions", Arc::new(regions_table()?))?;
+    ctx.register_table("tag_meanings", Arc::new(tag_meanings_table()?))?;
+    let view = format!(
+        "CREATE VIEW effective_evaluations AS {}",
+        sql::EFFECTIVE_EVALUATIONS.trim().trim_end_matches(';')
+    );
+    ctx.sql(&view).await?.collect().await?;
+    Ok(ctx)
+}
