@@ -73,7 +73,8 @@ con.execute(f'''CREATE TABLE regions AS
     WHERE level IN ('province', 'city', 'county', 'township')''')
 con.execute("CREATE VIEW effective_evaluations AS " + view_sql)
 start = time.perf_counter()
-table = con.execute(ranking_sql).fetch_arrow_table()
+result = con.execute(ranking_sql)
+table = result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()
 sys.stderr.write("duckdb_query_seconds=%f\n" % (time.perf_counter() - start))
 import pyarrow.parquet as pq
 pq.write_table(table, out)
@@ -120,7 +121,7 @@ def main():
     df_times, duck_times = [], []
     df_rss = duck_rss = 0
     for _ in range(RUNS):
-        s, rss, _ = run([BIN, "query", "--lake", lake, "--format", "parquet", "--output", df_out, ranking_sql], env=env)
+        s, rss, _ = run([BIN, "query", "--lake", lake, "--format", "parquet", "--output", df_out, "--", ranking_sql], env=env)
         df_times.append(s)
         df_rss = max(df_rss, rss)
         s, rss, _ = run([sys.executable, "-c", DUCKDB_RUNNER, lake, regions_csv, view_sql, ranking_sql, duck_out])

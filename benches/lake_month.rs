@@ -131,13 +131,22 @@ async fn build_lake(root: &Path, days: u64, per_day: u64) -> (u64, u64) {
         config.dup_rate = 0.01;
         config.bad_rate = 0.005;
         let generator = Generator::new(config).expect("generator");
-        let noon = day
-            .and_hms_opt(4, 0, 0)
-            .map_or(0, |t| t.and_utc().timestamp());
-        // In event time, as producers would send them; malformed events at the time of the last.
+        // Midnight CST of the day, as seconds since the epoch.
+        let start = day
+            .and_hms_opt(0, 0, 0)
+            .map_or(0, |t| t.and_utc().timestamp())
+            - 8 * 3600;
+        // In event time, as producers would send them. An event whose time is not on its day (a
+        // malformed one, or one dated 2099 to be rejected) arrives at noon: the engine flushes by
+        // arrival, so it must not hold a batch open until its own time.
         let mut timed: Vec<(i64, String, Vec<u8>)> = generator
             .take(per_day as usize)
-            .map(|e| (event_time(&e.payload).unwrap_or(noon), e.key, e.payload))
+            .map(|e| {
+                let time = event_time(&e.payload)
+                    .filter(|t| (start..start + 86_400).contains(t))
+                    .unwrap_or(start + 12 * 3600);
+                (time, e.key, e.payload)
+            })
             .collect();
         timed.sort_by_key(|(t, _, _)| *t);
         for (time, key, payload) in timed {
