@@ -213,6 +213,10 @@ pub struct IngestArgs {
     /// Most alerts of one rule for one department per minute; the excess is summarised [default: 60].
     #[arg(long, env = "HAOCHAPING_ALERTS_MAX_PER_MINUTE")]
     pub alerts_max_per_minute: Option<u32>,
+    /// How often to refresh the derived tables and announce hotspots that opened or closed; 0s
+    /// turns it off [default: 5m].
+    #[arg(long, env = "HAOCHAPING_ALERTS_HOTSPOTS_EVERY", value_parser = humantime::parse_duration)]
+    pub alerts_hotspots_every: Option<Duration>,
     /// How far in the future an assessTime may lie [default: 5m].
     #[arg(long, env = "HAOCHAPING_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Option<Duration>,
@@ -305,6 +309,9 @@ impl IngestArgs {
         set(&mut config.alerts.topic, &self.alerts_topic);
         if let Some(v) = self.alerts_max_per_minute {
             config.alerts.max_per_minute = v;
+        }
+        if let Some(v) = self.alerts_hotspots_every {
+            config.alerts.hotspots_every = v;
         }
         if let Some(v) = self.compact_every {
             config.lake.compact_every = v;

@@ -50,6 +50,10 @@ pub struct AlertsConfig {
     /// Most alerts of one rule for one department per minute; the excess is counted and summarised
     /// in one `rate_limited` alert before the batch commits, never dropped silently.
     pub max_per_minute: u32,
+    /// How often `ingest` refreshes the derived tables (rankings, warnings, hotspots, fraud
+    /// signals) and announces hotspots that opened or closed; `0s` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub hotspots_every: Duration,
 }
 
 impl Default for AlertsConfig {
@@ -58,6 +62,7 @@ impl Default for AlertsConfig {
             enabled: true,
             topic: "alerts".into(),
             max_per_minute: 60,
+            hotspots_every: Duration::from_secs(300),
         }
     }
 }

@@ -13,10 +13,12 @@
 //! | [`run`](mod@run) | the loop: receive, admit, hand chunks to the stages, flush, act on moves and fencing |
 //! | [`partition`] | per-partition state and the admission rules (pure) |
 //! | [`alerting`] | each chunk's accepted bad reviews through the alert rules, to the alerts topic |
+//! | [`analyze`] | in the background: refreshes the derived tables and announces hotspots that open or close |
 //! | [`commit`] | a closed batch into the lake (its dead letters and alerts confirmed first), then its offset into the group |
 //! | [`recovery`] | roll back, resume position, dedup state rebuilt from the lake |
 
 pub mod alerting;
+pub mod analyze;
 pub mod commit;
 pub mod partition;
 pub mod recovery;
@@ -46,6 +48,8 @@ pub enum EngineError {
     Alerts(#[from] crate::analytics::alerts::AlertError),
     #[error(transparent)]
     AlertSink(#[from] crate::sink::alerts::AlertSinkError),
+    #[error(transparent)]
+    Analytics(#[from] crate::analytics::AnalyticsError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -69,6 +69,7 @@ pub async fn run(
     let alerting = Alerting::from_config(&config).await?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let compaction = background_compaction(&config, &lake);
+    let analytics = super::analyze::background_analytics(&config, stats.clone());
     let mut ingest = Ingest {
         workers,
         config,
@@ -152,6 +153,10 @@ pub async fn run(
     if let Some(compaction) = compaction {
         // Stopping it anywhere is a crash of the compactor, which the next run rolls forward.
         compaction.abort();
+    }
+    if let Some(analytics) = analytics {
+        // Likewise: a refresh saves its state last, and an undelivered outbox is sent next time.
+        analytics.abort();
     }
     Ok(stats.snapshot())
 }

@@ -128,6 +128,21 @@ impl AlertSink {
         Ok(Some(delivery))
     }
 
+    /// Produces an alert that the rate limit does not apply to (few by nature: hotspot openings and
+    /// closings).
+    pub async fn send_unlimited(
+        &self,
+        key: &str,
+        rule: &str,
+        alert: &impl Serialize,
+        stats: &Stats,
+    ) -> Result<DeliveryFuture, AlertSinkError> {
+        let payload = serde_json::to_vec(alert)?;
+        let delivery = self.produce(key, &payload).await?;
+        stats.alert_sent(rule);
+        Ok(delivery)
+    }
+
     /// Sends one `rate_limited` alert per rule and department for everything held back so far, and
     /// forgets the limiter's idle keys. Called before any batch commits.
     pub async fn send_held(

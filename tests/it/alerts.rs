@@ -383,3 +383,67 @@ fn as_json(alerts: &[Alert]) -> Vec<serde_json::Value> {
         .map(|a| serde_json::to_value(a).unwrap())
         .collect()
 }
+
+/// The analytics fixture's hotspots: announced as opened at the first refresh, nothing at a second
+/// one, and closed when their windows have moved past the bad reviews.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hotspots_that_open_and_close_are_announced_once() {
+    use haochaping::config::{AlertsConfig, KafkaConfig};
+    use haochaping::engine::analyze::analyze_round;
+    use haochaping::sink::alerts::AlertSink;
+    use haochaping::telemetry::Stats;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = crate::analytics::fixture_lake(dir.path()).await;
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("alerts", 1, 1).unwrap();
+    let kafka = KafkaConfig {
+        brokers: cluster.bootstrap_servers(),
+        ..KafkaConfig::default()
+    };
+    let sink = AlertSink::from_config(&kafka, &AlertsConfig::default()).unwrap();
+    let stats = Stats::default();
+    let as_of = crate::analytics::AS_OF_US;
+
+    let opened = analyze_round(&lake, &sink, &stats, as_of).await.unwrap();
+    assert!(opened > 0);
+    assert_eq!(analyze_round(&lake, &sink, &stats, as_of).await.unwrap(), 0);
+    let later = analyze_round(&lake, &sink, &stats, as_of + 3 * 86_400_000_000)
+        .await
+        .unwrap();
+    assert!(later > 0);
+
+    let validator = schema();
+    let alerts: Vec<serde_json::Value> = read_topic(&cluster.bootstrap_servers(), "alerts", 1)
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).unwrap())
+        .collect();
+    assert_eq!(alerts.len(), opened + later);
+    for alert in &alerts {
+        let errors: Vec<String> = validator
+            .iter_errors(alert)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{alert}: {errors:?}");
+    }
+    let ids: HashSet<&str> = alerts.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), alerts.len());
+    let hour = "item:11410328MB00000116T1B:1h:bad_review_concentration";
+    let of = |rule: &str| -> Vec<&str> {
+        alerts
+            .iter()
+            .filter(|a| a["rule"] == rule)
+            .map(|a| a["hotspot_id"].as_str().unwrap())
+            .collect()
+    };
+    assert!(of("hotspot_opened").contains(&hour));
+    assert!(of("hotspot_closed").contains(&hour));
+    // The first round only opened (the topic has one partition: it keeps the order); the later
+    // round closed some and, its windows having moved, may open others.
+    assert!(alerts[..opened]
+        .iter()
+        .all(|a| a["rule"] == "hotspot_opened"));
+    assert!(alerts[opened..]
+        .iter()
+        .any(|a| a["rule"] == "hotspot_closed"));
+}

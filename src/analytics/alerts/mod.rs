@@ -14,6 +14,7 @@
 pub mod alert;
 pub mod deadline;
 mod history;
+pub mod hotspot;
 
 use std::path::Path;
 use std::sync::Arc;

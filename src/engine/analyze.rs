@@ -1,0 +1,117 @@
+//! Analytics beside the ingest: every `alerts.hotspots_every`, refresh the derived tables of the
+//! lake ([`crate::analytics::refresh`]) and announce the hotspots that opened or closed since the
+//! last round ([`crate::analytics::alerts::hotspot`]). A failed round is logged and retried at the
+//! next one; it never stops the ingest.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::analytics::alerts::hotspot::Announcements;
+use crate::config::IngestConfig;
+use crate::sink::alerts::AlertSink;
+use crate::telemetry::Stats;
+
+use super::EngineError;
+
+/// Starts the background rounds, unless alerts or the schedule are off.
+pub fn background_analytics(
+    config: &IngestConfig,
+    stats: Arc<Stats>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let every = config.alerts.hotspots_every;
+    if !config.alerts.enabled || every.is_zero() {
+        return None;
+    }
+    let sink = match AlertSink::from_config(&config.kafka, &config.alerts) {
+        Ok(sink) => sink,
+        Err(error) => {
+            tracing::warn!(%error, "hotspot alerts are off: no producer");
+            return None;
+        }
+    };
+    let root = config.lake.path.clone();
+    Some(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // immediate: the first round waits one period
+        loop {
+            ticker.tick().await;
+            match analyze_round(&root, &sink, &stats, super::now_us()).await {
+                Ok(sent) => tracing::info!(hotspot_alerts = sent, "derived tables refreshed"),
+                Err(error) => {
+                    tracing::warn!(%error, "refreshing the derived tables failed; retried next round")
+                }
+            }
+        }
+    }))
+}
+
+/// One round: refresh, decide the hotspot alerts and save them, produce them, confirm, save the
+/// outbox empty. Returns how many alerts went out.
+pub async fn analyze_round(
+    root: &Path,
+    sink: &AlertSink,
+    stats: &Stats,
+    now_us: i64,
+) -> Result<usize, EngineError> {
+    let io = |source: std::io::Error| EngineError::Io {
+        path: root.join(crate::analytics::alerts::hotspot::STATE_FILE),
+        source,
+    };
+    crate::analytics::refresh(root, now_us).await?;
+    let current = hotspot_rows(root).await?;
+    let mut announcements = Announcements::load(root).map_err(io)?;
+    announcements.plan(&current, now_us);
+    if announcements.outbox.is_empty() {
+        announcements.save(root).map_err(io)?;
+        return Ok(0);
+    }
+    announcements.save(root).map_err(io)?;
+    let mut deliveries = Vec::with_capacity(announcements.outbox.len());
+    for alert in &announcements.outbox {
+        deliveries.push(
+            sink.send_unlimited(alert.key(), &alert.rule, alert, stats)
+                .await?,
+        );
+    }
+    sink.confirm(deliveries).await?;
+    let sent = announcements.outbox.len();
+    announcements.outbox.clear();
+    announcements.save(root).map_err(io)?;
+    Ok(sent)
+}
+
+/// The `hotspots` table now, by hotspot id, each row as a JSON object.
+async fn hotspot_rows(root: &Path) -> Result<BTreeMap<String, serde_json::Value>, EngineError> {
+    let ctx = crate::analytics::session::open(root)
+        .await
+        .map_err(crate::analytics::AnalyticsError::from)?;
+    let (_, batches) = crate::analytics::collect(&ctx, "SELECT * FROM hotspots").await?;
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    for batch in &batches {
+        writer
+            .write(batch)
+            .map_err(crate::analytics::AnalyticsError::from)?;
+    }
+    writer
+        .finish()
+        .map_err(crate::analytics::AnalyticsError::from)?;
+    let bytes = writer.into_inner();
+    let rows: Vec<serde_json::Value> = if bytes.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            crate::analytics::AnalyticsError::from(arrow::error::ArrowError::JsonError(
+                e.to_string(),
+            ))
+        })?
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let id = row.get("hotspot_id")?.as_str()?.to_owned();
+            Some((id, row))
+        })
+        .collect())
+}
