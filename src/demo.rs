@@ -196,6 +196,57 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     Ok(report)
 }
 
+/// Refreshes the derived tables, then prints the month's public notice (the worst-ranked
+/// departments first) and the strongest hotspots.
+async fn print_notice_and_hotspots(lake: &Path) {
+    use crate::analytics::periods::{Period, PeriodType};
+    let now = chrono::Utc::now().timestamp_micros();
+    if let Err(e) = crate::analytics::refresh(lake, now).await {
+        println!("refreshing the derived tables failed: {e}");
+        return;
+    }
+    let yesterday = crate::sink::parquet::cst_day(now) - 1;
+    let Some(month) = Period::containing(PeriodType::Month, yesterday) else {
+        return;
+    };
+    let config = crate::analytics::AnalyticsConfig::default();
+    match crate::analytics::report::report(lake, month, &config).await {
+        Ok(notice) => {
+            let rows: Vec<arrow::array::RecordBatch> = notice
+                .rows
+                .iter()
+                .map(|b| b.slice(0, b.num_rows().min(10)))
+                .take(1)
+                .collect();
+            if let Ok(table) = arrow::util::pretty::pretty_format_batches(&rows) {
+                println!(
+                    "{}
+{table}
+(first 10 rows; `haochaping report --period {}` prints all)",
+                    notice.title,
+                    month.name()
+                );
+            }
+        }
+        Err(e) => println!("the month's notice failed: {e}"),
+    }
+    match crate::analytics::query_lake(
+        lake,
+        "SELECT entity_type, entity_name, \"window\", bad_reviews, evaluations, \
+         round(bad_rate * 100, 1) AS bad_pct, round(lift, 1) AS lift, top_tags \
+         FROM hotspots ORDER BY lift DESC NULLS LAST, bad_reviews DESC LIMIT 5",
+    )
+    .await
+    {
+        Ok(batches) => {
+            if let Ok(table) = arrow::util::pretty::pretty_format_batches(&batches) {
+                println!("top hotspots (tables/hotspots):\n{table}");
+            }
+        }
+        Err(e) => println!("reading the hotspots failed: {e}"),
+    }
+}
+
 /// Refuses to touch a folder that holds anything but a previous demo's lake.
 fn prepare_lake(lake: &Path) -> anyhow::Result<()> {
     if lake.exists() && std::fs::read_dir(lake)?.next().is_some() {
@@ -278,6 +329,7 @@ async fn print_report(report: &DemoReport) {
         }
         Err(e) => println!("querying the lake failed: {e}"),
     }
+    print_notice_and_hotspots(&report.lake).await;
     println!("query it with DuckDB:");
     println!(
         "  duckdb -c \"SELECT dt, city, count(*), avg(satisfaction) FROM read_parquet('{lake}/evaluations/**/*.parquet', hive_partitioning=true) GROUP BY ALL ORDER BY 3 DESC LIMIT 10\""
