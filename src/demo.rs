@@ -77,7 +77,7 @@ fn watch_alerts(
                     .flatten()
                     .filter_map(|t| t["meaning"].as_str().map(str::to_owned))
                     .collect();
-                let _ = bars.println(format!(
+                let line = format!(
                     "ALERT {:<24} {:<6} {} {} · {} · {} · forward by {}",
                     rule,
                     text(&alert["severity"]),
@@ -90,9 +90,10 @@ fn watch_alerts(
                         tags.join("、")
                     },
                     text(&alert["forward_by"]),
-                ));
+                );
+                print_above(&bars, &line);
             } else if shown == ALERTS_SHOWN + 1 {
-                let _ = bars.println("… more alerts are counted below");
+                print_above(&bars, "… more alerts are counted below");
             }
         }
         counts
@@ -194,6 +195,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     };
     print_report(&report).await;
     Ok(report)
+}
+
+/// Prints a line above the progress bars, or plainly when they are hidden (not a terminal).
+fn print_above(bars: &MultiProgress, line: &str) {
+    if bars.is_hidden() {
+        println!("{line}");
+    } else {
+        let _ = bars.println(line);
+    }
 }
 
 /// Refreshes the derived tables, then prints the month's public notice (the worst-ranked
