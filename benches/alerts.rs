@@ -45,6 +45,9 @@ fn bad_review(case: &str) -> Vec<u8> {
     serde_json::to_vec(&event).expect("json")
 }
 
+/// How long an iteration waits for its alert before it counts it as missed.
+const MISSED: Duration = Duration::from_secs(20);
+
 fn alerts(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let tansu = support::Tansu::start();
@@ -127,9 +130,14 @@ fn alerts(c: &mut Criterion) {
                 Duration::from_secs(10),
             ))
             .expect("produce");
-        let deadline = started + Duration::from_secs(60);
+        let deadline = started + MISSED;
         loop {
-            assert!(Instant::now() < deadline, "no alert for {case} within 60 s");
+            if Instant::now() >= deadline {
+                // Counted and reported, not fatal: the exactly-once test of alerts is
+                // `tests/it/alerts.rs`; a bench that stops here would measure nothing at all.
+                eprintln!("no alert seen for {case} within {MISSED:?}");
+                return MISSED;
+            }
             let Some(Ok(message)) = consumer.poll(Duration::from_millis(5)) else {
                 continue;
             };
@@ -164,8 +172,9 @@ fn alerts(c: &mut Criterion) {
     samples.sort();
     if !samples.is_empty() {
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        let missed = samples.iter().filter(|s| **s >= MISSED).count();
         eprintln!(
-            "alert latency under {load} events/s: p50 {:?}, p99 {:?}, max {:?} over {} alerts",
+            "alert latency under {load} events/s: p50 {:?}, p99 {:?}, max {:?} over {} alerts ({missed} not seen within {MISSED:?})",
             at(0.5),
             at(0.99),
             at(1.0),
