@@ -169,8 +169,9 @@ mod tests {
     #[test]
     fn each_opening_and_closing_is_announced_once() {
         let mut state = Announcements::default();
-        // (hotspots in the table, expected new alerts as (rule, hotspot))
-        let rounds: [(&[(&str, i64)], &[(&str, &str)]); 5] = [
+        // (hotspots in the table as (id, bad reviews), the alerts expected as (rule, id))
+        type Round<'a> = (&'a [(&'a str, i64)], &'a [(&'a str, &'a str)]);
+        let rounds: [Round<'_>; 5] = [
             (
                 &[("a", 3), ("b", 4)],
                 &[("hotspot_opened", "a"), ("hotspot_opened", "b")],
