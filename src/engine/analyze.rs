@@ -63,11 +63,11 @@ pub async fn analyze_round(
     let current = hotspot_rows(root).await?;
     let mut announcements = Announcements::load(root).map_err(io)?;
     announcements.plan(&current, now_us);
+    // Saved before anything is produced: a crash from here on re-sends the same alerts.
+    announcements.save(root).map_err(io)?;
     if announcements.outbox.is_empty() {
-        announcements.save(root).map_err(io)?;
         return Ok(0);
     }
-    announcements.save(root).map_err(io)?;
     let mut deliveries = Vec::with_capacity(announcements.outbox.len());
     for alert in &announcements.outbox {
         deliveries.push(

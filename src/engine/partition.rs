@@ -119,8 +119,6 @@ pub fn admit(cursor: &mut Cursor, offset: i64, accept_reset: bool) -> Admission 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parked {
     pub retake_at: Instant,
-    /// How many times in a row this partition was fenced without committing in between.
-    pub streak: u32,
 }
 
 /// The longest a fenced partition is left to another writer before this instance looks again.

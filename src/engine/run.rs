@@ -216,7 +216,7 @@ struct Ingest {
     partitions: HashMap<i32, PartitionState>,
     /// Assigned partitions left to another writer for a while (see [`Parked`]).
     parked: HashMap<i32, Parked>,
-    /// Fences in a row per partition, reset by a commit of ours.
+    /// Fences in a row per partition, reset by a commit of ours (what [`retake_delay`] grows with).
     fence_streaks: HashMap<i32, u32>,
     last_eviction: Instant,
 }
@@ -281,10 +281,9 @@ impl Ingest {
         );
         self.stats
             .partition_recovered(recovery.rolled_back_files.len(), dedup.len());
-        let mut cursor = Cursor::recovered(recovery.next_offset);
-        if recovery.next_offset.is_some() {
-            cursor = self.check_broker_end(partition, cursor).await?;
-        }
+        let cursor = self
+            .check_broker_end(partition, Cursor::recovered(recovery.next_offset))
+            .await?;
         self.partitions.insert(
             partition,
             PartitionState {
@@ -308,11 +307,11 @@ impl Ingest {
     ) -> Result<Cursor, EngineError> {
         let topic = &self.config.kafka.topic;
         let accept = self.config.kafka.accept_offset_reset;
-        let end = kafka::partition_end(self.consumer.clone(), topic.clone(), partition).await?;
         let Some(lake_position) = cursor.position else {
             return Ok(cursor);
         };
-        match check_resume(cursor.position, end, accept) {
+        let end = kafka::partition_end(self.consumer.clone(), topic.clone(), partition).await?;
+        match check_resume(Some(lake_position), end, accept) {
             ResumeCheck::Resume => Ok(cursor),
             ResumeCheck::BehindLake => Err(EngineError::TopicBehindLake {
                 topic: topic.clone(),
@@ -696,7 +695,6 @@ impl Ingest {
                 partition,
                 Parked {
                     retake_at: Instant::now() + delay,
-                    streak,
                 },
             );
         }
