@@ -7,10 +7,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_lands_every_valid_evaluation_once_and_parks_the_rest() {
-    let broker = Tansu::start();
-    broker.create_topic("evaluations", 4).await;
-    broker.create_topic("evaluations.dlq", 1).await;
-    broker.create_topic("alerts", 1).await;
+    let broker = Tansu::with_topics(4).await;
     let mut produced = Produced::new();
     let mut generator = generator(7, 0.05, 0.05);
     produce(
@@ -103,10 +100,7 @@ async fn ingest_lands_every_valid_evaluation_once_and_parks_the_rest() {
 /// dropping the new records as "already in the lake"; `--accept-offset-reset` adopts the new topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_topic_stops_the_run_until_it_is_adopted() {
-    let broker = Tansu::start();
-    broker.create_topic("evaluations", 1).await;
-    broker.create_topic("evaluations.dlq", 1).await;
-    broker.create_topic("alerts", 1).await;
+    let broker = Tansu::with_topics(1).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     let mut generator = generator(41, 0.0, 0.0);

@@ -7,10 +7,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_in_one_group_write_each_event_once() {
-    let broker = Tansu::start();
-    broker.create_topic("evaluations", 4).await;
-    broker.create_topic("evaluations.dlq", 1).await;
-    broker.create_topic("alerts", 1).await;
+    let broker = Tansu::with_topics(4).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     let mut generator = generator(21, 0.03, 0.02);

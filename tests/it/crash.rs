@@ -9,10 +9,7 @@ use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_any_point_then_restart_leaves_every_event_exactly_once() {
-    let broker = Tansu::start();
-    broker.create_topic("evaluations", 4).await;
-    broker.create_topic("evaluations.dlq", 1).await;
-    broker.create_topic("alerts", 1).await;
+    let broker = Tansu::with_topics(4).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     let mut generator = generator(11, 0.05, 0.03);
@@ -89,10 +86,7 @@ async fn sigkill_at_any_point_then_restart_leaves_every_event_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_commits_and_exits_zero() {
-    let broker = Tansu::start();
-    broker.create_topic("evaluations", 2).await;
-    broker.create_topic("evaluations.dlq", 1).await;
-    broker.create_topic("alerts", 1).await;
+    let broker = Tansu::with_topics(2).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     produce(

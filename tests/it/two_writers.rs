@@ -27,10 +27,7 @@ async fn finish(mut child: Child, what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ingests_with_different_groups_on_one_lake_write_each_event_once() {
-    let broker = Tansu::start();
-    broker.create_topic("evaluations", 2).await;
-    broker.create_topic("evaluations.dlq", 1).await;
-    broker.create_topic("alerts", 1).await;
+    let broker = Tansu::with_topics(2).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     let mut generator = generator(21, 0.02, 0.0);
@@ -90,10 +87,7 @@ async fn a_stalled_writer_that_wakes_up_is_fenced() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
 
-    let broker = Tansu::start();
-    broker.create_topic("evaluations", 2).await;
-    broker.create_topic("evaluations.dlq", 1).await;
-    broker.create_topic("alerts", 1).await;
+    let broker = Tansu::with_topics(2).await;
     let lake = tempfile::tempdir().unwrap();
     let mut produced = Produced::new();
     let mut generator = generator(23, 0.0, 0.0);

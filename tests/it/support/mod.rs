@@ -95,6 +95,16 @@ impl Tansu {
 }
 
 impl Tansu {
+    /// A broker with the topics an ingest uses: `evaluations` with `partitions` partitions, and
+    /// `evaluations.dlq` and `alerts` with one each.
+    pub async fn with_topics(partitions: i32) -> Self {
+        let broker = Self::start();
+        broker.create_topic("evaluations", partitions).await;
+        broker.create_topic("evaluations.dlq", 1).await;
+        broker.create_topic("alerts", 1).await;
+        broker
+    }
+
     /// Deletes a topic (its records and offsets go with it).
     pub async fn delete_topic(&self, name: &str) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
