@@ -34,7 +34,7 @@ fn bad_review(case: &str) -> Vec<u8> {
         .find(|l| l.contains("\"LN-B1\""))
         .expect("fixture line");
     let mut event: serde_json::Value = serde_json::from_str(line).expect("fixture json");
-    let now = chrono::Utc::now().with_timezone(&haochaping::analytics::alerts::deadline::cst());
+    let now = chrono::Utc::now().with_timezone(&haochaping::policy::span::cst());
     event["projectNo"] = case.into();
     // A department of its own, so the rate limit on the background load's departments never
     // holds the measured alert back.

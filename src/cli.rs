@@ -1,4 +1,5 @@
-//! Command line: `ingest`, `compact`, `generate`, `demo`, `dlq replay`. Every flag has a `HAOCHAPING_*` environment variable;
+//! Command line: `ingest`, `compact`, `generate`, `demo`, `dlq replay`, `query`, `analyze`, `report`,
+//! `policy`, `calendar`. Every flag has a `HAOCHAPING_*` environment variable;
 //! for `ingest`, flags and variables override the config file, which overrides the defaults.
 
 use std::path::PathBuf;
@@ -42,6 +43,51 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Rebuild one period's rankings and print its public notice (通报) per department.
     Report(ReportArgs),
+    /// Show a region's effective policy (default level, every closed-loop deadline, revisit rules).
+    Policy(PolicyArgs),
+    /// Working-day arithmetic on the official calendar (weekends, holidays, make-up working days).
+    Calendar(CalendarArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the effective policy of a region after inheritance (default → province → city →
+    /// county), each value with the file it came from.
+    Show {
+        /// A 6-digit (province, city, county) or 12-digit division code, e.g. 410328.
+        region: String,
+        /// A folder of policy files (with a default.toml) instead of the shipped presets.
+        #[arg(long, env = "HAOCHAPING_POLICIES")]
+        policies: Option<PathBuf>,
+    },
+    /// List the regions that have a policy file of their own.
+    List {
+        /// A folder of policy files (with a default.toml) instead of the shipped presets.
+        #[arg(long, env = "HAOCHAPING_POLICIES")]
+        policies: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CalendarArgs {
+    #[command(subcommand)]
+    pub command: CalendarCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CalendarCommand {
+    /// The date N working days after DATE (e.g. 2026-02-13 3 → 2026-02-25).
+    AddWorkingDays { date: chrono::NaiveDate, days: u32 },
+    /// The date N natural days after DATE.
+    AddNaturalDays { date: chrono::NaiveDate, days: u32 },
+    /// Whether DATE is a working day (prints `working` or `off`).
+    IsWorkingDay { date: chrono::NaiveDate },
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +263,9 @@ pub struct IngestArgs {
     /// turns it off [default: 5m].
     #[arg(long, env = "HAOCHAPING_ALERTS_HOTSPOTS_EVERY", value_parser = humantime::parse_duration)]
     pub alerts_hotspots_every: Option<Duration>,
+    /// A folder of region policy files (with a default.toml) instead of the shipped presets.
+    #[arg(long, env = "HAOCHAPING_POLICIES")]
+    pub policies: Option<PathBuf>,
     /// How far in the future an assessTime may lie [default: 5m].
     #[arg(long, env = "HAOCHAPING_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Option<Duration>,
@@ -312,6 +361,9 @@ impl IngestArgs {
         }
         if let Some(v) = self.alerts_hotspots_every {
             config.alerts.hotspots_every = v;
+        }
+        if self.policies.is_some() {
+            config.policy.dir.clone_from(&self.policies);
         }
         if let Some(v) = self.compact_every {
             config.lake.compact_every = v;

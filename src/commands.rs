@@ -6,8 +6,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{
-    AnalyzeArgs, Command, CompactArgs, DlqArgs, DlqCommand, GenerateArgs, IngestArgs, QueryArgs,
-    ReportArgs,
+    AnalyzeArgs, CalendarCommand, Command, CompactArgs, DlqArgs, DlqCommand, GenerateArgs,
+    IngestArgs, PolicyCommand, QueryArgs, ReportArgs,
 };
 use crate::engine::{self, RunOptions};
 use crate::generate::{self, Generator, GeneratorConfig};
@@ -30,7 +30,61 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Query(args) => query(args).await,
         Command::Analyze(args) => analyze(args).await,
         Command::Report(args) => report(args).await,
+        Command::Policy(args) => policy(args.command),
+        Command::Calendar(args) => calendar(args.command),
     }
+}
+
+fn policies(dir: Option<std::path::PathBuf>) -> anyhow::Result<crate::policy::Policies> {
+    Ok(crate::config::PolicyConfig { dir }.load()?)
+}
+
+fn policy(command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Show {
+            region,
+            policies: dir,
+        } => {
+            let code = crate::region::RegionCode::parse(&format!("{region:0<12}"))
+                .ok()
+                .filter(|_| {
+                    matches!(region.len(), 6 | 9 | 12) && region.bytes().all(|b| b.is_ascii_digit())
+                })
+                .with_context(|| {
+                    format!("{region:?} is not a division code (6, 9 or 12 digits)")
+                })?;
+            let resolved = policies(dir)?.for_region(&code).clone();
+            println!(
+                "# effective policy of {region}: {}",
+                resolved.files.join(" → ")
+            );
+            print!("{}", resolved.explain());
+            Ok(())
+        }
+        PolicyCommand::List { policies: dir } => {
+            for (code, name, document) in policies(dir)?.regions() {
+                println!("{code}\t{name}\t{document}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn calendar(command: CalendarCommand) -> anyhow::Result<()> {
+    let calendar = crate::policy::Calendar::official();
+    match command {
+        CalendarCommand::AddWorkingDays { date, days } => {
+            println!("{}", calendar.add_working_days(date, days)?);
+        }
+        CalendarCommand::AddNaturalDays { date, days } => {
+            println!("{}", crate::policy::calendar::add_natural_days(date, days)?);
+        }
+        CalendarCommand::IsWorkingDay { date } => {
+            let working = calendar.is_working_day(date)?;
+            println!("{}", if working { "working" } else { "off" });
+        }
+    }
+    Ok(())
 }
 
 /// Writes bytes to a file or standard output.

@@ -36,6 +36,7 @@ pub mod engine;
 pub mod generate;
 pub mod lake;
 pub mod offline;
+pub mod policy;
 pub mod region;
 pub mod sink;
 pub mod source;

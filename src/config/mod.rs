@@ -36,6 +36,26 @@ pub struct IngestConfig {
     pub identity: IdentityConfig,
     pub dlq: DlqConfig,
     pub alerts: AlertsConfig,
+    pub policy: PolicyConfig,
+}
+
+/// Region policies (`[policy]`): the closed loop's deadlines and default evaluations per region.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// A folder of policy files with a `default.toml`; unset, the presets shipped in
+    /// `deploy/policies` (compiled in).
+    pub dir: Option<PathBuf>,
+}
+
+impl PolicyConfig {
+    /// The policies this configuration names, checked.
+    pub fn load(&self) -> Result<crate::policy::Policies, crate::policy::PolicyError> {
+        match &self.dir {
+            Some(dir) => crate::policy::Policies::load_dir(dir),
+            None => crate::policy::Policies::shipped(),
+        }
+    }
 }
 
 /// Real-time alerts (`[alerts]`): the rules of `queries/alerts/` over every micro-batch, produced to

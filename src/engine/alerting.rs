@@ -30,8 +30,9 @@ impl Alerting {
         if !config.alerts.enabled {
             return Ok(None);
         }
+        let policies = std::sync::Arc::new(config.policy.load()?);
         let history = load_history(&config.lake.path, super::now_us()).await?;
-        let rules = AlertRules::new(RULES, history).await?;
+        let rules = AlertRules::new(RULES, history, policies).await?;
         tracing::info!(
             topic = %config.alerts.topic,
             rules = RULES.len(),

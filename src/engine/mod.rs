@@ -50,6 +50,8 @@ pub enum EngineError {
     AlertSink(#[from] crate::sink::alerts::AlertSinkError),
     #[error(transparent)]
     Analytics(#[from] crate::analytics::AnalyticsError),
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -17,9 +17,9 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde::Serialize;
 
 use crate::analytics::alerts::alert::{alert_id, Coded};
-use crate::analytics::alerts::deadline::format_cst;
 use crate::analytics::alerts::Alert;
 use crate::config::{AlertsConfig, KafkaConfig};
+use crate::policy::span::format_cst;
 use crate::telemetry::Stats;
 
 /// How long to wait when the producer's queue is full before offering the record again.

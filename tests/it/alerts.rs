@@ -38,7 +38,13 @@ async fn fixture_alerts() -> Vec<Alert> {
         Default::default(),
         EvaluatorKeyer::new(b"alerts-fixture-secret"),
     );
-    let mut rules = AlertRules::new(RULES, Vec::new()).await.unwrap();
+    let mut rules = AlertRules::new(
+        RULES,
+        Vec::new(),
+        std::sync::Arc::new(haochaping::policy::Policies::shipped().unwrap()),
+    )
+    .await
+    .unwrap();
     let mut dedup = DedupState::default();
     let now = at("2026-11-25T09:00:00+08:00");
     let mut alerts = Vec::new();
@@ -120,8 +126,10 @@ async fn the_rules_fire_on_the_fixture_as_worked_out_by_hand() {
     assert_eq!(b1["tags"][0]["code"], "210");
     assert_eq!(b1["tags"][0]["meaning"], "要求重复提交材料");
     assert_eq!(b1["given_at"], "2026-11-10T09:00:00+08:00");
-    // Tuesday 10 November: forwarded by the end of Thursday 12 November.
+    // Tuesday 10 November: forwarded by the end of Thursday 12 November (Luoning's policy inherits
+    // the default's 2 working days).
     assert_eq!(b1["forward_by"], "2026-11-13T00:00:00+08:00");
+    assert_eq!(b1["forward_within"], "2 working days");
     assert_eq!(b1["detected_at"], "2026-11-25T09:00:00+08:00");
     assert_eq!(b1["channel"]["name"], "hall_window");
     // Identity only as the keyed hash.

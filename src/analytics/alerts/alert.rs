@@ -8,8 +8,9 @@ use arrow::array::{Array, AsArray, GenericListArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, Int64Type, Int8Type, TimestampMicrosecondType};
 use serde::Serialize;
 
-use super::deadline::{default_forward_deadline, format_cst};
 use super::Fired;
+use crate::policy::span::format_cst;
+use crate::policy::{Calendar, Policies};
 use crate::region::{RegionCode, RegionTable};
 
 /// One alert on the `alerts` topic.
@@ -39,8 +40,12 @@ pub struct Alert {
     pub evaluator_key: Option<String>,
     pub given_at: String,
     pub detected_at: String,
-    /// When forwarding to the department is due (2 working days by default).
-    pub forward_by: String,
+    /// When forwarding to the department is due: the end (24:00 CST) of the last day of the region
+    /// policy's `deadlines.forward` period after the day given. `None` when the official calendar
+    /// has no data for a day the period spans (never a guessed date).
+    pub forward_by: Option<String>,
+    /// The region policy's forwarding period (`2 working days`).
+    pub forward_within: String,
     pub source: Source,
 }
 
@@ -145,6 +150,7 @@ impl Alert {
         row: usize,
         fired: &Fired<'_>,
         detected_at_us: i64,
+        policies: &Policies,
     ) -> Self {
         let given_us = batch
             .column_by_name("assessed_at")
@@ -186,6 +192,16 @@ impl Alert {
             code,
             name: string_at(batch, "staff_name", row),
         });
+        let area_code = string_at(batch, "area_code", row).unwrap_or_default();
+        let forward = RegionCode::parse(&area_code).map_or_else(
+            |_| policies.default_policy().policy.deadlines.forward,
+            |code| policies.for_region(&code).policy.deadlines.forward,
+        );
+        let forward_by = forward
+            .ends(Calendar::official(), given_us)
+            .map_err(|error| tracing::warn!(%error, "no forwarding deadline for an alert"))
+            .ok()
+            .map(format_cst);
         Alert {
             id: alert_id(fired.rule, fired.project_no, fired.assess_number),
             rule: fired.rule.to_owned(),
@@ -210,7 +226,7 @@ impl Alert {
                 name: string_at(batch, "dept_name", row),
             },
             region: Regions {
-                area_code: string_at(batch, "area_code", row).unwrap_or_default(),
+                area_code,
                 province: region(string_at(batch, "province_code", row)),
                 city: region(string_at(batch, "city_code", row)),
                 county: region(string_at(batch, "county_code", row)),
@@ -226,7 +242,8 @@ impl Alert {
             evaluator_key: string_at(batch, "evaluator_key", row),
             given_at: format_cst(given_us),
             detected_at: format_cst(detected_at_us),
-            forward_by: format_cst(default_forward_deadline(given_us)),
+            forward_by,
+            forward_within: forward.to_string(),
             source: Source { partition, offset },
         }
     }

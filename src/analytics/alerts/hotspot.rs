@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::alert::alert_id;
-use super::deadline::format_cst;
+use crate::policy::span::format_cst;
 
 /// Where the announcer's state lives, under the lake root.
 pub const STATE_FILE: &str = "_haochaping/alerts/hotspots.json";

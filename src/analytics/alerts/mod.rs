@@ -8,11 +8,11 @@
 //! per micro-batch only the physical plan is made (it reads the tables' current contents) and run.
 //!
 //! A rule returns `rule, severity, related_reviews, project_no, assess_number`; the alert's body
-//! comes from the evaluation's row ([`alert::Alert::from_row`]). What reaches consumers, and how a
+//! comes from the evaluation's row ([`alert::Alert::from_row`]), its forwarding deadline from the
+//! region's policy ([`crate::policy`]). What reaches consumers, and how a
 //! storm is bounded, is [`crate::sink::alerts`].
 
 pub mod alert;
-pub mod deadline;
 mod history;
 pub mod hotspot;
 
@@ -30,6 +30,7 @@ use datafusion::prelude::SessionContext;
 pub use alert::Alert;
 use history::History;
 
+use crate::policy::Policies;
 use crate::sink::parquet::evaluations_schema;
 
 /// How far back `recent_bad_reviews` reaches: the longest window a shipped rule looks at.
@@ -89,6 +90,8 @@ pub struct AlertRules {
     recent: Arc<MemTable>,
     rules: Vec<Rule>,
     history: History,
+    /// Each alert's forwarding deadline comes from its region's policy.
+    policies: Arc<Policies>,
 }
 
 impl AlertRules {
@@ -97,6 +100,7 @@ impl AlertRules {
     pub async fn new(
         sources: &[RuleSource],
         history: Vec<RecordBatch>,
+        policies: Arc<Policies>,
     ) -> Result<Self, AlertError> {
         let ctx = SessionContext::new();
         let batch = Arc::new(
@@ -136,6 +140,7 @@ impl AlertRules {
             recent,
             rules,
             history: history_rows,
+            policies,
         })
     }
 
@@ -177,7 +182,13 @@ impl AlertRules {
             for fired in output {
                 read_fired(rule.name, &fired, |fired| {
                     if let Some(row) = rows.get(fired.project_no, fired.assess_number) {
-                        alerts.push(Alert::from_row(batch, row, &fired, detected_at_us));
+                        alerts.push(Alert::from_row(
+                            batch,
+                            row,
+                            &fired,
+                            detected_at_us,
+                            &self.policies,
+                        ));
                     }
                 })?;
             }
