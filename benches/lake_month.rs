@@ -23,11 +23,13 @@ use haochaping::engine::{compact_lake, recover_partition, DedupScope};
 use haochaping::generate::{Generator, GeneratorConfig};
 use haochaping::lake::compact::CompactOptions;
 use haochaping::lake::{BatchRange, Lake, Lease};
-use haochaping::sink::parquet::{EvaluationRows, EVALUATIONS_TABLE};
+use haochaping::sink::parquet::{finish_parts, EVALUATIONS_TABLE};
+use haochaping::stream::evaluations::DEDUP;
+use haochaping::telemetry::Stats;
 use haochaping::transform::dedup::DedupState;
 use haochaping::transform::identity::EvaluatorKeyer;
 use haochaping::transform::validate::ValidationRules;
-use haochaping::transform::Processor;
+use haochaping::transform::{prepare_parallel, Message, Processor};
 
 const PARTITIONS: i32 = 4;
 const FLUSH_EVERY_S: i64 = 30;
@@ -74,22 +76,28 @@ async fn flush(lake: &Lake, processor: &Processor, writer: &mut PartitionWriter,
     let Some(open) = writer.open.take() else {
         return 0;
     };
-    let mut rows = EvaluationRows::new();
-    for (offset, payload) in &open.messages {
-        processor.process(
-            payload,
-            writer.partition,
-            *offset,
-            now,
-            &mut writer.dedup,
-            &mut rows,
-        );
-    }
     let (Some(first), Some(last)) = (open.messages.first(), open.messages.last()) else {
         return 0;
     };
-    let count = rows.len() as u64;
-    let files = Lake::encode_files(rows.finish().expect("finish"), 3).expect("encode");
+    // The engine's stages: prepare, dedup in offset order, keep what dedup accepts.
+    let messages: Vec<Message<'_>> = open
+        .messages
+        .iter()
+        .map(|(offset, payload)| Message {
+            offset: *offset,
+            key: None,
+            payload,
+        })
+        .collect();
+    let stats = Stats::default();
+    let mut parts = Vec::new();
+    let mut count = 0;
+    for part in prepare_parallel(processor, &[(writer.partition, &messages)], now, 1) {
+        let (rows, keep) = part.decide(&mut writer.dedup, &stats, |_, _| {});
+        count += keep.true_count() as u64;
+        parts.push((rows, Some(keep)));
+    }
+    let files = Lake::encode_files(finish_parts(parts).expect("finish"), 3).expect("encode");
     let written = files.len() as u64;
     let range = BatchRange {
         topic: TOPIC.into(),
@@ -248,7 +256,7 @@ fn lake_month(c: &mut Criterion) {
 
     let recover = |lake: &Lake| {
         runtime.block_on(async {
-            recover_partition(lake, TOPIC, 0, WINDOW_DAYS, DedupScope::Partition)
+            recover_partition(lake, DEDUP, TOPIC, 0, WINDOW_DAYS, DedupScope::Partition)
                 .await
                 .expect("recover")
         })
@@ -277,7 +285,12 @@ fn lake_month(c: &mut Criterion) {
     };
     let started = Instant::now();
     let summary = runtime
-        .block_on(compact_lake(&lake.another_writer(), &options, WINDOW_DAYS))
+        .block_on(compact_lake(
+            &lake.another_writer(),
+            DEDUP,
+            &options,
+            WINDOW_DAYS,
+        ))
         .expect("compact");
     let compaction = started.elapsed();
     let files_after = count_files(&root.join(EVALUATIONS_TABLE));
@@ -292,7 +305,11 @@ fn lake_month(c: &mut Criterion) {
     });
     // A snapshot as the compactor leaves it; recovery then reads only files after it.
     runtime
-        .block_on(haochaping::engine::refresh_snapshots(&lake, WINDOW_DAYS))
+        .block_on(haochaping::engine::refresh_snapshots(
+            &lake,
+            DEDUP,
+            WINDOW_DAYS,
+        ))
         .expect("snapshots");
     let with_snapshot = recover(&lake);
     group.bench_function("recover_partition/snapshot/compacted", |b| {

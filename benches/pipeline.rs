@@ -9,11 +9,12 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use haochaping::decode::decode;
 use haochaping::generate::{Generator, GeneratorConfig};
-use haochaping::sink::parquet::{encode_parquet, EvaluationRows};
+use haochaping::sink::parquet::{encode_parquet, finish_parts, TableRows};
+use haochaping::telemetry::Stats;
 use haochaping::transform::dedup::{dedup_key, DedupState};
 use haochaping::transform::identity::EvaluatorKeyer;
 use haochaping::transform::validate::{validate, AssessNumber, ValidationRules};
-use haochaping::transform::{Outcome, Processor};
+use haochaping::transform::{prepare_parallel, Message, Processor};
 
 fn events() -> Vec<Vec<u8>> {
     let count = std::env::var("HAOCHAPING_BENCH_EVENTS")
@@ -37,14 +38,30 @@ fn processor() -> Processor {
     )
 }
 
-fn process_all(processor: &Processor, events: &[Vec<u8>], now: i64) -> EvaluationRows {
+type Parts = Vec<(Box<dyn TableRows>, Option<arrow::array::BooleanArray>)>;
+
+/// The engine's path on one thread: prepare (decode, validate, identity, rows), then dedup in
+/// offset order; the parts with their keep masks, ready for [`finish_parts`].
+fn process_all(processor: &Processor, events: &[Vec<u8>], now: i64) -> Parts {
     let mut dedup = DedupState::with_capacity(events.len());
-    let mut rows = EvaluationRows::new();
-    for (offset, payload) in events.iter().enumerate() {
-        let outcome = processor.process(payload, 0, offset as i64, now, &mut dedup, &mut rows);
-        black_box(matches!(outcome, Outcome::Accepted));
-    }
-    rows
+    let stats = Stats::default();
+    let messages: Vec<Message<'_>> = events
+        .iter()
+        .enumerate()
+        .map(|(offset, payload)| Message {
+            offset: offset as i64,
+            key: None,
+            payload,
+        })
+        .collect();
+    prepare_parallel(processor, &[(0, &messages)], now, 1)
+        .into_iter()
+        .map(|part| {
+            let (rows, keep) = part.decide(&mut dedup, &stats, |_, _| {});
+            black_box(keep.true_count());
+            (rows, Some(keep))
+        })
+        .collect()
 }
 
 fn stages(c: &mut Criterion) {
@@ -78,8 +95,8 @@ fn stages(c: &mut Criterion) {
     group.bench_function("rows_to_parquet", |b| {
         b.iter_batched(
             || process_all(&processor, &events, now),
-            |rows| {
-                rows.finish()
+            |parts| {
+                finish_parts(parts)
                     .expect("finish")
                     .iter()
                     .map(|(_, batch)| encode_parquet(batch, 3).expect("encode").len())
@@ -104,8 +121,7 @@ fn stages(c: &mut Criterion) {
 }
 
 fn end_to_end(processor: &Processor, events: &[Vec<u8>], now: i64) -> usize {
-    let rows = process_all(processor, events, now);
-    rows.finish()
+    finish_parts(process_all(processor, events, now))
         .expect("finish")
         .iter()
         .map(|(_, batch)| encode_parquet(batch, 3).expect("encode").len())

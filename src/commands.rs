@@ -158,7 +158,13 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
         quiet_for: args.quiet_for,
         ..Default::default()
     };
-    let summary = engine::compact_lake(&lake, &options, args.dedup_window_days).await?;
+    let summary = engine::compact_lake(
+        &lake,
+        crate::stream::evaluations::DEDUP,
+        &options,
+        args.dedup_window_days,
+    )
+    .await?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

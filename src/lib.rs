@@ -40,6 +40,7 @@ pub mod policy;
 pub mod region;
 pub mod sink;
 pub mod source;
+pub mod stream;
 pub mod tags;
 pub mod telemetry;
 pub mod transform;

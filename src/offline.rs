@@ -25,9 +25,9 @@ use crate::decode::Rejection;
 use crate::engine::{recover_partition, DedupScope, EngineError};
 use crate::lake::{BatchRange, Lake};
 use crate::sink::dlq::protect::{rejected_line, Protector};
-use crate::sink::parquet::{finish_parts, EvaluationRows, TableError, EVALUATIONS_TABLE};
+use crate::sink::parquet::{finish_parts, TableError, TableRows, EVALUATIONS_TABLE};
 use crate::telemetry::{Stats, StatsSnapshot};
-use crate::transform::{Message, Notice, Processor};
+use crate::transform::{prepare_parallel, Message, Notice, Processor};
 
 /// Offline sources are named `file+<content hash>`; `+` never occurs in a Kafka topic name.
 pub const OFFLINE_SOURCE_PREFIX: &str = "file+";
@@ -36,7 +36,7 @@ pub const OFFLINE_SOURCE_PREFIX: &str = "file+";
 const CHUNK_LINES: usize = 16_384;
 
 /// Rows of one prepared part and which of them dedup kept.
-type Part = (EvaluationRows, Option<BooleanArray>);
+type Part = (Box<dyn TableRows>, Option<BooleanArray>);
 
 fn trim_line(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -110,6 +110,7 @@ pub async fn ingest_file(
     let started = std::time::Instant::now();
     let recovered = recover_partition(
         &lake,
+        crate::stream::evaluations::DEDUP,
         &topic,
         0,
         config.dedup.window_days,
@@ -228,7 +229,7 @@ pub async fn ingest_file(
             }
             // Decode, validate and build rows in parallel; dedup after, in offset order.
             let mut rejections = Vec::new();
-            for part in processor.prepare_parallel(&[(0, &lines[fresh..])], now, workers) {
+            for part in prepare_parallel(&processor, &[(0, &lines[fresh..])], now, workers) {
                 // Offline files are backfills: alerts are for what is happening now.
                 let (rows, keep) = part.decide(&mut dedup, &reader_stats, |message, notice| {
                     if let Notice::Rejected(rejection) = notice {

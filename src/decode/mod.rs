@@ -38,10 +38,18 @@ pub enum Reason {
     BadReviewWithoutReason,
     CaseAlreadyEvaluated,
     CaseAlreadySupplemented,
+    /// A time field of a case or workflow event that is not `yyyy-MM-dd HH:mm:ss`.
+    InvalidTime,
+    /// A time field of a case or workflow event further in the future than the allowed skew.
+    FutureTime,
+    /// A case whose status and dates contradict each other.
+    InconsistentCase,
+    /// A different record of a case status already taken.
+    CaseStatusConflict,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Oversize,
         Reason::NotUtf8,
         Reason::NotJson,
@@ -58,6 +66,10 @@ impl Reason {
         Reason::BadReviewWithoutReason,
         Reason::CaseAlreadyEvaluated,
         Reason::CaseAlreadySupplemented,
+        Reason::InvalidTime,
+        Reason::FutureTime,
+        Reason::InconsistentCase,
+        Reason::CaseStatusConflict,
     ];
 
     /// The stable code published in DLQ headers and metrics labels.
@@ -79,6 +91,10 @@ impl Reason {
             Reason::BadReviewWithoutReason => "bad_review_without_reason",
             Reason::CaseAlreadyEvaluated => "case_already_evaluated",
             Reason::CaseAlreadySupplemented => "case_already_supplemented",
+            Reason::InvalidTime => "invalid_time",
+            Reason::FutureTime => "future_time",
+            Reason::InconsistentCase => "inconsistent_case",
+            Reason::CaseStatusConflict => "case_status_conflict",
         }
     }
 
@@ -343,6 +359,46 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<WireEvaluation<'_>, Re
             object_only(text.as_bytes().trim_ascii_start(), wire.into_owned())
         }
     }
+}
+
+/// The checks every stream's message passes before its fields are read: its size, and its text
+/// (UTF-8, or GB18030 transcoded). For the streams other than evaluations, whose volume does not
+/// need [`decode`]'s single pass.
+pub fn message_text(payload: &[u8], max_bytes: usize) -> Result<Cow<'_, str>, Rejection> {
+    if payload.len() > max_bytes {
+        return Err(Rejection::new(
+            Reason::Oversize,
+            format!(
+                "message is {} bytes, the limit is {max_bytes}",
+                payload.len()
+            ),
+        ));
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => Ok(Cow::Borrowed(text)),
+        Err(utf8) => {
+            let text = gb18030_text(payload).ok_or_else(|| {
+                Rejection::new(
+                    Reason::NotUtf8,
+                    format!("message is neither UTF-8 nor GB18030: {utf8}"),
+                )
+            })?;
+            crate::telemetry::gb18030_decoded();
+            Ok(Cow::Owned(text))
+        }
+    }
+}
+
+/// A message's text as a JSON object of a stream's wire fields (`W`, every field optional so the
+/// validator names what is missing).
+pub fn json_object<'a, W: Deserialize<'a>>(text: &'a str) -> Result<W, Rejection> {
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
+        return Err(Rejection::new(
+            Reason::NotJson,
+            "message is not a JSON object of the interface's fields",
+        ));
+    }
+    serde_json::from_str(text).map_err(|e| json_rejection(&e))
 }
 
 /// The message as text: borrowed when it is UTF-8, transcoded when it is GB18030, `None` when it is

@@ -19,6 +19,8 @@ use crate::transform::{Message, Processor};
 
 /// The alert rules and where their alerts go.
 pub struct Alerting {
+    /// Rebuilds the rows of the bad reviews for the rules (the same stages as the stream's).
+    processor: Processor,
     rules: AlertRules,
     sink: AlertSink,
 }
@@ -40,14 +42,17 @@ impl Alerting {
             "alert rules ready"
         );
         let sink = AlertSink::from_config(&config.kafka, &config.alerts)?;
-        Ok(Some(Self { rules, sink }))
+        Ok(Some(Self {
+            processor: Processor::from_config(config),
+            rules,
+            sink,
+        }))
     }
 
     /// Runs the rules over a chunk's accepted bad reviews (`(partition, message)`, in the order
     /// dedup accepted them) and produces their alerts; returns each delivery with its partition.
     pub async fn on_chunk(
         &mut self,
-        processor: &Processor,
         accepted: &[(i32, Message<'_>)],
         now_us: i64,
         stats: &Stats,
@@ -58,7 +63,7 @@ impl Alerting {
         let mut rows = EvaluationRows::with_capacity(accepted.len());
         for (partition, message) in accepted {
             // Already validated once with the same `now_us`: it cannot fail now.
-            let _ = processor.prepare(
+            let _ = self.processor.prepare(
                 message.payload,
                 *partition,
                 message.offset,

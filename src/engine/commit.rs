@@ -82,14 +82,13 @@ pub async fn commit_batch(
 
 /// Commits the lake's positions to the consumer group (for lag monitoring and a fast start). A
 /// failure is logged, not fatal: the lake keeps the position.
-pub fn commit_offsets<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+pub fn commit_offsets<'t, C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     consumer: &C,
-    topic: &str,
-    positions: impl IntoIterator<Item = (i32, i64)>,
+    positions: impl IntoIterator<Item = (&'t str, i32, i64)>,
     mode: CommitMode,
 ) {
     let mut list = TopicPartitionList::new();
-    for (partition, offset) in positions {
+    for (topic, partition, offset) in positions {
         if let Err(e) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
             tracing::warn!(error = %e, "offset list");
         }

@@ -86,11 +86,12 @@ pub struct CompactSummary {
 /// Compacts the lake's quiet folders, then brings every partition's dedup snapshot up to date.
 pub async fn compact_lake(
     lake: &crate::lake::Lake,
+    rule: crate::stream::DedupRule,
     options: &crate::lake::compact::CompactOptions,
     window_days: u16,
 ) -> Result<CompactSummary, EngineError> {
     let compaction = crate::lake::compact::compact(lake, options).await?;
-    let snapshots_written = refresh_snapshots(lake, window_days).await?;
+    let snapshots_written = refresh_snapshots(lake, rule, window_days).await?;
     Ok(CompactSummary {
         compaction,
         snapshots_written,

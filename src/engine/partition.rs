@@ -3,12 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-use arrow::array::{BooleanArray, BooleanBuilder};
+use arrow::array::BooleanArray;
 use rdkafka::producer::DeliveryFuture;
 
 use crate::lake::{BatchRange, Lease};
-use crate::sink::parquet::{EvaluationRows, PartitionKey, TableError};
+use crate::sink::parquet::{PartitionKey, TableError, TableRows};
 use crate::transform::dedup::DedupState;
+
+/// A partition of one of the run's streams: the stream's index in the run, and the Kafka
+/// partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tp {
+    pub stream: usize,
+    pub partition: i32,
+}
 
 /// One Kafka partition's state on this instance.
 pub struct PartitionState {
@@ -170,13 +178,11 @@ pub struct Encoding {
     pub files: tokio::task::JoinHandle<Result<Vec<(PartitionKey, bytes::Bytes)>, TableError>>,
 }
 
-/// The open batch of one partition: rows built on the pipeline's task from small chunks, and parts
-/// built on every core from large ones, each with the keep mask dedup decided.
+/// The open batch of one partition: the parts its chunks were prepared in (on one core or on
+/// every core), each with the keep mask dedup decided.
 pub struct Batch {
-    pub rows: EvaluationRows,
-    pub keep: BooleanBuilder,
-    pub parts: Vec<(EvaluationRows, BooleanArray)>,
-    /// Rows dedup kept, across `rows` and `parts`.
+    pub parts: Vec<(Box<dyn TableRows>, BooleanArray)>,
+    /// Rows dedup kept, across `parts`.
     pub kept: usize,
     /// Bytes of the messages read into the batch: a bound on its text, which Arrow caps per column.
     pub bytes: usize,
@@ -191,8 +197,6 @@ pub struct Batch {
 impl Batch {
     pub fn new(first_offset: i64) -> Self {
         Self {
-            rows: EvaluationRows::new(),
-            keep: BooleanBuilder::new(),
             parts: Vec::new(),
             kept: 0,
             bytes: 0,
@@ -210,10 +214,8 @@ impl Batch {
     }
 
     /// Every part of the batch, for [`crate::sink::parquet::finish_parts`].
-    pub fn into_parts(mut self) -> Vec<(EvaluationRows, Option<BooleanArray>)> {
-        let mut parts: Vec<_> = self.parts.into_iter().map(|(r, k)| (r, Some(k))).collect();
-        parts.push((self.rows, Some(self.keep.finish())));
-        parts
+    pub fn into_parts(self) -> Vec<(Box<dyn TableRows>, Option<BooleanArray>)> {
+        self.parts.into_iter().map(|(r, k)| (r, Some(k))).collect()
     }
 }
 

@@ -7,16 +7,14 @@
 //! the compactor refreshes them ([`refresh_snapshots`]). A snapshot that is missing, damaged or of
 //! another format is ignored and rebuilt from the Parquet files.
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Int64Type, Int8Type};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use super::EngineError;
 use crate::lake::{DataFile, DataFileName, Lake, LakeError, Recovery};
-use crate::transform::dedup::{dedup_key, DedupState};
-use crate::transform::validate::AssessNumber;
+use crate::stream::DedupRule;
+use crate::transform::dedup::DedupState;
 
 /// A recovery that read at least this many files writes a new snapshot, so the next one does not.
 pub const SNAPSHOT_AFTER_FILES: usize = 16;
@@ -37,6 +35,7 @@ pub struct Recovered {
 /// `window_days` days. Kafka partitions and the offline path's file both start here.
 pub async fn recover_partition(
     lake: &Lake,
+    rule: DedupRule,
     topic: &str,
     partition: i32,
     window_days: u16,
@@ -54,7 +53,7 @@ pub async fn recover_partition(
                 .collect();
             let upto = recovery.claimed;
             let (dedup, files_read, snapshot) =
-                rebuild_from_snapshot(lake, topic, partition, since, files, upto, |read| {
+                rebuild_from_snapshot(lake, rule, topic, partition, since, files, upto, |read| {
                     read >= SNAPSHOT_AFTER_FILES
                 })
                 .await?;
@@ -71,7 +70,7 @@ pub async fn recover_partition(
                 .files_where(since, |name| name.topic.starts_with(prefix))
                 .await?;
             let files_read = files.len();
-            let dedup = load_dedup_state(lake, files).await?;
+            let dedup = load_dedup_state(lake, rule, files).await?;
             Ok(Recovered {
                 recovery,
                 dedup,
@@ -85,8 +84,10 @@ pub async fn recover_partition(
 /// The snapshot's table (evicted to the window) plus the rows of `files` it does not cover. Files
 /// numbered below `upto` are settled: when reading them is worth it (`write_when(count)`), the
 /// table they make is stored as the new snapshot before the files at or above `upto` are added.
+#[allow(clippy::too_many_arguments)]
 async fn rebuild_from_snapshot(
     lake: &Lake,
+    rule: DedupRule,
     topic: &str,
     partition: i32,
     since_day: i32,
@@ -114,21 +115,25 @@ async fn rebuild_from_snapshot(
         .partition(|f| seq_of(f) < upto);
     let files_read = settled.len() + recent.len();
     let settled_count = settled.len();
-    dedup.absorb(load_dedup_state(lake, settled).await?);
+    dedup.absorb(load_dedup_state(lake, rule, settled).await?);
     // No snapshot yet (or a damaged one): write one whatever the count, so it is rebuilt once.
     if upto > from && (write_when(settled_count) || base.is_none()) {
         lake.put_snapshot(topic, partition, upto, dedup.to_snapshot(upto))
             .await?;
         crate::telemetry::dedup_snapshot("written");
     }
-    dedup.absorb(load_dedup_state(lake, recent).await?);
+    dedup.absorb(load_dedup_state(lake, rule, recent).await?);
     Ok((dedup, files_read, base))
 }
 
 /// Brings the dedup snapshot of every Kafka partition of the lake up to date (the compactor runs
 /// it): the old snapshot plus the committed files numbered from its `upto` to where the log is
 /// settled. Returns how many snapshots were written.
-pub async fn refresh_snapshots(lake: &Lake, window_days: u16) -> Result<usize, EngineError> {
+pub async fn refresh_snapshots(
+    lake: &Lake,
+    rule: DedupRule,
+    window_days: u16,
+) -> Result<usize, EngineError> {
     let since = super::today() - i32::from(window_days);
     let mut written = 0;
     for (topic, partition) in lake.logged_partitions().await? {
@@ -154,7 +159,7 @@ pub async fn refresh_snapshots(lake: &Lake, window_days: u16) -> Result<usize, E
                     .is_some_and(|n| n.seq < upto && state.file_is_committed(n.seq, n.compacted))
             })
             .collect();
-        rebuild_from_snapshot(lake, &topic, partition, since, files, upto, |_| true).await?;
+        rebuild_from_snapshot(lake, rule, &topic, partition, since, files, upto, |_| true).await?;
         written += 1;
     }
     Ok(written)
@@ -172,6 +177,7 @@ pub enum DedupScope {
 /// Rebuilds a partition's dedup state from its files in the lake, decoding files in parallel.
 pub async fn load_dedup_state(
     lake: &Lake,
+    rule: DedupRule,
     files: Vec<DataFile>,
 ) -> Result<DedupState, EngineError> {
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -181,9 +187,10 @@ pub async fn load_dedup_state(
             async move {
                 let bytes = lake.read(&file.path).await?;
                 let path = file.path.to_string();
-                let keys =
-                    tokio::task::spawn_blocking(move || read_dedup_keys(bytes, file.day, &path))
-                        .await??;
+                let keys = tokio::task::spawn_blocking(move || {
+                    read_dedup_keys(rule, bytes, file.day, &path)
+                })
+                .await??;
                 Ok::<_, EngineError>(keys)
             }
         })
@@ -197,8 +204,9 @@ pub async fn load_dedup_state(
     Ok(state)
 }
 
-/// The dedup entries of one data file: only three columns are decoded.
+/// The dedup entries of one data file: only the rule's columns are decoded.
 fn read_dedup_keys(
+    rule: DedupRule,
     bytes: bytes::Bytes,
     day: i32,
     path: &str,
@@ -208,10 +216,7 @@ fn read_dedup_keys(
         source,
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(fail)?;
-    let mask = ProjectionMask::columns(
-        builder.parquet_schema(),
-        ["project_no", "assess_number", "event_fingerprint"],
-    );
+    let mask = ProjectionMask::columns(builder.parquet_schema(), rule.columns.iter().copied());
     let reader = builder
         .with_projection(mask)
         .with_batch_size(65_536)
@@ -221,41 +226,15 @@ fn read_dedup_keys(
     let mut keys = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| fail(e.into()))?;
-        let (Some(project), Some(number), Some(fp)) = (
-            batch
-                .column_by_name("project_no")
-                .and_then(|c| c.as_string_opt::<i32>()),
-            batch
-                .column_by_name("assess_number")
-                .and_then(|c| c.as_primitive_opt::<Int8Type>()),
-            batch
-                .column_by_name("event_fingerprint")
-                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
-        ) else {
-            return Err(fail(parquet::errors::ParquetError::General(
-                "missing dedup columns".into(),
-            )));
-        };
-        keys.reserve(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            if project.is_null(row) {
-                continue;
-            }
-            let Some(assess_number) = AssessNumber::from_code(i64::from(number.value(row))) else {
-                continue;
-            };
-            keys.push((
-                dedup_key(project.value(row), assess_number),
-                fp.value(row) as u64,
-                day,
-            ));
-        }
+        (rule.entries)(&batch, day, &mut keys)
+            .map_err(|what| fail(parquet::errors::ParquetError::General(what)))?;
     }
     Ok(keys)
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::stream::evaluations::DEDUP;
     use std::sync::Arc;
 
     use object_store::memory::InMemory;
@@ -275,10 +254,10 @@ mod tests {
             Processor::new(Default::default(), EvaluatorKeyer::new(b"0123456789abcdef"));
         let now = chrono::Utc::now().timestamp_micros();
         let mut rows = EvaluationRows::new();
-        let mut dedup = DedupState::default();
         for offset in first..first + 50 {
             let event = generator.next_event();
-            processor.process(&event.payload, 0, offset, now, &mut dedup, &mut rows);
+            // The generated cases are distinct: every valid one is a row.
+            let _ = processor.prepare(&event.payload, 0, offset, now, &mut rows);
         }
         let count = rows.len() as u64;
         let files = Lake::encode_files(rows.finish().unwrap(), 1).unwrap();
@@ -292,7 +271,7 @@ mod tests {
     }
 
     async fn recover(lake: &Lake) -> Recovered {
-        recover_partition(lake, "evaluations", 0, WINDOW, DedupScope::Partition)
+        recover_partition(lake, DEDUP, "evaluations", 0, WINDOW, DedupScope::Partition)
             .await
             .unwrap()
     }
@@ -302,7 +281,7 @@ mod tests {
         let since = crate::engine::today() - i32::from(WINDOW);
         let files = lake.partition_files("evaluations", 0, since).await.unwrap();
         let count = files.len();
-        let state = load_dedup_state(lake, files).await.unwrap();
+        let state = load_dedup_state(lake, DEDUP, files).await.unwrap();
         (state.sorted_entries(), count)
     }
 
@@ -393,7 +372,7 @@ mod tests {
         let (compacted, files_after) = full_rebuild(&lake).await;
         assert!(files_after < now_files);
         assert_eq!(compacted, expected, "compaction keeps every key");
-        assert_eq!(refresh_snapshots(&lake, WINDOW).await.unwrap(), 1);
+        assert_eq!(refresh_snapshots(&lake, DEDUP, WINDOW).await.unwrap(), 1);
         let sixth = recover(&lake).await;
         assert_eq!(sixth.files_read, 0);
         assert_eq!(sixth.dedup.sorted_entries(), expected);

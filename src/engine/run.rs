@@ -21,17 +21,18 @@ use super::alerting::Alerting;
 use super::commit::{commit_batch, commit_offsets};
 use super::partition::{
     admit, check_resume, retake_delay, Admission, Batch, Cursor, Encoding, Parked, PartitionState,
-    ResumeCheck, SeekTo,
+    ResumeCheck, SeekTo, Tp,
 };
 use super::recovery::{recover_partition, DedupScope};
 use super::{today, EngineError};
 use crate::config::IngestConfig;
 use crate::lake::{BatchRange, Lake};
 use crate::sink::dlq::{DeadLetters, SourcePosition};
-use crate::sink::parquet::{finish_parts, TableError, EVALUATIONS_TABLE};
+use crate::sink::parquet::{finish_parts, TableError};
 use crate::source::kafka::{self, IngestContext, PartitionEvent};
+use crate::stream::AnyStream;
 use crate::telemetry::{Stats, StatsSnapshot};
-use crate::transform::{decide, Message, Notice, Processor};
+use crate::transform::{prepare_parallel, Message, Notice};
 
 /// How long `recv` waits before the loop looks at timers (flush deadlines, idleness).
 const TICK: Duration = Duration::from_millis(100);
@@ -39,8 +40,6 @@ const TICK: Duration = Duration::from_millis(100);
 const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Most messages taken from the consumer at once (only those already fetched: never waits for more).
 const CHUNK: usize = 8192;
-/// Chunks smaller than this are processed on the pipeline's task; larger ones on every core.
-const PARALLEL_FROM: usize = 1024;
 
 /// Options of one run that are not configuration of the engine.
 #[derive(Debug, Clone, Default)]
@@ -58,26 +57,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<StatsSnapshot, EngineError> {
     config.check()?;
-    let lake = Lake::open_local(&config.lake.path, EVALUATIONS_TABLE)?;
+    let sources = Source::all(&config)?;
     let context = IngestContext::default();
     let consumer = Arc::new(kafka::consumer(&config.kafka, context.clone())?);
-    let dead_letters = DeadLetters::from_config(&config)?;
-    consumer.subscribe(&[&config.kafka.topic])?;
-    tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group, lake = %config.lake.path.display(), "ingest started");
+    let topics: Vec<&str> = sources.iter().map(|s| s.topic.as_str()).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(topics = ?topics, group = %config.kafka.group, lake = %config.lake.path.display(), "ingest started");
 
-    let processor = Processor::from_config(&config);
     let alerting = Alerting::from_config(&config).await?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let compaction = background_compaction(&config, &lake);
+    let compaction = background_compaction(&config, &sources);
     let analytics = super::analyze::background_analytics(&config, stats.clone());
     let mut ingest = Ingest {
         workers,
         config,
         consumer: consumer.clone(),
         context,
-        dead_letters,
-        lake,
-        processor,
+        sources,
         alerting,
         stats: stats.clone(),
         partitions: HashMap::new(),
@@ -131,12 +127,7 @@ pub async fn run(
                     // whole topic.
                     ingest.flush_all().await?;
                     ingest.commit_offsets(CommitMode::Sync);
-                    if kafka::topic_fully_committed(
-                        consumer.clone(),
-                        ingest.config.kafka.topic.clone(),
-                    )
-                    .await?
-                    {
+                    if ingest.fully_committed().await? {
                         tracing::info!("topic idle and fully committed, finishing");
                         break;
                     }
@@ -161,18 +152,46 @@ pub async fn run(
     Ok(stats.snapshot())
 }
 
-/// Compacts the lake and refreshes the dedup snapshots every `lake.compact_every`, as another
-/// writer beside this run (see [`crate::lake::compact`]); a failed round is logged and retried at
-/// the next one, never fatal to ingest.
+/// One stream as this run consumes it: its topic, its stages, its table and its dead letters.
+struct Source {
+    topic: String,
+    stream: Arc<dyn AnyStream>,
+    lake: Lake,
+    dead_letters: DeadLetters,
+}
+
+impl Source {
+    /// The streams the configuration runs, each with its lake table and dead-letter topic.
+    fn all(config: &IngestConfig) -> Result<Vec<Source>, EngineError> {
+        crate::stream::configured(config)
+            .into_iter()
+            .map(|c| {
+                Ok(Source {
+                    lake: Lake::open_local(&config.lake.path, c.stream.table())?,
+                    dead_letters: DeadLetters::for_topic(config, c.dlq_topic)?,
+                    topic: c.topic,
+                    stream: c.stream,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Compacts every stream's table and refreshes its dedup snapshots every `lake.compact_every`, as
+/// another writer beside this run (see [`crate::lake::compact`]); a failed round is logged and
+/// retried at the next one, never fatal to ingest.
 fn background_compaction(
     config: &IngestConfig,
-    lake: &Lake,
+    sources: &[Source],
 ) -> Option<tokio::task::JoinHandle<()>> {
     let every = config.lake.compact_every;
     if every.is_zero() {
         return None;
     }
-    let lake = lake.another_writer();
+    let tables: Vec<(Lake, crate::stream::DedupRule)> = sources
+        .iter()
+        .map(|s| (s.lake.another_writer(), s.stream.dedup()))
+        .collect();
     let options = crate::lake::compact::CompactOptions {
         quiet_for: config.lake.compact_quiet_for,
         zstd_level: config.lake.zstd_level,
@@ -185,17 +204,22 @@ fn background_compaction(
         ticker.tick().await; // the first tick is immediate: the first round waits one period
         loop {
             ticker.tick().await;
-            match super::compact_lake(&lake, &options, window_days).await {
-                Ok(summary) => tracing::info!(
-                    compactions = summary.compaction.compactions,
-                    files_replaced = summary.compaction.files_replaced,
-                    files_after = summary.compaction.files_after,
-                    snapshots = summary.snapshots_written,
-                    elapsed_ms = summary.compaction.elapsed_ms,
-                    "background compaction"
-                ),
-                Err(error) => {
-                    tracing::warn!(%error, "background compaction failed; retried next round")
+            for (lake, rule) in &tables {
+                match super::compact_lake(lake, *rule, &options, window_days).await {
+                    Ok(summary) => tracing::info!(
+                        table = lake.table(),
+                        compactions = summary.compaction.compactions,
+                        files_replaced = summary.compaction.files_replaced,
+                        files_after = summary.compaction.files_after,
+                        snapshots = summary.snapshots_written,
+                        elapsed_ms = summary.compaction.elapsed_ms,
+                        "background compaction"
+                    ),
+                    Err(error) => tracing::warn!(
+                        table = lake.table(),
+                        %error,
+                        "background compaction failed; retried next round"
+                    ),
                 }
             }
         }
@@ -207,49 +231,61 @@ struct Ingest {
     config: IngestConfig,
     consumer: Arc<StreamConsumer<IngestContext>>,
     context: IngestContext,
-    dead_letters: DeadLetters,
-    lake: Lake,
-    processor: Processor,
+    /// The streams of this run; a [`Tp`]'s `stream` indexes it.
+    sources: Vec<Source>,
     /// The alert stage, unless alerts are disabled.
     alerting: Option<Alerting>,
     stats: Arc<Stats>,
-    partitions: HashMap<i32, PartitionState>,
+    partitions: HashMap<Tp, PartitionState>,
     /// Assigned partitions left to another writer for a while (see [`Parked`]).
-    parked: HashMap<i32, Parked>,
+    parked: HashMap<Tp, Parked>,
     /// Fences in a row per partition, reset by a commit of ours (what [`retake_delay`] grows with).
-    fence_streaks: HashMap<i32, u32>,
+    fence_streaks: HashMap<Tp, u32>,
     last_eviction: Instant,
 }
 
 impl Ingest {
+    /// The stream a topic belongs to.
+    fn stream_of(&self, topic: &str) -> Option<usize> {
+        self.sources.iter().position(|s| s.topic == topic)
+    }
+
     /// Applies partition moves; returns whether anything moved.
     async fn apply_rebalance(&mut self) -> Result<bool, EngineError> {
         let events = self.context.take_events();
         let moved = !events.is_empty();
         for event in events {
             match event {
-                PartitionEvent::Revoked(topic, partition) if topic == self.config.kafka.topic => {
+                PartitionEvent::Revoked(topic, partition) => {
+                    let Some(stream) = self.stream_of(&topic) else {
+                        continue;
+                    };
+                    let tp = Tp { stream, partition };
                     // Dropping the open batch, and the one still encoding, is safe: neither is in
                     // the lake nor in the group's offsets, and the partition's next owner replays
                     // them. The encoding task finishes on its own and its files are discarded.
-                    self.parked.remove(&partition);
-                    self.fence_streaks.remove(&partition);
-                    let dropped_batch = self.partitions.remove(&partition).and_then(|s| s.batch);
+                    self.parked.remove(&tp);
+                    self.fence_streaks.remove(&tp);
+                    let dropped_batch = self.partitions.remove(&tp).and_then(|s| s.batch);
                     if let Some(batch) = dropped_batch {
                         tracing::info!(
+                            topic,
                             partition,
                             first_offset = batch.first_offset,
                             "revoked with an open batch; the next owner replays it"
                         );
                     }
                 }
-                PartitionEvent::Assigned(topic, partition) if topic == self.config.kafka.topic => {
-                    if self.parked.remove(&partition).is_some() {
-                        self.pause(partition, false)?;
+                PartitionEvent::Assigned(topic, partition) => {
+                    let Some(stream) = self.stream_of(&topic) else {
+                        continue;
+                    };
+                    let tp = Tp { stream, partition };
+                    if self.parked.remove(&tp).is_some() {
+                        self.pause(tp, false)?;
                     }
-                    self.recover(partition).await?;
+                    self.recover(tp).await?;
                 }
-                _ => {}
             }
         }
         Ok(moved)
@@ -257,20 +293,22 @@ impl Ingest {
 
     /// Recovers a partition from the lake and claims it: rolls back a crashed batch, finds the
     /// resume offset, and rebuilds the dedup state from the rows the lake holds.
-    async fn recover(&mut self, partition: i32) -> Result<(), EngineError> {
-        let topic = self.config.kafka.topic.clone();
+    async fn recover(&mut self, tp: Tp) -> Result<(), EngineError> {
+        let source = &self.sources[tp.stream];
         let started = Instant::now();
         let recovered = recover_partition(
-            &self.lake,
-            &topic,
-            partition,
+            &source.lake,
+            source.stream.dedup(),
+            &source.topic,
+            tp.partition,
             self.config.dedup.window_days,
             DedupScope::Partition,
         )
         .await?;
         let (recovery, dedup) = (recovered.recovery, recovered.dedup);
         tracing::info!(
-            partition,
+            topic = %source.topic,
+            partition = tp.partition,
             resume_at = ?recovery.next_offset,
             rolled_back_files = recovery.rolled_back_files.len(),
             dedup_keys = dedup.len(),
@@ -282,10 +320,10 @@ impl Ingest {
         self.stats
             .partition_recovered(recovery.rolled_back_files.len(), dedup.len());
         let cursor = self
-            .check_broker_end(partition, Cursor::recovered(recovery.next_offset))
+            .check_broker_end(tp, Cursor::recovered(recovery.next_offset))
             .await?;
         self.partitions.insert(
-            partition,
+            tp,
             PartitionState {
                 cursor,
                 committed: recovery.next_offset,
@@ -300,12 +338,9 @@ impl Ingest {
 
     /// Stops the run when the broker's log of a partition ends before the lake's position (see
     /// [`check_resume`]), or reads it from its beginning when the operator accepts that.
-    async fn check_broker_end(
-        &self,
-        partition: i32,
-        cursor: Cursor,
-    ) -> Result<Cursor, EngineError> {
-        let topic = &self.config.kafka.topic;
+    async fn check_broker_end(&self, tp: Tp, cursor: Cursor) -> Result<Cursor, EngineError> {
+        let topic = &self.sources[tp.stream].topic;
+        let partition = tp.partition;
         let accept = self.config.kafka.accept_offset_reset;
         let Some(lake_position) = cursor.position else {
             return Ok(cursor);
@@ -321,6 +356,7 @@ impl Ingest {
             }),
             ResumeCheck::Adopt => {
                 tracing::warn!(
+                    topic,
                     partition,
                     lake_position,
                     broker_end = end,
@@ -331,15 +367,15 @@ impl Ingest {
         }
     }
 
-    /// Processes a chunk of messages: admission by position, then decode, validate and key (on
-    /// every core when the chunk is large), dedup in offset order, dead letters, and the flush of
-    /// batches that are full.
+    /// Processes a chunk of messages: admission by position, then each stream's runs decoded,
+    /// validated and keyed (on every core when the chunk is large), dedup in offset order, dead
+    /// letters, alerts, and the flush of batches that are full.
     async fn handle(
         &mut self,
         chunk: Vec<KafkaResult<BorrowedMessage<'_>>>,
     ) -> Result<(), EngineError> {
-        let mut runs: Vec<(i32, Vec<Message<'_>>)> = Vec::new();
-        let mut sought: Vec<i32> = Vec::new();
+        let mut runs: Vec<(Tp, Vec<Message<'_>>)> = Vec::new();
+        let mut sought: Vec<Tp> = Vec::new();
         for received in &chunk {
             let message = match received {
                 Ok(message) => message,
@@ -350,11 +386,16 @@ impl Ingest {
             };
             let partition = message.partition();
             let offset = message.offset();
-            if message.topic() != self.config.kafka.topic || sought.contains(&partition) {
+            let Some(stream) = self.stream_of(message.topic()) else {
+                continue;
+            };
+            let tp = Tp { stream, partition };
+            if sought.contains(&tp) {
                 continue;
             }
-            let Some(state) = self.partitions.get_mut(&partition) else {
+            let Some(state) = self.partitions.get_mut(&tp) else {
                 tracing::debug!(
+                    topic = message.topic(),
                     partition,
                     offset,
                     "message of a partition no longer assigned"
@@ -364,8 +405,8 @@ impl Ingest {
             let accept_reset = self.config.kafka.accept_offset_reset;
             match admit(&mut state.cursor, offset, accept_reset) {
                 Admission::Seek(to) => {
-                    tracing::info!(partition, offset, to = ?to, "moving the consumer to where the lake ends");
-                    sought.push(partition);
+                    tracing::info!(topic = message.topic(), partition, offset, to = ?to, "moving the consumer to where the lake ends");
+                    sought.push(tp);
                     let to = match to {
                         SeekTo::Beginning => Offset::Beginning,
                         SeekTo::Offset(offset) => Offset::Offset(offset),
@@ -376,7 +417,7 @@ impl Ingest {
                 }
                 Admission::Reset { lake_position } => {
                     return Err(EngineError::OffsetReset {
-                        topic: self.config.kafka.topic.clone(),
+                        topic: message.topic().to_owned(),
                         partition,
                         lake_position,
                         broker_offset: offset,
@@ -384,6 +425,7 @@ impl Ingest {
                 }
                 Admission::AdoptedReset { lake_position } => {
                     tracing::warn!(
+                        topic = message.topic(),
                         partition,
                         lake_position,
                         broker_offset = offset,
@@ -394,6 +436,7 @@ impl Ingest {
                     // Offsets can be missing for good reasons (retention, compaction, transaction
                     // markers), but a broker that skips records it still holds loses data.
                     tracing::error!(
+                        topic = message.topic(),
                         partition,
                         expected,
                         received = offset,
@@ -408,30 +451,38 @@ impl Ingest {
                 key: message.key(),
                 payload: message.payload().unwrap_or_default(),
             };
-            match runs.iter_mut().find(|(p, _)| *p == partition) {
+            match runs.iter_mut().find(|(t, _)| *t == tp) {
                 Some((_, run)) => run.push(message),
-                None => runs.push((partition, vec![message])),
+                None => runs.push((tp, vec![message])),
             }
         }
         // A run may have lost its partition to a seek after its first messages were admitted.
-        runs.retain(|(partition, run)| !run.is_empty() && !sought.contains(partition));
+        runs.retain(|(tp, run)| !run.is_empty() && !sought.contains(tp));
         if runs.is_empty() {
             return Ok(());
         }
 
         let now = super::now_us();
         let mut rejections = Vec::new();
-        let mut bad_reviews: Vec<(i32, Message<'_>)> = Vec::new();
-        let total: usize = runs.iter().map(|(_, run)| run.len()).sum();
-        if total >= PARALLEL_FROM {
-            let slices: Vec<(i32, &[Message<'_>])> =
-                runs.iter().map(|(p, run)| (*p, run.as_slice())).collect();
-            let (processor, workers) = (&self.processor, self.workers);
-            let prepared = run_blocking(|| processor.prepare_parallel(&slices, now, workers));
+        let mut bad_reviews: Vec<(Tp, Message<'_>)> = Vec::new();
+        for (index, source) in self.sources.iter().enumerate() {
+            let slices: Vec<(i32, &[Message<'_>])> = runs
+                .iter()
+                .filter(|(tp, _)| tp.stream == index)
+                .map(|(tp, run)| (tp.partition, run.as_slice()))
+                .collect();
+            if slices.is_empty() {
+                continue;
+            }
+            let (stream, workers) = (source.stream.as_ref(), self.workers);
+            let prepared = run_blocking(|| prepare_parallel(stream, &slices, now, workers));
             for part in prepared {
-                let partition = part.partition;
+                let tp = Tp {
+                    stream: index,
+                    partition: part.partition,
+                };
                 let (Some(state), Some(first), Some(last)) = (
-                    self.partitions.get_mut(&partition),
+                    self.partitions.get_mut(&tp),
                     part.messages.first(),
                     part.messages.last(),
                 ) else {
@@ -442,82 +493,60 @@ impl Ingest {
                 batch.bytes += part.messages.iter().map(|m| m.payload.len()).sum::<usize>();
                 let (rows, keep) =
                     part.decide(&mut state.dedup, &self.stats, |m, notice| match notice {
-                        Notice::Rejected(r) => rejections.push((partition, *m, r)),
-                        Notice::AcceptedBadReview => bad_reviews.push((partition, *m)),
+                        Notice::Rejected(r) => rejections.push((tp, *m, r)),
+                        Notice::AcceptedBadReview => bad_reviews.push((tp, *m)),
                     });
                 batch.kept += keep.true_count();
                 batch.parts.push((rows, keep));
             }
-        } else {
-            for (partition, run) in &runs {
-                let (Some(state), Some(first), Some(last)) =
-                    (self.partitions.get_mut(partition), run.first(), run.last())
-                else {
-                    continue;
-                };
-                let batch = state.batch.get_or_insert_with(|| Batch::new(first.offset));
-                batch.last_offset = last.offset;
-                batch.bytes += run.iter().map(|m| m.payload.len()).sum::<usize>();
-                let results = self
-                    .processor
-                    .prepare_all(*partition, run, now, &mut batch.rows);
-                batch.kept += decide(
-                    run,
-                    results,
-                    &mut state.dedup,
-                    &self.stats,
-                    &mut batch.keep,
-                    |m, notice| match notice {
-                        Notice::Rejected(r) => rejections.push((*partition, *m, r)),
-                        Notice::AcceptedBadReview => bad_reviews.push((*partition, *m)),
-                    },
-                );
-            }
         }
 
-        // Alerts first: they are what someone is waiting for.
+        // Alerts first: they are what someone is waiting for. Only evaluations are bad reviews.
         if let Some(alerting) = self.alerting.as_mut() {
-            let deliveries = alerting
-                .on_chunk(&self.processor, &bad_reviews, now, &self.stats)
-                .await?;
-            for (partition, delivery) in deliveries {
-                if let Some(batch) = self
-                    .partitions
-                    .get_mut(&partition)
-                    .and_then(|s| s.batch.as_mut())
-                {
-                    batch.alerts.push(delivery);
+            for index in 0..self.sources.len() {
+                let accepted: Vec<(i32, Message<'_>)> = bad_reviews
+                    .iter()
+                    .filter(|(tp, _)| tp.stream == index)
+                    .map(|(tp, m)| (tp.partition, *m))
+                    .collect();
+                let deliveries = alerting.on_chunk(&accepted, now, &self.stats).await?;
+                for (partition, delivery) in deliveries {
+                    let tp = Tp {
+                        stream: index,
+                        partition,
+                    };
+                    if let Some(batch) = self.partitions.get_mut(&tp).and_then(|s| s.batch.as_mut())
+                    {
+                        batch.alerts.push(delivery);
+                    }
                 }
             }
         }
 
-        for (partition, message, rejection) in rejections {
-            let source = SourcePosition {
-                topic: &self.config.kafka.topic,
-                partition,
+        for (tp, message, rejection) in rejections {
+            let source = &self.sources[tp.stream];
+            let position = SourcePosition {
+                topic: &source.topic,
+                partition: tp.partition,
                 offset: message.offset,
             };
-            let delivery = self
+            let delivery = source
                 .dead_letters
                 // Redacted, encrypted or withheld there: never parked in clear.
-                .send(message.key, message.payload, &rejection, source)
+                .send(message.key, message.payload, &rejection, position)
                 .await?;
-            if let Some(batch) = self
-                .partitions
-                .get_mut(&partition)
-                .and_then(|s| s.batch.as_mut())
-            {
+            if let Some(batch) = self.partitions.get_mut(&tp).and_then(|s| s.batch.as_mut()) {
                 batch.dead_letters.push(delivery);
             }
         }
 
         let (flush_rows, flush_bytes) = (self.config.lake.flush_rows, self.config.lake.flush_bytes);
-        let full: Vec<i32> = runs
+        let full: Vec<Tp> = runs
             .iter()
-            .map(|(p, _)| *p)
-            .filter(|p| {
+            .map(|(tp, _)| *tp)
+            .filter(|tp| {
                 self.partitions
-                    .get(p)
+                    .get(tp)
                     .and_then(|s| s.batch.as_ref())
                     .is_some_and(|b| b.is_full(flush_rows, flush_bytes))
             })
@@ -529,11 +558,11 @@ impl Ingest {
     }
 
     /// The assigned partitions whose state matches.
-    fn partitions_where(&self, matches: impl Fn(&PartitionState) -> bool) -> Vec<i32> {
+    fn partitions_where(&self, matches: impl Fn(&PartitionState) -> bool) -> Vec<Tp> {
         self.partitions
             .iter()
             .filter(|(_, s)| matches(s))
-            .map(|(p, _)| *p)
+            .map(|(tp, _)| *tp)
             .collect()
     }
 
@@ -570,27 +599,30 @@ impl Ingest {
     /// Closes the open batches of the given partitions and starts encoding them in the background,
     /// so that processing goes on meanwhile. A partition's previous batch is committed first: one
     /// batch per partition is encoding at a time, and batches reach the lake in offset order.
-    async fn flush(&mut self, partitions: Vec<i32>) -> Result<(), EngineError> {
-        let busy: Vec<i32> = partitions
+    async fn flush(&mut self, tps: Vec<Tp>) -> Result<(), EngineError> {
+        let busy: Vec<Tp> = tps
             .iter()
             .copied()
-            .filter(|p| self.partitions.get(p).is_some_and(|s| s.encoding.is_some()))
+            .filter(|tp| {
+                self.partitions
+                    .get(tp)
+                    .is_some_and(|s| s.encoding.is_some())
+            })
             .collect();
         if !busy.is_empty() {
             self.commit_encoded(busy).await?;
         }
-        let topic = &self.config.kafka.topic;
         let zstd_level = self.config.lake.zstd_level;
-        for partition in partitions {
-            let Some(state) = self.partitions.get_mut(&partition) else {
+        for tp in tps {
+            let Some(state) = self.partitions.get_mut(&tp) else {
                 continue;
             };
             let Some(mut batch) = state.batch.take() else {
                 continue;
             };
             let range = BatchRange {
-                topic: topic.clone(),
-                partition,
+                topic: self.sources[tp.stream].topic.clone(),
+                partition: tp.partition,
                 first_offset: batch.first_offset,
                 last_offset: batch.last_offset,
             };
@@ -625,7 +657,7 @@ impl Ingest {
     /// parallel across partitions), then their offsets to the group. The lake is only ever written
     /// here, on the pipeline's task, so no lake write is in flight while partitions move. A
     /// partition another writer took is recovered again: the lake says where it stands now.
-    async fn commit_encoded(&mut self, partitions: Vec<i32>) -> Result<(), EngineError> {
+    async fn commit_encoded(&mut self, tps: Vec<Tp>) -> Result<(), EngineError> {
         // What the rate limit held back is summarised and confirmed before any batch commits, so a
         // crash after a commit never loses the count of alerts that batch held back.
         let alerts_topic = match self.alerting.as_mut() {
@@ -636,12 +668,15 @@ impl Ingest {
             None => String::new(),
         };
         let mut jobs = Vec::new();
-        for partition in partitions {
-            if let Some(state) = self.partitions.get_mut(&partition) {
+        let mut committing = Vec::new();
+        for tp in tps {
+            if let Some(state) = self.partitions.get_mut(&tp) {
                 if let Some(encoding) = state.encoding.take() {
+                    let source = &self.sources[tp.stream];
+                    committing.push(tp);
                     jobs.push(commit_batch(
-                        self.lake.clone(),
-                        self.dead_letters.clone(),
+                        source.lake.clone(),
+                        source.dead_letters.clone(),
                         alerts_topic.clone(),
                         state.lease.clone(),
                         encoding,
@@ -650,13 +685,14 @@ impl Ingest {
             }
         }
         let mut fenced = Vec::new();
-        for result in futures::future::join_all(jobs).await {
+        let results = futures::future::join_all(jobs).await;
+        for (tp, result) in committing.into_iter().zip(results) {
             match result {
                 Ok(committed) => {
                     self.stats
                         .batch_committed(committed.files, committed.bytes, committed.rows);
-                    self.fence_streaks.remove(&committed.range.partition);
-                    if let Some(state) = self.partitions.get_mut(&committed.range.partition) {
+                    self.fence_streaks.remove(&tp);
+                    if let Some(state) = self.partitions.get_mut(&tp) {
                         state.committed = Some(committed.range.last_offset + 1);
                         state.lease = committed.lease;
                     }
@@ -664,19 +700,17 @@ impl Ingest {
                 Err(EngineError::Lake(e)) if e.is_fenced() => {
                     tracing::warn!(error = %e, "another writer took the partition; its batch is dropped and the partition left to it for a while");
                     self.stats.partition_fenced();
-                    if let crate::lake::LakeError::Fenced { partition, .. } = e {
-                        fenced.push(partition);
-                    }
+                    fenced.push(tp);
                 }
                 Err(e) => return Err(e),
             }
         }
-        for partition in fenced {
+        for tp in fenced {
             // Still assigned to this instance (another group, or the group has not noticed the
             // stall yet). The open batch goes with the old state; the consumer stops fetching the
             // partition until it is retaken from where the lake then ends.
-            self.partitions.remove(&partition);
-            let streak = self.fence_streaks.entry(partition).or_insert(0);
+            self.partitions.remove(&tp);
+            let streak = self.fence_streaks.entry(tp).or_insert(0);
             *streak = streak.saturating_add(1);
             let streak = *streak;
             let delay = retake_delay(
@@ -685,14 +719,15 @@ impl Ingest {
                 rand::random::<f64>(),
             );
             tracing::info!(
-                partition,
+                topic = %self.sources[tp.stream].topic,
+                partition = tp.partition,
                 streak,
                 retake_in_ms = delay.as_millis() as u64,
                 "partition parked"
             );
-            self.pause(partition, true)?;
+            self.pause(tp, true)?;
             self.parked.insert(
-                partition,
+                tp,
                 Parked {
                     retake_at: Instant::now() + delay,
                 },
@@ -705,24 +740,24 @@ impl Ingest {
     /// Claims again the parked partitions whose time has come: the lake says where they stand now.
     async fn retake_due(&mut self) -> Result<(), EngineError> {
         let now = Instant::now();
-        let due: Vec<i32> = self
+        let due: Vec<Tp> = self
             .parked
             .iter()
             .filter(|(_, p)| p.retake_at <= now)
-            .map(|(partition, _)| *partition)
+            .map(|(tp, _)| *tp)
             .collect();
-        for partition in due {
-            self.parked.remove(&partition);
-            self.recover(partition).await?;
-            self.pause(partition, false)?;
+        for tp in due {
+            self.parked.remove(&tp);
+            self.recover(tp).await?;
+            self.pause(tp, false)?;
         }
         Ok(())
     }
 
-    /// Stops or restarts fetching one partition of the topic.
-    fn pause(&self, partition: i32, pause: bool) -> Result<(), EngineError> {
+    /// Stops or restarts fetching one partition.
+    fn pause(&self, tp: Tp, pause: bool) -> Result<(), EngineError> {
         let mut list = TopicPartitionList::new();
-        list.add_partition(&self.config.kafka.topic, partition);
+        list.add_partition(&self.sources[tp.stream].topic, tp.partition);
         if pause {
             self.consumer.pause(&list)?;
         } else {
@@ -733,27 +768,38 @@ impl Ingest {
 
     /// Whether this instance has read every message its partitions hold.
     async fn caught_up(&self) -> Result<bool, EngineError> {
-        let positions = self
-            .partitions
-            .iter()
-            .map(|(p, s)| (*p, s.cursor.position))
-            .collect();
-        Ok(kafka::caught_up(
-            self.consumer.clone(),
-            self.config.kafka.topic.clone(),
-            positions,
-        )
-        .await?)
+        for (index, source) in self.sources.iter().enumerate() {
+            let positions = self
+                .partitions
+                .iter()
+                .filter(|(tp, _)| tp.stream == index)
+                .map(|(tp, s)| (tp.partition, s.cursor.position))
+                .collect();
+            if !kafka::caught_up(self.consumer.clone(), source.topic.clone(), positions).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether the group has committed every stream's whole topic.
+    async fn fully_committed(&self) -> Result<bool, EngineError> {
+        for source in &self.sources {
+            if !kafka::topic_fully_committed(self.consumer.clone(), source.topic.clone()).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Commits the lake's positions to the consumer group.
     fn commit_offsets(&self, mode: CommitMode) {
         commit_offsets(
             self.consumer.as_ref(),
-            &self.config.kafka.topic,
-            self.partitions
-                .iter()
-                .filter_map(|(p, s)| s.committed.map(|c| (*p, c))),
+            self.partitions.iter().filter_map(|(tp, s)| {
+                s.committed
+                    .map(|c| (self.sources[tp.stream].topic.as_str(), tp.partition, c))
+            }),
             mode,
         );
     }

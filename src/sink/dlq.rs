@@ -202,7 +202,11 @@ impl DeadLetters {
 
     /// The dead letters an ingest configuration describes (its producer, topic, key and bounds).
     pub fn from_config(config: &IngestConfig) -> Result<Self, DlqError> {
-        let topic = config.kafka.dlq_topic();
+        Self::for_topic(config, config.kafka.dlq_topic())
+    }
+
+    /// The same, for the dead letters of one stream (`topic`).
+    pub fn for_topic(config: &IngestConfig, topic: String) -> Result<Self, DlqError> {
         let producer =
             crate::source::kafka::producer(&config.kafka).map_err(|source| DlqError::Refused {
                 topic: topic.clone(),

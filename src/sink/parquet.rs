@@ -276,17 +276,17 @@ impl EvaluationRows {
 
     /// Finishes the buffer into one batch per Hive partition, in partition order.
     pub fn finish(self) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
-        finish_parts(vec![(self, None)])
+        finish_parts(vec![(Box::new(self), None)])
     }
 
     /// The rows as one batch, whatever their Hive partitions (the alert rules' micro-batch).
     pub fn into_batch(self) -> Result<RecordBatch, TableError> {
-        self.finish_batch().map(|(batch, _)| batch)
+        self.finish_rows().map(|(batch, _)| batch)
     }
 
     /// The rows as one batch (no copy: the builders' buffers move into it), with each row's Hive
     /// partition.
-    fn finish_batch(mut self) -> Result<(RecordBatch, Vec<PartitionKey>), TableError> {
+    fn finish_rows(mut self) -> Result<(RecordBatch, Vec<PartitionKey>), TableError> {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.project_no.finish()),
             Arc::new(self.assess_number.finish()),
@@ -320,10 +320,32 @@ impl EvaluationRows {
     }
 }
 
+/// The rows of one table as a stream builds them: each row with the Hive partition it belongs to.
+pub trait TableRows: Send + Sync + 'static {
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows as one batch, with each row's Hive partition.
+    fn finish_batch(self: Box<Self>) -> Result<(RecordBatch, Vec<PartitionKey>), TableError>;
+}
+
+impl TableRows for EvaluationRows {
+    fn len(&self) -> usize {
+        EvaluationRows::len(self)
+    }
+
+    fn finish_batch(self: Box<Self>) -> Result<(RecordBatch, Vec<PartitionKey>), TableError> {
+        self.finish_rows()
+    }
+}
+
 /// Finishes several buffers, each with an optional keep mask, into one batch per Hive partition, in
 /// partition order: the files of one commit, whatever number of threads built the rows.
 pub fn finish_parts(
-    parts: Vec<(EvaluationRows, Option<BooleanArray>)>,
+    parts: Vec<(Box<dyn TableRows>, Option<BooleanArray>)>,
 ) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
     // Each kept row is copied once, straight into its partition's batch: no filter, split and
     // concatenation passes.
@@ -447,7 +469,7 @@ mod tests {
                     .filter(|(i, _)| i % 3 != 0)
                     .map(|(_, o)| *o),
             );
-            parts.push((rows, Some(keep)));
+            parts.push((Box::new(rows) as Box<dyn TableRows>, Some(keep)));
         }
         assert!(expected.len() > 1900, "{} kept rows", expected.len());
 
@@ -491,7 +513,7 @@ mod tests {
             .unwrap();
         let wrong = BooleanArray::from(vec![true; 3]);
         assert!(
-            finish_parts(vec![(rows, Some(wrong))]).is_err(),
+            finish_parts(vec![(Box::new(rows), Some(wrong))]).is_err(),
             "mask of the wrong length"
         );
     }

@@ -8,22 +8,12 @@ pub mod validate;
 use arrow::array::{BooleanArray, BooleanBuilder};
 
 use crate::decode::{decode, Reason, Rejection};
-use crate::sink::parquet::{cst_day, EvaluationRows};
+use crate::sink::parquet::{cst_day, EvaluationRows, TableRows};
+use crate::stream::{AnyStream, Prepared};
 use crate::telemetry::Stats;
 use dedup::{dedup_key, fingerprint, DedupOutcome, DedupState};
 use identity::EvaluatorKeyer;
 use validate::{validate, AssessNumber, ValidationRules};
-
-/// What became of one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Appended to the rows.
-    Accepted,
-    /// An identical redelivery, dropped.
-    Duplicate,
-    /// To the dead-letter topic.
-    Rejected(Rejection),
-}
 
 /// decode → validate → identity → dedup → rows, for one message at a time. The same code serves the
 /// Kafka pipeline, the offline path and the benchmarks.
@@ -51,42 +41,9 @@ impl Processor {
         &self.keyer
     }
 
-    /// Processes one message of a partition; `now_us` is the current time (UTC microseconds).
-    pub fn process(
-        &self,
-        payload: &[u8],
-        partition: i32,
-        offset: i64,
-        now_us: i64,
-        dedup: &mut DedupState,
-        rows: &mut EvaluationRows,
-    ) -> Outcome {
-        let evaluation = match decode(payload, self.rules.max_message_bytes)
-            .and_then(|w| validate(w, &self.rules, now_us))
-        {
-            Ok(evaluation) => evaluation,
-            Err(rejection) => return Outcome::Rejected(rejection),
-        };
-        let candidate = self.candidate(&evaluation);
-        match dedup.check(candidate.key, candidate.fingerprint, candidate.day) {
-            DedupOutcome::New => {
-                rows.push(
-                    &evaluation,
-                    candidate.evaluator_key.as_deref(),
-                    candidate.fingerprint,
-                    partition,
-                    offset,
-                );
-                Outcome::Accepted
-            }
-            DedupOutcome::Duplicate => Outcome::Duplicate,
-            DedupOutcome::Conflict => Outcome::Rejected(conflict(evaluation.assess_number)),
-        }
-    }
-
-    /// The first, parallel half of [`Self::process`]: decodes, validates and appends the row before
-    /// dedup, returning what [`DedupState::check`] needs. The caller runs dedup in offset order and
-    /// keeps only the rows it accepts (see [`crate::sink::parquet::finish_parts`]).
+    /// Decodes, validates and keys one evaluation and appends its row before dedup, returning what
+    /// [`DedupState::check`] needs. The caller runs dedup in offset order ([`decide`]) and keeps only
+    /// the rows it accepts (see [`crate::sink::parquet::finish_parts`]).
     pub fn prepare(
         &self,
         payload: &[u8],
@@ -97,27 +54,25 @@ impl Processor {
     ) -> Result<Candidate, Rejection> {
         let evaluation = decode(payload, self.rules.max_message_bytes)
             .and_then(|w| validate(w, &self.rules, now_us))?;
-        let candidate = self.candidate(&evaluation);
+        let evaluator_key = self.keyer.key(&evaluation.identity);
+        let fingerprint = fingerprint(&evaluation, evaluator_key.as_deref());
         rows.push(
             &evaluation,
-            candidate.evaluator_key.as_deref(),
-            candidate.fingerprint,
+            evaluator_key.as_deref(),
+            fingerprint,
             partition,
             offset,
         );
-        Ok(candidate)
-    }
-
-    fn candidate(&self, evaluation: &validate::Evaluation<'_>) -> Candidate {
-        let evaluator_key = self.keyer.key(&evaluation.identity);
-        Candidate {
+        Ok(Candidate {
             key: dedup_key(&evaluation.project_no, evaluation.assess_number),
-            fingerprint: fingerprint(evaluation, evaluator_key.as_deref()),
+            fingerprint,
             day: u16::try_from(cst_day(evaluation.assessed_at_us)).unwrap_or(0),
-            assess_number: evaluation.assess_number,
+            conflict: match evaluation.assess_number {
+                AssessNumber::First => conflict_first,
+                AssessNumber::Supplementary => conflict_supplementary,
+            },
             bad_review: evaluation.satisfaction.is_bad_review(),
-            evaluator_key,
-        }
+        })
     }
 }
 
@@ -129,12 +84,12 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
-/// A contiguous run of one partition's messages after [`Processor::prepare_parallel`]: the rows of
-/// the valid ones (before dedup) and, per message, its candidate or rejection.
+/// A contiguous run of one partition's messages after [`prepare_parallel`]: the rows of the valid
+/// ones (before dedup) and, per message, its candidate or rejection.
 pub struct PreparedPart<'m> {
     pub partition: i32,
     pub messages: &'m [Message<'m>],
-    pub rows: EvaluationRows,
+    pub rows: Box<dyn TableRows>,
     pub results: Vec<Result<Candidate, Rejection>>,
 }
 
@@ -145,7 +100,7 @@ impl<'m> PreparedPart<'m> {
         dedup: &mut DedupState,
         stats: &Stats,
         notice: impl FnMut(&Message<'m>, Notice),
-    ) -> (EvaluationRows, BooleanArray) {
+    ) -> (Box<dyn TableRows>, BooleanArray) {
         let mut keep = BooleanBuilder::with_capacity(self.rows.len());
         decide(self.messages, self.results, dedup, stats, &mut keep, notice);
         (self.rows, keep.finish())
@@ -155,81 +110,110 @@ impl<'m> PreparedPart<'m> {
 /// Runs shorter than this are not split across threads: a thread costs more than it saves.
 const MIN_PART: usize = 512;
 
-impl Processor {
-    /// [`Self::prepare`] for each message of a run, appending rows to `rows`.
-    pub fn prepare_all(
-        &self,
-        partition: i32,
-        messages: &[Message<'_>],
-        now_us: i64,
-        rows: &mut EvaluationRows,
-    ) -> Vec<Result<Candidate, Rejection>> {
-        messages
-            .iter()
-            .map(|m| self.prepare(m.payload, partition, m.offset, now_us, rows))
-            .collect()
-    }
-
-    /// Prepares runs of messages (`(partition, messages)`, each in offset order) on up to `workers`
-    /// threads: long runs are split into contiguous parts, the parts are shared out round-robin,
-    /// and they come back in input order, ready for [`PreparedPart::decide`] in that order.
-    pub fn prepare_parallel<'m>(
-        &self,
-        runs: &[(i32, &'m [Message<'m>])],
-        now_us: i64,
-        workers: usize,
-    ) -> Vec<PreparedPart<'m>> {
-        let workers = workers.max(1);
-        let total: usize = runs.iter().map(|(_, m)| m.len()).sum();
-        let part_len = total.div_ceil(workers).max(MIN_PART);
-        let parts: Vec<(i32, &'m [Message<'m>])> = runs
-            .iter()
-            .flat_map(|(partition, messages)| messages.chunks(part_len).map(|c| (*partition, c)))
-            .collect();
-        let prepare = |(partition, messages): (i32, &'m [Message<'m>])| {
-            let mut rows = EvaluationRows::with_capacity(messages.len());
-            let results = self.prepare_all(partition, messages, now_us, &mut rows);
-            PreparedPart {
-                partition,
-                messages,
-                rows,
-                results,
-            }
-        };
-        if parts.len() <= 1 || workers == 1 {
-            return parts.into_iter().map(prepare).collect();
+/// Prepares runs of a stream's messages (`(partition, messages)`, each in offset order) on up to
+/// `workers` threads: long runs are split into contiguous parts, the parts are shared out
+/// round-robin, and they come back in input order, ready for [`PreparedPart::decide`] in that
+/// order. A single short run is prepared on the calling thread.
+pub fn prepare_parallel<'m>(
+    stream: &dyn AnyStream,
+    runs: &[(i32, &'m [Message<'m>])],
+    now_us: i64,
+    workers: usize,
+) -> Vec<PreparedPart<'m>> {
+    let workers = workers.max(1);
+    let total: usize = runs.iter().map(|(_, m)| m.len()).sum();
+    let part_len = total.div_ceil(workers).max(MIN_PART);
+    let parts: Vec<(i32, &'m [Message<'m>])> = runs
+        .iter()
+        .flat_map(|(partition, messages)| messages.chunks(part_len).map(|c| (*partition, c)))
+        .collect();
+    let prepare = |(partition, messages): (i32, &'m [Message<'m>])| {
+        let Prepared { rows, results } = stream.prepare_part(partition, messages, now_us);
+        PreparedPart {
+            partition,
+            messages,
+            rows,
+            results,
         }
-        let mut done: Vec<Option<PreparedPart<'m>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (1..workers)
-                .map(|worker| {
-                    let parts = &parts;
-                    scope.spawn(move || {
-                        parts
-                            .iter()
-                            .enumerate()
-                            .skip(worker)
-                            .step_by(workers)
-                            .map(|(i, part)| (i, prepare(*part)))
-                            .collect::<Vec<_>>()
-                    })
+    };
+    if parts.len() <= 1 || workers == 1 || total < PARALLEL_FROM {
+        return parts.into_iter().map(prepare).collect();
+    }
+    let mut done: Vec<Option<PreparedPart<'m>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..workers)
+            .map(|worker| {
+                let parts = &parts;
+                scope.spawn(move || {
+                    parts
+                        .iter()
+                        .enumerate()
+                        .skip(worker)
+                        .step_by(workers)
+                        .map(|(i, part)| (i, prepare(*part)))
+                        .collect::<Vec<_>>()
                 })
-                .collect();
-            // This thread takes its share too.
-            let mut done: Vec<Option<PreparedPart<'m>>> = (0..parts.len()).map(|_| None).collect();
-            for (i, part) in parts.iter().enumerate().step_by(workers) {
-                done[i] = Some(prepare(*part));
+            })
+            .collect();
+        // This thread takes its share too.
+        let mut done: Vec<Option<PreparedPart<'m>>> = (0..parts.len()).map(|_| None).collect();
+        for (i, part) in parts.iter().enumerate().step_by(workers) {
+            done[i] = Some(prepare(*part));
+        }
+        for handle in handles {
+            let prepared = handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (i, part) in prepared {
+                done[i] = Some(part);
             }
-            for handle in handles {
-                let prepared = handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                for (i, part) in prepared {
-                    done[i] = Some(part);
-                }
-            }
-            done
-        });
-        done.iter_mut().filter_map(Option::take).collect()
+        }
+        done
+    });
+    done.iter_mut().filter_map(Option::take).collect()
+}
+
+/// Chunks smaller than this are prepared on the calling thread: threads cost more than they save.
+pub const PARALLEL_FROM: usize = 1024;
+
+/// What became of one message (see [`process_one`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Kept: its row is in the rows returned.
+    Accepted,
+    /// An identical redelivery, dropped.
+    Duplicate,
+    /// For the dead-letter topic.
+    Rejected(Rejection),
+}
+
+/// One message through a stream's stages and dedup, exactly as the engine runs a run of them: its
+/// outcome and the rows holding it when it was kept (for tests and tools that go message by
+/// message).
+pub fn process_one(
+    stream: &dyn AnyStream,
+    message: Message<'_>,
+    partition: i32,
+    now_us: i64,
+    dedup: &mut DedupState,
+    stats: &Stats,
+) -> (Outcome, Option<Box<dyn TableRows>>) {
+    let messages = [message];
+    let part = prepare_parallel(stream, &[(partition, &messages)], now_us, 1)
+        .into_iter()
+        .next();
+    let Some(part) = part else {
+        return (Outcome::Duplicate, None);
+    };
+    let mut rejection = None;
+    let (rows, keep) = part.decide(dedup, stats, |_, notice| {
+        if let Notice::Rejected(r) = notice {
+            rejection = Some(r);
+        }
+    });
+    match rejection {
+        Some(rejection) => (Outcome::Rejected(rejection), None),
+        None if keep.true_count() == 1 => (Outcome::Accepted, Some(rows)),
+        None => (Outcome::Duplicate, None),
     }
 }
 
@@ -275,7 +259,7 @@ pub fn decide<'m>(
                 }
                 DedupOutcome::Conflict => {
                     keep.append_value(false);
-                    conflict(candidate.assess_number)
+                    (candidate.conflict)()
                 }
             },
         };
@@ -286,29 +270,33 @@ pub fn decide<'m>(
     kept
 }
 
-/// A valid evaluation waiting for its dedup decision.
-#[derive(Debug, Clone)]
+/// A valid message waiting for its dedup decision.
+#[derive(Debug, Clone, Copy)]
 pub struct Candidate {
     pub key: u64,
     pub fingerprint: u64,
     pub day: u16,
-    pub assess_number: AssessNumber,
-    /// Satisfaction 1 or 2: the alert rules look at it.
+    /// The rejection when the key is taken by a different message (a static message per case, so
+    /// nothing is allocated unless it happens).
+    pub conflict: fn() -> Rejection,
+    /// An evaluation with satisfaction 1 or 2: the alert rules look at it.
     pub bad_review: bool,
-    evaluator_key: Option<String>,
 }
 
-/// The rejection of an evaluation whose slot is taken by a different one. Like every rejection
-/// message it carries no input value; the case is the dead letter's key and in its payload.
-pub fn conflict(assess_number: AssessNumber) -> Rejection {
-    match assess_number {
-        AssessNumber::First => Rejection::new(
-            Reason::CaseAlreadyEvaluated,
-            "the case already has a different first evaluation (assessNumber 1)",
-        ),
-        AssessNumber::Supplementary => Rejection::new(
-            Reason::CaseAlreadySupplemented,
-            "the case already has a different supplementary evaluation (assessNumber 2)",
-        ),
-    }
+/// The rejection of an evaluation whose first-evaluation slot is taken by a different one. Like
+/// every rejection message it carries no input value; the case is the dead letter's key and in its
+/// payload.
+pub fn conflict_first() -> Rejection {
+    Rejection::new(
+        Reason::CaseAlreadyEvaluated,
+        "the case already has a different first evaluation (assessNumber 1)",
+    )
+}
+
+/// The same for the supplementary-evaluation slot.
+pub fn conflict_supplementary() -> Rejection {
+    Rejection::new(
+        Reason::CaseAlreadySupplemented,
+        "the case already has a different supplementary evaluation (assessNumber 2)",
+    )
 }

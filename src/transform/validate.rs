@@ -322,7 +322,7 @@ pub fn validate<'a>(
 /// An incoming `evaluatorKey` is passed through to the lake as the evaluator, so it must be exactly
 /// what this engine writes (a DLQ replay carries one in place of the identity fields it removed):
 /// otherwise a producer could store an ID number in clear, or pick the evaluator.
-fn check_evaluator_key(identity: &Identity<'_>) -> Result<(), Rejection> {
+pub(crate) fn check_evaluator_key(identity: &Identity<'_>) -> Result<(), Rejection> {
     let Some(key) = &identity.evaluator_key else {
         return Ok(());
     };
@@ -425,7 +425,7 @@ pub fn text_flaw(text: &str, line_breaks: bool) -> Option<CharFlaw> {
 }
 
 /// `text` unless `flaw` finds a character it may not hold; the rejection names the field.
-fn clean<'a>(
+pub(crate) fn clean<'a>(
     field: &str,
     text: Cow<'a, str>,
     flaw: impl Fn(&str) -> Option<CharFlaw>,
@@ -438,7 +438,7 @@ fn clean<'a>(
 
 /// A text field that must be present and non-blank. Numbers are accepted as their decimal text,
 /// because some platforms send numeric ids unquoted.
-fn required_text<'a>(
+pub(crate) fn required_text<'a>(
     field: &str,
     value: Option<WireValue<'a>>,
     max_chars: usize,
@@ -452,7 +452,7 @@ fn required_text<'a>(
 }
 
 /// A text field that may be absent, null or empty (all read as absent).
-fn optional_text<'a>(
+pub(crate) fn optional_text<'a>(
     field: &str,
     value: Option<WireValue<'a>>,
     max_chars: usize,
@@ -485,7 +485,7 @@ fn optional_text<'a>(
 }
 
 /// A code field (`pf`, `satisfaction`…): an integer or a string of one, within its code set.
-fn required_code<T>(
+pub(crate) fn required_code<T>(
     field: &str,
     value: Option<WireValue<'_>>,
     lookup: impl Fn(i64) -> Option<T>,
@@ -568,6 +568,24 @@ pub fn credit_code_check_char(first17: &str) -> Option<char> {
 /// `assessTime` as `yyyy-MM-dd HH:mm:ss` in China Standard Time → UTC microseconds, not further in the
 /// future than the allowed skew.
 pub fn parse_assess_time(text: &str, now_us: i64, max_skew: Duration) -> Result<i64, Rejection> {
+    parse_cst_time(
+        "assessTime",
+        text,
+        now_us,
+        max_skew,
+        (Reason::InvalidAssessTime, Reason::FutureAssessTime),
+    )
+}
+
+/// A time field as `yyyy-MM-dd HH:mm:ss` in China Standard Time → UTC microseconds, not further in the
+/// future than the allowed skew; `reasons` are the (malformed, future) rejection reasons.
+pub fn parse_cst_time(
+    field: &str,
+    text: &str,
+    now_us: i64,
+    max_skew: Duration,
+    reasons: (Reason, Reason),
+) -> Result<i64, Rejection> {
     // The format is parsed once; chrono then only walks its items.
     static FORMAT: std::sync::OnceLock<Vec<chrono::format::Item<'static>>> =
         std::sync::OnceLock::new();
@@ -578,17 +596,17 @@ pub fn parse_assess_time(text: &str, now_us: i64, max_skew: Duration) -> Result<
         .and_then(|()| parsed.to_naive_datetime_with_offset(0))
         .map_err(|e| {
             Rejection::new(
-                Reason::InvalidAssessTime,
-                format!("field assessTime is not yyyy-MM-dd HH:mm:ss ({e})"),
+                reasons.0,
+                format!("field {field} is not yyyy-MM-dd HH:mm:ss ({e})"),
             )
         })?;
     let utc_us = (local.and_utc().timestamp() - CST_OFFSET_SECONDS) * 1_000_000;
     let skew_us = i64::try_from(max_skew.as_micros()).unwrap_or(i64::MAX);
     if utc_us > now_us.saturating_add(skew_us) {
         return Err(Rejection::new(
-            Reason::FutureAssessTime,
+            reasons.1,
             format!(
-                "field assessTime (China Standard Time) is in the future by more than {}",
+                "field {field} (China Standard Time) is in the future by more than {}",
                 humantime::format_duration(max_skew)
             ),
         ));

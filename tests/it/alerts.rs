@@ -10,10 +10,10 @@ use arrow::array::AsArray;
 use arrow::datatypes::Int8Type;
 use haochaping::analytics::alerts::alert::alert_id;
 use haochaping::analytics::alerts::{Alert, AlertRules, RULES};
-use haochaping::sink::parquet::EvaluationRows;
+use haochaping::telemetry::Stats;
 use haochaping::transform::dedup::DedupState;
 use haochaping::transform::identity::EvaluatorKeyer;
-use haochaping::transform::{Outcome, Processor};
+use haochaping::transform::{process_one, Message, Outcome, Processor};
 
 use crate::support::*;
 
@@ -46,23 +46,21 @@ async fn fixture_alerts() -> Vec<Alert> {
     .await
     .unwrap();
     let mut dedup = DedupState::default();
+    let stats = Stats::default();
     let now = at("2026-11-25T09:00:00+08:00");
     let mut alerts = Vec::new();
     for (offset, line) in FIXTURE.lines().enumerate() {
-        let mut rows = EvaluationRows::new();
-        let outcome = processor.process(
-            line.as_bytes(),
-            0,
-            offset as i64,
-            now,
-            &mut dedup,
-            &mut rows,
-        );
+        let message = Message {
+            offset: offset as i64,
+            key: None,
+            payload: line.as_bytes(),
+        };
+        let (outcome, rows) = process_one(&processor, message, 0, now, &mut dedup, &stats);
         if outcome != Outcome::Accepted {
-            assert!(rows.is_empty());
+            assert!(rows.is_none());
             continue;
         }
-        let batch = rows.into_batch().unwrap();
+        let (batch, _) = rows.unwrap().finish_batch().unwrap();
         alerts.extend(rules.evaluate(&batch, now).await.unwrap());
     }
     alerts
@@ -315,7 +313,6 @@ async fn every_bad_review_alerts_once_across_sigkill() {
 async fn a_storm_is_rate_limited_and_the_excess_summarised() {
     use haochaping::config::{AlertsConfig, KafkaConfig};
     use haochaping::sink::alerts::AlertSink;
-    use haochaping::telemetry::Stats;
 
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
     cluster.create_topic("alerts", 1, 1).unwrap();

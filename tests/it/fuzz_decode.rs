@@ -2,7 +2,7 @@
 //!
 //! Arbitrary bytes, JSON objects with the interface's field names and random values, and mutations
 //! of a valid evaluation (including GB18030 encodings) go through the engine's own chain,
-//! [`Processor::process`] (decode → validate → identity → dedup → rows), and, when rejected, through
+//! [`haochaping::transform::process_one`] (decode → validate → identity → dedup → rows), and, when rejected, through
 //! the dead-letter redaction. Whatever comes in:
 //! - nothing panics;
 //! - the outcome is an accepted row or a rejection with a reason code and a message;
@@ -17,11 +17,10 @@
 use arrow::array::{Array, StringArray};
 use arrow::datatypes::DataType;
 use haochaping::decode::{Reason, FIELD_NAMES};
-use haochaping::sink::parquet::EvaluationRows;
 use haochaping::transform::dedup::DedupState;
 use haochaping::transform::identity::{is_evaluator_key, EvaluatorKeyer, REDACTED_FIELDS};
 use haochaping::transform::validate::ValidationRules;
-use haochaping::transform::{Outcome, Processor};
+use haochaping::transform::{process_one, Message, Outcome, Processor};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Value};
@@ -324,8 +323,13 @@ fn check(
     let keyer = EvaluatorKeyer::new(b"fuzz-secret");
     let processor = Processor::new(ValidationRules::default(), keyer.clone());
     let mut dedup = DedupState::default();
-    let mut rows = EvaluationRows::with_capacity(1);
-    let outcome = processor.process(payload, 0, 0, NOW_US, &mut dedup, &mut rows);
+    let message = Message {
+        offset: 0,
+        key: None,
+        payload,
+    };
+    let stats = haochaping::telemetry::Stats::default();
+    let (outcome, rows) = process_one(&processor, message, 0, NOW_US, &mut dedup, &stats);
     match &outcome {
         Outcome::Rejected(rejection) => {
             prop_assert_eq!(
@@ -364,8 +368,8 @@ fn check(
             }
         }
         Outcome::Accepted => {
-            let batches = rows
-                .finish()
+            let rows = rows.ok_or_else(|| TestCaseError::fail("accepted without rows"))?;
+            let batches = haochaping::sink::parquet::finish_parts(vec![(rows, None)])
                 .map_err(|e| TestCaseError::fail(format!("rows: {e}")))?;
             prop_assert_eq!(batches.iter().map(|(_, b)| b.num_rows()).sum::<usize>(), 1);
             for (_, batch) in &batches {

@@ -418,15 +418,24 @@ pub async fn fixture_lake(root: &Path) -> u64 {
     let mut dedup = haochaping::transform::dedup::DedupState::default();
     let mut accepted = 0;
     let now = chrono::Utc::now().timestamp_micros();
+    let stats = haochaping::telemetry::Stats::default();
     for (first, last) in [(0, 9_999), (10_000, 19_999)] {
-        let mut rows = haochaping::sink::parquet::EvaluationRows::new();
-        for offset in first..=last {
-            let event = generator.next_event();
-            if processor.process(&event.payload, 0, offset, now, &mut dedup, &mut rows)
-                == haochaping::transform::Outcome::Accepted
-            {
-                accepted += 1;
-            }
+        // The engine's own stages: prepare, dedup in offset order, keep what dedup accepts.
+        let events: Vec<_> = (first..=last).map(|_| generator.next_event()).collect();
+        let messages: Vec<haochaping::transform::Message<'_>> = events
+            .iter()
+            .zip(first..)
+            .map(|(event, offset)| haochaping::transform::Message {
+                offset,
+                key: None,
+                payload: &event.payload,
+            })
+            .collect();
+        let mut parts = Vec::new();
+        for part in haochaping::transform::prepare_parallel(&processor, &[(0, &messages)], now, 2) {
+            let (rows, keep) = part.decide(&mut dedup, &stats, |_, _| {});
+            accepted += keep.true_count() as u64;
+            parts.push((rows, Some(keep)));
         }
         let range = haochaping::lake::BatchRange {
             topic: "evaluations".into(),
@@ -434,7 +443,11 @@ pub async fn fixture_lake(root: &Path) -> u64 {
             first_offset: first,
             last_offset: last,
         };
-        let files = haochaping::lake::Lake::encode_files(rows.finish().unwrap(), 3).unwrap();
+        let files = haochaping::lake::Lake::encode_files(
+            haochaping::sink::parquet::finish_parts(parts).unwrap(),
+            3,
+        )
+        .unwrap();
         lake.commit_batch(&mut lease, range, files, 0)
             .await
             .unwrap();

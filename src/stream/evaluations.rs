@@ -1,0 +1,88 @@
+//! The evaluations stream (评价): the national interface's evaluation records, one row per accepted
+//! evaluation in the `evaluations` table. Its stages are [`Processor`] (decode, validate, keyed
+//! identity) and [`EvaluationRows`]; dedup allows one first and one supplementary evaluation per
+//! case.
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, Int8Type};
+
+use super::{DedupRule, Stream};
+use crate::decode::Rejection;
+use crate::sink::parquet::{EvaluationRows, EVALUATIONS_TABLE};
+use crate::transform::dedup::dedup_key;
+use crate::transform::validate::AssessNumber;
+use crate::transform::{Candidate, Message, Processor};
+
+impl Stream for Processor {
+    type Rows = EvaluationRows;
+
+    fn table(&self) -> &'static str {
+        EVALUATIONS_TABLE
+    }
+
+    fn dedup(&self) -> DedupRule {
+        DEDUP
+    }
+
+    fn rows(&self, capacity: usize) -> EvaluationRows {
+        EvaluationRows::with_capacity(capacity)
+    }
+
+    fn prepare(
+        &self,
+        message: &Message<'_>,
+        partition: i32,
+        now_us: i64,
+        rows: &mut EvaluationRows,
+    ) -> Result<Candidate, Rejection> {
+        Processor::prepare(
+            self,
+            message.payload,
+            partition,
+            message.offset,
+            now_us,
+            rows,
+        )
+    }
+}
+
+/// One slot per (case, assessNumber); the fingerprint tells a redelivery from a conflicting one.
+pub const DEDUP: DedupRule = DedupRule {
+    columns: &["project_no", "assess_number", "event_fingerprint"],
+    entries: dedup_entries,
+};
+
+fn dedup_entries(
+    batch: &RecordBatch,
+    day: u16,
+    out: &mut Vec<(u64, u64, u16)>,
+) -> Result<(), String> {
+    let (Some(project), Some(number), Some(fp)) = (
+        batch
+            .column_by_name("project_no")
+            .and_then(|c| c.as_string_opt::<i32>()),
+        batch
+            .column_by_name("assess_number")
+            .and_then(|c| c.as_primitive_opt::<Int8Type>()),
+        batch
+            .column_by_name("event_fingerprint")
+            .and_then(|c| c.as_primitive_opt::<Int64Type>()),
+    ) else {
+        return Err("missing dedup columns (project_no, assess_number, event_fingerprint)".into());
+    };
+    out.reserve(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        if project.is_null(row) {
+            continue;
+        }
+        let Some(assess_number) = AssessNumber::from_code(i64::from(number.value(row))) else {
+            continue;
+        };
+        out.push((
+            dedup_key(project.value(row), assess_number),
+            fp.value(row) as u64,
+            day,
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! A stream is a value the engine runs: a topic's messages, how each one is decoded, validated and
+//! keyed for dedup, and the lake table its rows go to.
+//!
+//! The engine ([`crate::engine`]) knows nothing of evaluations, cases or workflow events: it admits
+//! messages by position, hands runs of them to [`AnyStream::prepare_part`], decides dedup in offset
+//! order with the [`Candidate`]s it gets back, and commits the rows through the lake's protocol.
+//! Recovery rebuilds a partition's dedup state with the stream's [`DedupRule`]. A new stream is a
+//! new module implementing [`Stream`], listed in [`configured`].
+//!
+//! | stream | module | table |
+//! |---|---|---|
+//! | evaluations | [`evaluations`] ([`crate::transform::Processor`]) | `evaluations` |
+//! | cases | [`cases`] | `cases` |
+
+pub mod cases;
+pub mod evaluations;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+
+use crate::config::IngestConfig;
+use crate::decode::Rejection;
+use crate::sink::parquet::TableRows;
+use crate::transform::{Candidate, Message, Processor};
+
+/// A stream a run consumes: its topic, its dead-letter topic and its stages.
+pub struct Configured {
+    pub topic: String,
+    pub dlq_topic: String,
+    pub stream: Arc<dyn AnyStream>,
+}
+
+/// The streams an ingest configuration runs, evaluations first.
+pub fn configured(config: &IngestConfig) -> Vec<Configured> {
+    vec![Configured {
+        topic: config.kafka.topic.clone(),
+        dlq_topic: config.kafka.dlq_topic(),
+        stream: Arc::new(Processor::from_config(config)),
+    }]
+}
+
+/// One kind of input: its rows, its validation and its dedup rule. Implemented per stream; the
+/// engine sees it as [`AnyStream`].
+pub trait Stream: Send + Sync + 'static {
+    /// The rows of a batch, built as messages are prepared.
+    type Rows: TableRows;
+
+    /// The lake table (and the stream's name in logs and metrics).
+    fn table(&self) -> &'static str;
+
+    /// How recovery reads the dedup state back from the table.
+    fn dedup(&self) -> DedupRule;
+
+    /// Empty rows for about `capacity` messages.
+    fn rows(&self, capacity: usize) -> Self::Rows;
+
+    /// Decodes, validates and keys one message, appending its row before dedup (the engine keeps
+    /// only the rows dedup accepts), or says why it is rejected.
+    fn prepare(
+        &self,
+        message: &Message<'_>,
+        partition: i32,
+        now_us: i64,
+        rows: &mut Self::Rows,
+    ) -> Result<Candidate, Rejection>;
+}
+
+/// How a table's rows give back their dedup entries `(key, fingerprint, day)` at recovery: the
+/// columns to decode, and the function that reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct DedupRule {
+    pub columns: &'static [&'static str],
+    /// Appends the entries of `batch` (projected to `columns`) whose files are of `day`, or names
+    /// what is missing.
+    pub entries: fn(&RecordBatch, u16, &mut Vec<(u64, u64, u16)>) -> Result<(), String>,
+}
+
+/// What [`AnyStream::prepare_part`] made of a run of one partition's messages: the rows of the
+/// valid ones and, per message, its candidate or rejection.
+pub struct Prepared {
+    pub rows: Box<dyn TableRows>,
+    pub results: Vec<Result<Candidate, Rejection>>,
+}
+
+/// A [`Stream`] as the engine holds it, whatever its rows.
+pub trait AnyStream: Send + Sync + 'static {
+    fn table(&self) -> &'static str;
+    fn dedup(&self) -> DedupRule;
+    /// [`Stream::prepare`] for each message of a run, into fresh rows.
+    fn prepare_part(&self, partition: i32, messages: &[Message<'_>], now_us: i64) -> Prepared;
+}
+
+impl<S: Stream> AnyStream for S {
+    fn table(&self) -> &'static str {
+        Stream::table(self)
+    }
+
+    fn dedup(&self) -> DedupRule {
+        Stream::dedup(self)
+    }
+
+    fn prepare_part(&self, partition: i32, messages: &[Message<'_>], now_us: i64) -> Prepared {
+        let mut rows = self.rows(messages.len());
+        let results = messages
+            .iter()
+            .map(|message| self.prepare(message, partition, now_us, &mut rows))
+            .collect();
+        Prepared {
+            rows: Box::new(rows),
+            results,
+        }
+    }
+}
