@@ -266,6 +266,9 @@ pub struct IngestArgs {
     /// A folder of region policy files (with a default.toml) instead of the shipped presets.
     #[arg(long, env = "HAOCHAPING_POLICIES")]
     pub policies: Option<PathBuf>,
+    /// Also read the case lifecycle (办件) from this topic, into the `cases` table [default: not read].
+    #[arg(long, env = "HAOCHAPING_CASES_TOPIC")]
+    pub cases_topic: Option<String>,
     /// How far in the future an assessTime may lie [default: 5m].
     #[arg(long, env = "HAOCHAPING_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Option<Duration>,
@@ -364,6 +367,9 @@ impl IngestArgs {
         }
         if self.policies.is_some() {
             config.policy.dir.clone_from(&self.policies);
+        }
+        if self.cases_topic.is_some() {
+            config.streams.cases_topic.clone_from(&self.cases_topic);
         }
         if let Some(v) = self.compact_every {
             config.lake.compact_every = v;

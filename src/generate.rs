@@ -299,7 +299,7 @@ fn person_name(rng: &mut StdRng) -> String {
 }
 
 /// The wire form the generator sends (the national interface's field names).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireOut {
     project_no: String,
@@ -340,6 +340,77 @@ pub struct Generator {
     supplemented: std::collections::HashSet<String>,
     /// Per county, the areas below it (in table order), found once instead of per event.
     areas_below: HashMap<String, Vec<RegionCode>>,
+}
+
+/// The lifecycle of the case a generated first evaluation is of: its generated, accepted and
+/// finished records (`proStatus` 1, 2, 3), each before the evaluation, as `(key, payload)` keyed by
+/// `projectNo` like the evaluation. Empty for anything but an accepted first evaluation (a
+/// supplementary evaluation's case was reported with its first). Deterministic: the times come from
+/// the case number.
+pub fn case_lifecycle(event: &GeneratedEvent) -> Vec<(String, Vec<u8>)> {
+    if event.expected != Expected::Accepted || event.slot.as_ref().is_some_and(|(_, n)| *n != 1) {
+        return Vec::new();
+    }
+    match serde_json::from_slice::<WireOut>(&event.payload) {
+        Ok(wire) => lifecycle_of(&wire),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn lifecycle_of(wire: &WireOut) -> Vec<(String, Vec<u8>)> {
+    let Ok(assessed) = NaiveDateTime::parse_from_str(&wire.assess_time, "%Y-%m-%d %H:%M:%S") else {
+        return Vec::new();
+    };
+    let spread = xxhash_rust::xxh3::xxh3_64(wire.project_no.as_bytes());
+    // Finished up to 3 hours before the evaluation; accepted up to 2 days before that (an on-the-spot
+    // case within the hour); generated up to an hour before acceptance.
+    let on_the_spot = spread % 3 == 0;
+    let minutes =
+        |bits: u64, max: u64| chrono::Duration::minutes(((spread >> bits) % max) as i64 + 1);
+    let finished = assessed - minutes(2, 180);
+    let accepted = finished
+        - if on_the_spot {
+            minutes(10, 60)
+        } else {
+            minutes(10, 2 * 24 * 60)
+        };
+    let applied = accepted - minutes(24, 60);
+    let format = |t: NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let mut record = serde_json::json!({
+        "projectNo": wire.project_no,
+        "taskCode": wire.task_code,
+        "taskName": wire.task_name,
+        "deptCode": wire.dept_code,
+        "deptName": wire.dept_name,
+        "areaCode": wire.area_code,
+        "projectType": if on_the_spot { 1 } else { 2 },
+        "userProp": wire.user_prop,
+        "applyDate": format(applied),
+    });
+    for (field, value) in [
+        ("userName", &wire.user_name),
+        ("userCert", &wire.user_cert),
+        ("userPhone", &wire.user_phone),
+    ] {
+        if let Some(value) = value {
+            record[field] = serde_json::Value::from(value.as_str());
+        }
+    }
+    let mut records = Vec::with_capacity(3);
+    for status in 1..=3 {
+        record["proStatus"] = serde_json::Value::from(status);
+        if status >= 2 {
+            record["acceptDate"] = serde_json::Value::from(format(accepted));
+        }
+        if status == 3 {
+            record["resultDate"] = serde_json::Value::from(format(finished));
+        }
+        records.push((
+            wire.project_no.clone(),
+            serde_json::to_vec(&record).unwrap_or_default(),
+        ));
+    }
+    records
 }
 
 /// Channels with their share (`pf` code, weight): window devices lead, the hotline is small.
@@ -402,6 +473,14 @@ impl Generator {
             expected: Expected::Accepted,
             slot,
         }
+    }
+
+    /// A finished case nobody evaluates: its lifecycle records (`proStatus` 1, 2, 3) on the day,
+    /// as `(key, payload)`. The engine gives it its region's default evaluation once the policy's
+    /// period has passed.
+    pub fn next_unevaluated_case(&mut self) -> Vec<(String, Vec<u8>)> {
+        let wire = self.evaluation();
+        lifecycle_of(&wire)
     }
 
     fn pick_recent(&mut self) -> Option<(WireOut, Vec<u8>)> {

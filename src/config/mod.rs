@@ -37,6 +37,16 @@ pub struct IngestConfig {
     pub dlq: DlqConfig,
     pub alerts: AlertsConfig,
     pub policy: PolicyConfig,
+    pub streams: StreamsConfig,
+}
+
+/// The streams beside evaluations (`[streams]`), each read from its topic into its own lake table
+/// by the same engine, group and process; unset, the stream is not read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// The case lifecycle topic (办件), into the `cases` table; dead letters on `<topic>.dlq`.
+    pub cases_topic: Option<String>,
 }
 
 /// Region policies (`[policy]`): the closed loop's deadlines and default evaluations per region.
@@ -316,6 +326,20 @@ impl IngestConfig {
         }
         if self.kafka.dlq_topic() == self.kafka.topic {
             return invalid("kafka.dlq_topic", "must differ from kafka.topic");
+        }
+        if let Some(cases) = &self.streams.cases_topic {
+            if cases.trim().is_empty() {
+                return invalid(
+                    "streams.cases_topic",
+                    "must not be empty (leave it unset to not read cases)",
+                );
+            }
+            if [self.kafka.topic.clone(), self.kafka.dlq_topic()].contains(cases) {
+                return invalid(
+                    "streams.cases_topic",
+                    "must differ from kafka.topic and kafka.dlq_topic",
+                );
+            }
         }
         if self.lake.flush_rows == 0 {
             return invalid("lake.flush_rows", "must be at least 1");

@@ -33,11 +33,19 @@ pub struct Configured {
 
 /// The streams an ingest configuration runs, evaluations first.
 pub fn configured(config: &IngestConfig) -> Vec<Configured> {
-    vec![Configured {
+    let mut streams = vec![Configured {
         topic: config.kafka.topic.clone(),
         dlq_topic: config.kafka.dlq_topic(),
         stream: Arc::new(Processor::from_config(config)),
-    }]
+    }];
+    if let Some(topic) = &config.streams.cases_topic {
+        streams.push(Configured {
+            topic: topic.clone(),
+            dlq_topic: format!("{topic}.dlq"),
+            stream: Arc::new(cases::Cases::from_config(config)),
+        });
+    }
+    streams
 }
 
 /// One kind of input: its rows, its validation and its dedup rule. Implemented per stream; the

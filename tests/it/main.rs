@@ -9,6 +9,7 @@ mod support;
 mod alerts;
 mod analytics;
 mod broker_ingest;
+mod cases;
 mod cli;
 mod consumer_group;
 mod crash;

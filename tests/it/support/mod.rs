@@ -197,6 +197,32 @@ pub async fn produce(
     }
 }
 
+/// Produces `(key, payload)` records to `topic`, one record per batch (see [`produce`]).
+pub async fn produce_records(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (key, payload) in records {
+        let record = rdkafka::producer::FutureRecord::to(topic)
+            .key(key.as_str())
+            .payload(payload.as_slice());
+        deliveries.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+    }
+    for delivery in deliveries {
+        delivery.await.expect("delivery").expect("delivered");
+    }
+}
+
 /// Every (`project_no`, `assess_number`) row of the lake, with its count.
 pub fn lake_slots(lake: &Path) -> HashMap<(String, i8), usize> {
     let mut counts = HashMap::new();
@@ -255,6 +281,11 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// Every batch of one Parquet file.
+pub fn read_parquet(path: &Path) -> Vec<arrow::array::RecordBatch> {
+    read_file(path)
 }
 
 fn read_file(path: &Path) -> Vec<arrow::array::RecordBatch> {
