@@ -79,3 +79,100 @@ fn every_listed_code_is_accepted_and_nothing_else() {
         }
     }
 }
+
+mod cases {
+    //! The same agreement for `schemas/case.schema.json` and the cases stream's validator.
+
+    use haochaping::decode::Reason;
+    use haochaping::stream::cases::validate_case;
+    use haochaping::transform::validate::ValidationRules;
+
+    fn schema() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../schemas/case.schema.json")).unwrap()
+    }
+
+    /// The required fields, plus the date a pending case needs.
+    fn minimal() -> serde_json::Map<String, serde_json::Value> {
+        serde_json::json!({
+            "projectNo": "P1", "taskCode": "T1", "taskName": "企业设立登记",
+            "deptCode": "91350100M000100Y43", "areaCode": "350100000000", "proStatus": "1",
+            "applyDate": "2026-01-05 10:00:00"
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    fn check(record: &serde_json::Map<String, serde_json::Value>) -> Result<(), Reason> {
+        let text = serde_json::to_string(record).unwrap();
+        validate_case(&text, &ValidationRules::default(), i64::MAX / 2)
+            .map(|_| ())
+            .map_err(|r| r.reason)
+    }
+
+    #[test]
+    fn the_minimal_record_is_valid_and_every_required_field_is_required() {
+        let schema = schema();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let fixture = minimal();
+        let mut keys: Vec<&str> = fixture.keys().map(String::as_str).collect();
+        keys.retain(|k| *k != "applyDate");
+        keys.sort();
+        let mut sorted = required.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(check(&minimal()), Ok(()));
+        for field in required.iter().chain(["applyDate"].iter()) {
+            let mut record = minimal();
+            record.remove(*field);
+            assert_eq!(check(&record), Err(Reason::MissingField), "{field}");
+        }
+    }
+
+    #[test]
+    fn every_listed_code_is_accepted_and_its_neighbours_are_not() {
+        let schema = schema();
+        for field in ["proStatus", "projectType", "userProp"] {
+            let codes: Vec<i64> = schema["properties"][field]["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_i64())
+                .collect();
+            for code in 0..=10 {
+                let mut record = minimal();
+                record.insert(field.into(), code.into());
+                // Statuses 2 and 3 need their dates.
+                record.insert("acceptDate".into(), "2026-01-05 11:00:00".into());
+                if code == 3 || field != "proStatus" {
+                    record.insert("proStatus".into(), if field == "proStatus" { code } else { 3 }.into());
+                    record.insert("resultDate".into(), "2026-01-05 12:00:00".into());
+                }
+                let result = check(&record);
+                if codes.contains(&code) {
+                    assert_eq!(result, Ok(()), "{field} {code}");
+                } else {
+                    assert_eq!(result, Err(Reason::InvalidCode), "{field} {code}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_reason_the_schema_names_exists() {
+        let text = include_str!("../../schemas/case.schema.json");
+        let schema = schema();
+        for property in schema["properties"].as_object().unwrap().values() {
+            if let Some(reasons) = property["x-reason"].as_str() {
+                for code in reasons.split(" / ") {
+                    assert!(Reason::from_code(code).is_some(), "{code} in {text:.0}");
+                }
+            }
+        }
+    }
+}
