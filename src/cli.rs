@@ -36,10 +36,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Work with the dead-letter topic.
     Dlq(DlqArgs),
-    /// Run SQL over every lake table (evaluations, exclusions, rankings, warnings, hotspots,
-    /// fraud_signals; the view effective_evaluations; reference tables regions, tag_meanings).
+    /// Run SQL over every lake table (evaluations, cases, default_evaluations, exclusions, rankings,
+    /// warnings, hotspots, fraud_signals; the view effective_evaluations; reference tables regions,
+    /// tag_meanings).
     Query(QueryArgs),
-    /// Refresh every derived table (rankings, warnings, hotspots, fraud_signals) of the lake.
+    /// Refresh every derived table (rankings, warnings, hotspots, fraud_signals, default_evaluations)
+    /// of the lake.
     Analyze(AnalyzeArgs),
     /// Rebuild one period's rankings and print its public notice (通报) per department.
     Report(ReportArgs),
@@ -165,6 +167,10 @@ pub struct AnalyzeArgs {
     /// End of the hotspot windows, RFC 3339 (e.g. 2026-10-20T10:00:00+08:00) [default: now].
     #[arg(long, env = "HAOCHAPING_AS_OF", value_parser = parse_instant)]
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// A folder of region policy files (with a default.toml) instead of the shipped presets (for
+    /// the default evaluations).
+    #[arg(long, env = "HAOCHAPING_POLICIES")]
+    pub policies: Option<PathBuf>,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
 }

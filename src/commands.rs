@@ -116,8 +116,12 @@ async fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         .as_of
         .unwrap_or_else(chrono::Utc::now)
         .timestamp_micros();
+    let policies = policies(args.policies)?;
     let report = crate::analytics::refresh_with(&args.lake, now, &args.thresholds.config()).await?;
-    println!("{}", serde_json::to_string(&report)?);
+    let defaults = crate::analytics::defaults::rebuild(&args.lake, now, &policies).await?;
+    let mut report = serde_json::to_value(&report)?;
+    report["default_evaluations"] = serde_json::to_value(&defaults)?;
+    println!("{report}");
     Ok(())
 }
 

@@ -215,6 +215,14 @@ async fn print_notice_and_hotspots(lake: &Path) {
         println!("refreshing the derived tables failed: {e}");
         return;
     }
+    match crate::policy::Policies::shipped() {
+        Ok(policies) => {
+            if let Err(e) = crate::analytics::defaults::rebuild(lake, now, &policies).await {
+                println!("default evaluations failed: {e}");
+            }
+        }
+        Err(e) => println!("region policies: {e}"),
+    }
     let yesterday = crate::sink::parquet::cst_day(now) - 1;
     let Some(month) = Period::containing(PeriodType::Month, yesterday) else {
         return;

@@ -10,6 +10,7 @@
 //! | [`hotspots`] | bad-review concentrations per window, with their tags and complaint terms |
 //! | [`terms`] | jieba segmentation and tag meanings for the "why" of a hotspot |
 //! | [`fraud`] | 刷好评 bursts and 恶意差评 reviewers |
+//! | [`defaults`] | default evaluations of finished cases nobody evaluated, by region policy |
 //! | [`exclusions`] | the `exclusions` table's writer |
 //! | [`refresh`](refresh()) | brings every derived table up to date, touching only what new data changed |
 //! | [`report`] | the monthly public notice (通报) |
@@ -18,6 +19,7 @@
 //! Derived tables live under `<lake>/tables/<name>/`; each file is written with one `put` (atomic
 //! on a local folder and on object stores), so a reader sees the old file or the new one.
 
+pub mod defaults;
 pub mod exclusions;
 pub mod fraud;
 pub mod hotspots;

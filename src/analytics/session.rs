@@ -31,6 +31,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::region::{RegionLevel, RegionTable};
 use crate::sink::parquet::{evaluations_schema, EVALUATIONS_TABLE};
+use crate::stream::cases::{cases_schema, CASES_TABLE};
 
 use super::sql;
 
@@ -43,8 +44,10 @@ pub fn table_dir(lake_root: &Path, table: &str) -> PathBuf {
 }
 
 /// The lake tables `haochaping query` can read, in the order `--help` lists them.
-pub const LAKE_TABLES: [&str; 6] = [
+pub const LAKE_TABLES: [&str; 8] = [
     EVALUATIONS_TABLE,
+    CASES_TABLE,
+    "default_evaluations",
     "exclusions",
     "rankings",
     "warnings",
@@ -58,6 +61,44 @@ fn utc_micros() -> DataType {
 
 fn list_of(item: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", item, true)))
+}
+
+/// `default_evaluations` files (without the `month` partition column): the evaluation a finished
+/// case nobody evaluated gets once its region's period has passed (see [`super::defaults`]).
+pub fn default_evaluations_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+            Arc::new(Schema::new(vec![
+                text("project_no", false),
+                Field::new("satisfaction", DataType::Int8, false),
+                text("level_name", false),
+                // Always `system_default`.
+                text("channel", false),
+                Field::new("is_default", DataType::Boolean, false),
+                text("task_code", false),
+                text("task_name", false),
+                text("dept_code", false),
+                text("dept_name", true),
+                text("area_code", false),
+                text("province_code", false),
+                text("city_code", true),
+                text("county_code", true),
+                // The applicant's keyed hash, as the evaluations' evaluator_key.
+                text("evaluator_key", true),
+                // service_finished | case_generated: what the period counted from.
+                text("period_from", false),
+                // The policy's period, e.g. "7 natural days".
+                text("period", false),
+                // The policy file that decided the level and the period.
+                text("policy", false),
+                Field::new("period_started_at", utc_micros(), false),
+                // When the default was given: the end of the period (24:00 CST of its last day).
+                Field::new("assessed_at", utc_micros(), false),
+            ]))
+        })
+        .clone()
 }
 
 /// `exclusions`: reviews that drop out of every rate (a review found mistaken or malicious).
@@ -208,6 +249,18 @@ fn specs(lake_root: &Path) -> Vec<TableSpec> {
             folder: lake_root.join(EVALUATIONS_TABLE),
             schema: evaluations_schema(),
             partitions: &["dt", "city"],
+        },
+        TableSpec {
+            name: CASES_TABLE,
+            folder: lake_root.join(CASES_TABLE),
+            schema: cases_schema(),
+            partitions: &["dt", "city"],
+        },
+        TableSpec {
+            name: "default_evaluations",
+            folder: table_dir(lake_root, "default_evaluations"),
+            schema: default_evaluations_schema(),
+            partitions: &["month"],
         },
         TableSpec {
             name: "exclusions",

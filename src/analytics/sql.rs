@@ -15,6 +15,11 @@ pub const HOTSPOTS: &str = include_str!("../../queries/hotspots.sql");
 /// Suspected fake good reviews and malicious bad reviewers of one month.
 pub const FRAUD_SIGNALS: &str = include_str!("../../queries/fraud_signals.sql");
 
+/// Finished cases with no evaluation, for their default evaluations.
+pub const UNEVALUATED_CASES: &str = include_str!("../../queries/unevaluated_cases.sql");
+/// The effective evaluation rate per month, region and department.
+pub const EVALUATION_RATES: &str = include_str!("../../queries/evaluation_rates.sql");
+
 /// The public notice (通报) of one period.
 pub const NOTICE: &str = include_str!("../../queries/notice.sql");
 

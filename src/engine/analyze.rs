@@ -1,5 +1,6 @@
 //! Analytics beside the ingest: every `alerts.hotspots_every`, refresh the derived tables of the
-//! lake ([`crate::analytics::refresh`]) and announce the hotspots that opened or closed since the
+//! lake ([`crate::analytics::refresh`], and the default evaluations by region policy,
+//! [`crate::analytics::defaults`]) and announce the hotspots that opened or closed since the
 //! last round ([`crate::analytics::alerts::hotspot`]). A failed round is logged and retried at the
 //! next one; it never stops the ingest.
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use crate::analytics::alerts::hotspot::Announcements;
 use crate::config::IngestConfig;
+use crate::policy::Policies;
 use crate::sink::alerts::AlertSink;
 use crate::telemetry::Stats;
 
@@ -30,6 +32,13 @@ pub fn background_analytics(
             return None;
         }
     };
+    let policies = match config.policy.load() {
+        Ok(policies) => policies,
+        Err(error) => {
+            tracing::warn!(%error, "derived tables are off: the region policies do not load");
+            return None;
+        }
+    };
     let root = config.lake.path.clone();
     Some(tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
@@ -37,7 +46,7 @@ pub fn background_analytics(
         ticker.tick().await; // immediate: the first round waits one period
         loop {
             ticker.tick().await;
-            match analyze_round(&root, &sink, &stats, super::now_us()).await {
+            match analyze_round(&root, &sink, &stats, &policies, super::now_us()).await {
                 Ok(sent) => tracing::info!(hotspot_alerts = sent, "derived tables refreshed"),
                 Err(error) => {
                     tracing::warn!(%error, "refreshing the derived tables failed; retried next round")
@@ -53,6 +62,7 @@ pub async fn analyze_round(
     root: &Path,
     sink: &AlertSink,
     stats: &Stats,
+    policies: &Policies,
     now_us: i64,
 ) -> Result<usize, EngineError> {
     let io = |source: std::io::Error| EngineError::Io {
@@ -60,6 +70,7 @@ pub async fn analyze_round(
         source,
     };
     crate::analytics::refresh(root, now_us).await?;
+    crate::analytics::defaults::rebuild(root, now_us, policies).await?;
     let current = hotspot_rows(root).await?;
     let mut announcements = Announcements::load(root).map_err(io)?;
     announcements.plan(&current, now_us);

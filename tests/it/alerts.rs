@@ -395,6 +395,7 @@ fn as_json(alerts: &[Alert]) -> Vec<serde_json::Value> {
 async fn hotspots_that_open_and_close_are_announced_once() {
     use haochaping::config::{AlertsConfig, KafkaConfig};
     use haochaping::engine::analyze::analyze_round;
+    let policies = haochaping::policy::Policies::shipped().unwrap();
     use haochaping::sink::alerts::AlertSink;
     use haochaping::telemetry::Stats;
 
@@ -410,10 +411,17 @@ async fn hotspots_that_open_and_close_are_announced_once() {
     let stats = Stats::default();
     let as_of = crate::analytics::AS_OF_US;
 
-    let opened = analyze_round(&lake, &sink, &stats, as_of).await.unwrap();
+    let opened = analyze_round(&lake, &sink, &stats, &policies, as_of)
+        .await
+        .unwrap();
     assert!(opened > 0);
-    assert_eq!(analyze_round(&lake, &sink, &stats, as_of).await.unwrap(), 0);
-    let later = analyze_round(&lake, &sink, &stats, as_of + 3 * 86_400_000_000)
+    assert_eq!(
+        analyze_round(&lake, &sink, &stats, &policies, as_of)
+            .await
+            .unwrap(),
+        0
+    );
+    let later = analyze_round(&lake, &sink, &stats, &policies, as_of + 3 * 86_400_000_000)
         .await
         .unwrap();
     assert!(later > 0);

@@ -11,6 +11,7 @@ mod analytics;
 mod broker_ingest;
 mod cases;
 mod cli;
+mod closed_loop;
 mod consumer_group;
 mod crash;
 mod dlq;

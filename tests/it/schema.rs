@@ -150,7 +150,10 @@ mod cases {
                 // Statuses 2 and 3 need their dates.
                 record.insert("acceptDate".into(), "2026-01-05 11:00:00".into());
                 if code == 3 || field != "proStatus" {
-                    record.insert("proStatus".into(), if field == "proStatus" { code } else { 3 }.into());
+                    record.insert(
+                        "proStatus".into(),
+                        if field == "proStatus" { code } else { 3 }.into(),
+                    );
                     record.insert("resultDate".into(), "2026-01-05 12:00:00".into());
                 }
                 let result = check(&record);
