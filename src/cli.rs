@@ -275,6 +275,10 @@ pub struct IngestArgs {
     /// Also read the case lifecycle (办件) from this topic, into the `cases` table [default: not read].
     #[arg(long, env = "HAOCHAPING_CASES_TOPIC")]
     pub cases_topic: Option<String>,
+    /// Also read the bad-review workflow from this topic, into the `workflow` table [default: not
+    /// read].
+    #[arg(long, env = "HAOCHAPING_WORKFLOW_TOPIC")]
+    pub workflow_topic: Option<String>,
     /// How far in the future an assessTime may lie [default: 5m].
     #[arg(long, env = "HAOCHAPING_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Option<Duration>,
@@ -376,6 +380,12 @@ impl IngestArgs {
         }
         if self.cases_topic.is_some() {
             config.streams.cases_topic.clone_from(&self.cases_topic);
+        }
+        if self.workflow_topic.is_some() {
+            config
+                .streams
+                .workflow_topic
+                .clone_from(&self.workflow_topic);
         }
         if let Some(v) = self.compact_every {
             config.lake.compact_every = v;

@@ -32,6 +32,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::region::{RegionLevel, RegionTable};
 use crate::sink::parquet::{evaluations_schema, EVALUATIONS_TABLE};
 use crate::stream::cases::{cases_schema, CASES_TABLE};
+use crate::stream::workflow::{workflow_schema, WORKFLOW_TABLE};
 
 use super::sql;
 
@@ -44,9 +45,10 @@ pub fn table_dir(lake_root: &Path, table: &str) -> PathBuf {
 }
 
 /// The lake tables `haochaping query` can read, in the order `--help` lists them.
-pub const LAKE_TABLES: [&str; 8] = [
+pub const LAKE_TABLES: [&str; 9] = [
     EVALUATIONS_TABLE,
     CASES_TABLE,
+    WORKFLOW_TABLE,
     "default_evaluations",
     "exclusions",
     "rankings",
@@ -254,6 +256,12 @@ fn specs(lake_root: &Path) -> Vec<TableSpec> {
             name: CASES_TABLE,
             folder: lake_root.join(CASES_TABLE),
             schema: cases_schema(),
+            partitions: &["dt", "city"],
+        },
+        TableSpec {
+            name: WORKFLOW_TABLE,
+            folder: lake_root.join(WORKFLOW_TABLE),
+            schema: workflow_schema(),
             partitions: &["dt", "city"],
         },
         TableSpec {

@@ -47,6 +47,9 @@ pub struct IngestConfig {
 pub struct StreamsConfig {
     /// The case lifecycle topic (办件), into the `cases` table; dead letters on `<topic>.dlq`.
     pub cases_topic: Option<String>,
+    /// The bad-review workflow topic (forwarded, replied, rectified …), into the `workflow` table;
+    /// dead letters on `<topic>.dlq`.
+    pub workflow_topic: Option<String>,
 }
 
 /// Region policies (`[policy]`): the closed loop's deadlines and default evaluations per region.
@@ -327,19 +330,28 @@ impl IngestConfig {
         if self.kafka.dlq_topic() == self.kafka.topic {
             return invalid("kafka.dlq_topic", "must differ from kafka.topic");
         }
-        if let Some(cases) = &self.streams.cases_topic {
-            if cases.trim().is_empty() {
+        let mut taken = vec![self.kafka.topic.clone(), self.kafka.dlq_topic()];
+        for (field, topic) in [
+            ("streams.cases_topic", &self.streams.cases_topic),
+            ("streams.workflow_topic", &self.streams.workflow_topic),
+        ] {
+            let Some(topic) = topic else {
+                continue;
+            };
+            if topic.trim().is_empty() {
                 return invalid(
-                    "streams.cases_topic",
-                    "must not be empty (leave it unset to not read cases)",
+                    field,
+                    "must not be empty (leave it unset to not read the stream)",
                 );
             }
-            if [self.kafka.topic.clone(), self.kafka.dlq_topic()].contains(cases) {
+            if taken.contains(topic) || taken.contains(&format!("{topic}.dlq")) {
                 return invalid(
-                    "streams.cases_topic",
-                    "must differ from kafka.topic and kafka.dlq_topic",
+                    field,
+                    "must differ from every other topic of the run and its dead letters",
                 );
             }
+            taken.push(topic.clone());
+            taken.push(format!("{topic}.dlq"));
         }
         if self.lake.flush_rows == 0 {
             return invalid("lake.flush_rows", "must be at least 1");

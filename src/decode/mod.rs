@@ -46,10 +46,16 @@ pub enum Reason {
     InconsistentCase,
     /// A different record of a case status already taken.
     CaseStatusConflict,
+    /// A workflow event for a bad review this engine does not know.
+    UnknownBadReview,
+    /// A workflow event before the step it follows, or before the review itself.
+    OutOfOrder,
+    /// A different event for a workflow step of a bad review already taken.
+    WorkflowStepConflict,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 23] = [
         Reason::Oversize,
         Reason::NotUtf8,
         Reason::NotJson,
@@ -70,6 +76,9 @@ impl Reason {
         Reason::FutureTime,
         Reason::InconsistentCase,
         Reason::CaseStatusConflict,
+        Reason::UnknownBadReview,
+        Reason::OutOfOrder,
+        Reason::WorkflowStepConflict,
     ];
 
     /// The stable code published in DLQ headers and metrics labels.
@@ -95,6 +104,9 @@ impl Reason {
             Reason::FutureTime => "future_time",
             Reason::InconsistentCase => "inconsistent_case",
             Reason::CaseStatusConflict => "case_status_conflict",
+            Reason::UnknownBadReview => "unknown_bad_review",
+            Reason::OutOfOrder => "out_of_order",
+            Reason::WorkflowStepConflict => "workflow_step_conflict",
         }
     }
 

@@ -57,7 +57,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<StatsSnapshot, EngineError> {
     config.check()?;
-    let sources = Source::all(&config)?;
+    let reviews = match &config.streams.workflow_topic {
+        Some(_) => {
+            let reviews = crate::stream::workflow::load_registry(
+                &config.lake.path,
+                config.dedup.window_days,
+                super::now_us(),
+            )
+            .await?;
+            tracing::info!(
+                bad_reviews = reviews.len(),
+                "workflow registry loaded from the lake"
+            );
+            Some(reviews)
+        }
+        None => None,
+    };
+    let sources = Source::all(&config, reviews)?;
     let context = IngestContext::default();
     let consumer = Arc::new(kafka::consumer(&config.kafka, context.clone())?);
     let topics: Vec<&str> = sources.iter().map(|s| s.topic.as_str()).collect();
@@ -162,8 +178,11 @@ struct Source {
 
 impl Source {
     /// The streams the configuration runs, each with its lake table and dead-letter topic.
-    fn all(config: &IngestConfig) -> Result<Vec<Source>, EngineError> {
-        crate::stream::configured(config)
+    fn all(
+        config: &IngestConfig,
+        reviews: Option<Arc<crate::stream::workflow::BadReviews>>,
+    ) -> Result<Vec<Source>, EngineError> {
+        crate::stream::configured(config, reviews)
             .into_iter()
             .map(|c| {
                 Ok(Source {

@@ -11,9 +11,11 @@
 //! |---|---|---|
 //! | evaluations | [`evaluations`] ([`crate::transform::Processor`]) | `evaluations` |
 //! | cases | [`cases`] | `cases` |
+//! | workflow | [`workflow`] | `workflow` |
 
 pub mod cases;
 pub mod evaluations;
+pub mod workflow;
 
 use std::sync::Arc;
 
@@ -31,18 +33,33 @@ pub struct Configured {
     pub stream: Arc<dyn AnyStream>,
 }
 
-/// The streams an ingest configuration runs, evaluations first.
-pub fn configured(config: &IngestConfig) -> Vec<Configured> {
+/// The streams an ingest configuration runs, evaluations first. `reviews` is the workflow stream's
+/// registry of bad reviews (loaded from the lake), when the workflow is read.
+pub fn configured(
+    config: &IngestConfig,
+    reviews: Option<Arc<workflow::BadReviews>>,
+) -> Vec<Configured> {
+    let mut processor = Processor::from_config(config);
+    if let Some(reviews) = &reviews {
+        processor = processor.registering(reviews.clone());
+    }
     let mut streams = vec![Configured {
         topic: config.kafka.topic.clone(),
         dlq_topic: config.kafka.dlq_topic(),
-        stream: Arc::new(Processor::from_config(config)),
+        stream: Arc::new(processor),
     }];
     if let Some(topic) = &config.streams.cases_topic {
         streams.push(Configured {
             topic: topic.clone(),
             dlq_topic: format!("{topic}.dlq"),
             stream: Arc::new(cases::Cases::from_config(config)),
+        });
+    }
+    if let (Some(topic), Some(reviews)) = (&config.streams.workflow_topic, reviews) {
+        streams.push(Configured {
+            topic: topic.clone(),
+            dlq_topic: format!("{topic}.dlq"),
+            stream: Arc::new(workflow::Workflow::new(config.validation.clone(), reviews)),
         });
     }
     streams
@@ -62,6 +79,13 @@ pub trait Stream: Send + Sync + 'static {
 
     /// Empty rows for about `capacity` messages.
     fn rows(&self, capacity: usize) -> Self::Rows;
+
+    /// Whether runs may be prepared on several threads at once. A stream whose validation depends
+    /// on the messages before it (the workflow's order of steps) says no: its runs are prepared in
+    /// offset order.
+    fn parallel(&self) -> bool {
+        true
+    }
 
     /// Decodes, validates and keys one message, appending its row before dedup (the engine keeps
     /// only the rows dedup accepts), or says why it is rejected.
@@ -95,6 +119,7 @@ pub struct Prepared {
 pub trait AnyStream: Send + Sync + 'static {
     fn table(&self) -> &'static str;
     fn dedup(&self) -> DedupRule;
+    fn parallel(&self) -> bool;
     /// [`Stream::prepare`] for each message of a run, into fresh rows.
     fn prepare_part(&self, partition: i32, messages: &[Message<'_>], now_us: i64) -> Prepared;
 }
@@ -106,6 +131,10 @@ impl<S: Stream> AnyStream for S {
 
     fn dedup(&self) -> DedupRule {
         Stream::dedup(self)
+    }
+
+    fn parallel(&self) -> bool {
+        Stream::parallel(self)
     }
 
     fn prepare_part(&self, partition: i32, messages: &[Message<'_>], now_us: i64) -> Prepared {

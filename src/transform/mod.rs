@@ -21,11 +21,27 @@ use validate::{validate, AssessNumber, ValidationRules};
 pub struct Processor {
     rules: ValidationRules,
     keyer: EvaluatorKeyer,
+    /// When the workflow stream runs: where every valid bad review is registered, so that its
+    /// workflow events can be checked against it.
+    reviews: Option<std::sync::Arc<crate::stream::workflow::BadReviews>>,
 }
 
 impl Processor {
     pub fn new(rules: ValidationRules, keyer: EvaluatorKeyer) -> Self {
-        Self { rules, keyer }
+        Self {
+            rules,
+            keyer,
+            reviews: None,
+        }
+    }
+
+    /// The same processor, registering every valid bad review it prepares in `reviews`.
+    pub fn registering(
+        mut self,
+        reviews: std::sync::Arc<crate::stream::workflow::BadReviews>,
+    ) -> Self {
+        self.reviews = Some(reviews);
+        self
     }
 
     /// The processor an ingest configuration describes.
@@ -56,6 +72,18 @@ impl Processor {
             .and_then(|w| validate(w, &self.rules, now_us))?;
         let evaluator_key = self.keyer.key(&evaluation.identity);
         let fingerprint = fingerprint(&evaluation, evaluator_key.as_deref());
+        if let Some(reviews) = self
+            .reviews
+            .as_ref()
+            .filter(|_| evaluation.satisfaction.is_bad_review())
+        {
+            reviews.register(
+                &evaluation.project_no,
+                evaluation.assess_number.code() as i8,
+                evaluation.assessed_at_us,
+                evaluation.area.city_partition_digits().bytes(),
+            );
+        }
         rows.push(
             &evaluation,
             evaluator_key.as_deref(),
@@ -120,7 +148,7 @@ pub fn prepare_parallel<'m>(
     now_us: i64,
     workers: usize,
 ) -> Vec<PreparedPart<'m>> {
-    let workers = workers.max(1);
+    let workers = if stream.parallel() { workers.max(1) } else { 1 };
     let total: usize = runs.iter().map(|(_, m)| m.len()).sum();
     let part_len = total.div_ceil(workers).max(MIN_PART);
     let parts: Vec<(i32, &'m [Message<'m>])> = runs

@@ -1,0 +1,290 @@
+use super::*;
+use crate::telemetry::Stats;
+use crate::transform::dedup::DedupState;
+use crate::transform::{process_one, Outcome};
+
+/// 2026-11-25 12:00 CST.
+const NOW: i64 = 1_795_579_200_000_000;
+
+fn at(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .timestamp_micros()
+}
+
+fn event(step: &str, time: &str, extra: serde_json::Value) -> String {
+    let mut value = serde_json::json!({
+        "projectNo": "P1", "assessNumber": 1, "eventType": step, "eventTime": time,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        value[k] = v.clone();
+    }
+    value.to_string()
+}
+
+fn stream() -> Workflow {
+    let reviews = BadReviews::new();
+    reviews.register("P1", 1, at("2026-11-10T09:00:00+08:00"), *b"410300");
+    Workflow::new(ValidationRules::default(), reviews)
+}
+
+fn run(stream: &Workflow, dedup: &mut DedupState, text: &str) -> Outcome {
+    let message = Message {
+        offset: 0,
+        key: None,
+        payload: text.as_bytes(),
+    };
+    process_one(stream, message, 0, NOW, dedup, &Stats::default()).0
+}
+
+fn reason(outcome: Outcome) -> Option<Reason> {
+    match outcome {
+        Outcome::Rejected(r) => Some(r.reason),
+        _ => None,
+    }
+}
+
+#[test]
+fn fields_are_checked_each_with_its_reason() {
+    use serde_json::json;
+    let none = json!({});
+    let cases = [
+        (
+            event("forwarded", "2026-11-10 10:00:00", none.clone()),
+            None,
+        ),
+        (
+            event("forwarded", "2026-11-10 10:00:00", json!({"complex": true})),
+            None,
+        ),
+        (
+            event("forwardd", "2026-11-10 10:00:00", none.clone()),
+            Some(Reason::InvalidCode),
+        ),
+        (
+            event("forwarded", "2026/11/10", none.clone()),
+            Some(Reason::InvalidTime),
+        ),
+        (
+            event("forwarded", "2027-01-01 00:00:00", none.clone()),
+            Some(Reason::FutureTime),
+        ),
+        (
+            event(
+                "forwarded",
+                "2026-11-10 10:00:00",
+                json!({"assessNumber": 3}),
+            ),
+            Some(Reason::InvalidCode),
+        ),
+        (
+            event(
+                "forwarded",
+                "2026-11-10 10:00:00",
+                json!({"projectNo": null}),
+            ),
+            Some(Reason::MissingField),
+        ),
+        (
+            event("forwarded", "2026-11-10 10:00:00", json!({"eventType": 4})),
+            Some(Reason::InvalidField),
+        ),
+        (
+            event(
+                "forwarded",
+                "2026-11-10 10:00:00",
+                json!({"complex": "yes"}),
+            ),
+            Some(Reason::InvalidField),
+        ),
+        (
+            event(
+                "forwarded",
+                "2026-11-10 10:00:00",
+                json!({"decision": "upheld"}),
+            ),
+            Some(Reason::InvalidField),
+        ),
+        (
+            event("replied", "2026-11-10 10:00:00", json!({"complex": true})),
+            Some(Reason::InvalidField),
+        ),
+        (
+            event("revisited", "2026-11-10 10:00:00", none.clone()),
+            Some(Reason::MissingField),
+        ),
+        (
+            event(
+                "revisited",
+                "2026-11-10 10:00:00",
+                json!({"newSatisfaction": 6}),
+            ),
+            Some(Reason::InvalidCode),
+        ),
+        (
+            event("review_decided", "2026-11-10 10:00:00", none.clone()),
+            Some(Reason::MissingField),
+        ),
+        (
+            event(
+                "review_decided",
+                "2026-11-10 10:00:00",
+                json!({"decision": "maybe"}),
+            ),
+            Some(Reason::InvalidCode),
+        ),
+        ("[]".to_owned(), Some(Reason::NotJson)),
+    ];
+    for (text, expected) in cases {
+        let result = validate_event(&text, &ValidationRules::default(), NOW);
+        assert_eq!(
+            result.as_ref().err().map(|r| r.reason),
+            expected,
+            "{text}: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn steps_follow_their_order_and_each_is_taken_once() {
+    use serde_json::json;
+    let stream = stream();
+    let mut dedup = DedupState::default();
+    let none = json!({});
+    // (event, expected rejection)
+    let script = [
+        // Nothing before forwarding; nothing before the review itself.
+        (
+            event("replied", "2026-11-11 09:00:00", none.clone()),
+            Some(Reason::OutOfOrder),
+        ),
+        (
+            event("forwarded", "2026-11-10 08:00:00", none.clone()),
+            Some(Reason::OutOfOrder),
+        ),
+        (
+            event("forwarded", "2026-11-10 10:00:00", none.clone()),
+            None,
+        ),
+        // A redelivery is dropped; another forwarding is a conflict.
+        (
+            event("forwarded", "2026-11-10 10:00:00", none.clone()),
+            None,
+        ),
+        (
+            event("forwarded", "2026-11-10 11:00:00", none.clone()),
+            Some(Reason::WorkflowStepConflict),
+        ),
+        // Replied before it was forwarded (by time): out of order.
+        (
+            event("replied", "2026-11-10 09:30:00", none.clone()),
+            Some(Reason::OutOfOrder),
+        ),
+        (event("replied", "2026-11-12 09:00:00", none.clone()), None),
+        // A revisit needs a rectification.
+        (
+            event(
+                "revisited",
+                "2026-11-13 09:00:00",
+                json!({"newSatisfaction": 4}),
+            ),
+            Some(Reason::OutOfOrder),
+        ),
+        (
+            event("rectified", "2026-11-13 09:00:00", none.clone()),
+            None,
+        ),
+        (
+            event(
+                "revisited",
+                "2026-11-14 09:00:00",
+                json!({"newSatisfaction": 4}),
+            ),
+            None,
+        ),
+        (
+            event(
+                "review_decided",
+                "2026-11-15 09:00:00",
+                json!({"decision": "mistaken"}),
+            ),
+            Some(Reason::OutOfOrder),
+        ),
+        (
+            event("review_applied", "2026-11-15 09:00:00", none.clone()),
+            None,
+        ),
+        (
+            event(
+                "review_decided",
+                "2026-11-16 09:00:00",
+                json!({"decision": "mistaken"}),
+            ),
+            None,
+        ),
+        // Another review of a case nobody gave a bad review.
+        (
+            event(
+                "forwarded",
+                "2026-11-10 10:00:00",
+                json!({"projectNo": "P2"}),
+            ),
+            Some(Reason::UnknownBadReview),
+        ),
+        (
+            event(
+                "forwarded",
+                "2026-11-10 10:00:00",
+                json!({"assessNumber": 2}),
+            ),
+            Some(Reason::UnknownBadReview),
+        ),
+    ];
+    let mut accepted = 0;
+    for (text, expected) in script {
+        let outcome = run(&stream, &mut dedup, &text);
+        assert_eq!(reason(outcome.clone()), expected, "{text}");
+        if outcome == Outcome::Accepted {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 6);
+}
+
+#[test]
+fn the_order_rule_is_a_table() {
+    let given = at("2026-11-10T09:00:00+08:00");
+    let mut state = ReviewState {
+        given_at_us: given,
+        city: *b"410300",
+        steps: [None; 11],
+    };
+    // Before forwarding, only forwarding.
+    for step in Step::ALL {
+        let allowed = step == Step::Forwarded;
+        assert_eq!(
+            check_order(&state, step, given + 1).is_ok(),
+            allowed,
+            "{step:?}"
+        );
+    }
+    state.steps[Step::Forwarded.index()] = Some(given + 10);
+    let after_forwarding = [
+        Step::Forwarded,
+        Step::Contacted,
+        Step::Replied,
+        Step::Extended,
+        Step::Rectified,
+        Step::Appealed,
+        Step::ReviewApplied,
+    ];
+    for step in Step::ALL {
+        assert_eq!(
+            check_order(&state, step, given + 20).is_ok(),
+            after_forwarding.contains(&step),
+            "{step:?}"
+        );
+    }
+    // Not before the step it follows.
+    assert!(check_order(&state, Step::Replied, given + 5).is_err());
+}
