@@ -10,6 +10,7 @@
 //! | [`hotspots`] | bad-review concentrations per window, with their tags and complaint terms |
 //! | [`terms`] | jieba segmentation and tag meanings for the "why" of a hotspot |
 //! | [`fraud`] | 刷好评 bursts and 恶意差评 reviewers |
+//! | [`closed_loop`] | each bad review's deadlines, steps, state, exclusions and overdue/escalation alerts |
 //! | [`defaults`] | default evaluations of finished cases nobody evaluated, by region policy |
 //! | [`exclusions`] | the `exclusions` table's writer |
 //! | [`refresh`](refresh()) | brings every derived table up to date, touching only what new data changed |
@@ -19,6 +20,7 @@
 //! Derived tables live under `<lake>/tables/<name>/`; each file is written with one `put` (atomic
 //! on a local folder and on object stores), so a reader sees the old file or the new one.
 
+pub mod closed_loop;
 pub mod defaults;
 pub mod exclusions;
 pub mod fraud;
@@ -276,6 +278,52 @@ mod tests {
             assert_eq!(one_line(&error), expected);
         }
     }
+}
+
+/// Rows of a query as values of `T`, by column name: timestamps as UTC microseconds, nulls as
+/// `None`. For the few rows the derived tables read into Rust (bad reviews, unevaluated cases).
+pub fn deserialize_rows<T: serde::de::DeserializeOwned>(
+    batches: &[RecordBatch],
+) -> Result<Vec<T>, AnalyticsError> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|column| match column.data_type() {
+                arrow::datatypes::DataType::Timestamp(..) => {
+                    arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)
+                }
+                _ => Ok(column.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let fields: Vec<arrow::datatypes::Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| arrow::datatypes::Field::new(f.name(), c.data_type().clone(), true))
+            .collect();
+        let batch = RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            columns,
+        )?;
+        let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
+        writer.write(&batch)?;
+        writer.finish()?;
+        for line in writer.into_inner().split(|b| *b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            rows.push(serde_json::from_slice(line).map_err(|e| {
+                AnalyticsError::Invalid(format!(
+                    "a row does not read as {}: {e}",
+                    std::any::type_name::<T>()
+                ))
+            })?);
+        }
+    }
+    Ok(rows)
 }
 
 /// Runs one SQL text against a session and collects its rows.

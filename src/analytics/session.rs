@@ -45,10 +45,11 @@ pub fn table_dir(lake_root: &Path, table: &str) -> PathBuf {
 }
 
 /// The lake tables `haochaping query` can read, in the order `--help` lists them.
-pub const LAKE_TABLES: [&str; 9] = [
+pub const LAKE_TABLES: [&str; 10] = [
     EVALUATIONS_TABLE,
     CASES_TABLE,
     WORKFLOW_TABLE,
+    "bad_reviews",
     "default_evaluations",
     "exclusions",
     "rankings",
@@ -98,6 +99,68 @@ pub fn default_evaluations_schema() -> SchemaRef {
                 Field::new("period_started_at", utc_micros(), false),
                 // When the default was given: the end of the period (24:00 CST of its last day).
                 Field::new("assessed_at", utc_micros(), false),
+            ]))
+        })
+        .clone()
+}
+
+/// `bad_reviews`: one row per bad review with its policy, every deadline, when each step happened,
+/// on time or late, and its state (see [`super::closed_loop`]).
+pub fn bad_reviews_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+            let time = |name: &str| Field::new(name, utc_micros(), true);
+            let flag = |name: &str| Field::new(name, DataType::Boolean, true);
+            Arc::new(Schema::new(vec![
+                text("project_no", false),
+                Field::new("assess_number", DataType::Int8, false),
+                Field::new("satisfaction", DataType::Int8, false),
+                // The month (CST) the review was given: yyyy-mm.
+                text("month", false),
+                text("area_code", false),
+                text("province_code", false),
+                text("city_code", true),
+                text("county_code", true),
+                text("dept_code", false),
+                text("dept_name", true),
+                text("task_code", false),
+                text("task_name", false),
+                text("staff_id", true),
+                text("channel", false),
+                Field::new("given_at", utc_micros(), false),
+                Field::new("real_name", DataType::Boolean, false),
+                Field::new("complex", DataType::Boolean, false),
+                // The policy file whose deadlines apply.
+                text("policy", false),
+                // open | rectified | revisited | excluded
+                text("state", false),
+                time("forward_by"),
+                time("forwarded_at"),
+                flag("forwarded_on_time"),
+                time("first_contact_by"),
+                time("contacted_at"),
+                flag("contacted_on_time"),
+                time("reply_by"),
+                time("replied_at"),
+                flag("replied_on_time"),
+                time("rectify_by"),
+                time("rectified_at"),
+                flag("rectified_on_time"),
+                time("report_back_by"),
+                time("reported_back_at"),
+                flag("reported_back_on_time"),
+                time("escalate_deputy_at"),
+                time("escalate_main_at"),
+                time("revisit_due_at"),
+                time("revisited_at"),
+                Field::new("revisit_satisfaction", DataType::Int8, true),
+                time("appealed_at"),
+                text("appeal_decision", true),
+                time("review_decided_at"),
+                text("review_decision", true),
+                Field::new("excluded", DataType::Boolean, false),
             ]))
         })
         .clone()
@@ -263,6 +326,12 @@ fn specs(lake_root: &Path) -> Vec<TableSpec> {
             folder: lake_root.join(WORKFLOW_TABLE),
             schema: workflow_schema(),
             partitions: &["dt", "city"],
+        },
+        TableSpec {
+            name: "bad_reviews",
+            folder: table_dir(lake_root, "bad_reviews"),
+            schema: bad_reviews_schema(),
+            partitions: &[],
         },
         TableSpec {
             name: "default_evaluations",

@@ -50,7 +50,7 @@ pub struct Alert {
 }
 
 /// A code with its name.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Coded {
     pub code: String,
     pub name: Option<String>,
