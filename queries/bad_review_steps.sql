@@ -65,9 +65,14 @@ SELECT
     s.review_decided_at,
     s.review_decision,
     CASE WHEN e.assess_number = 1 THEN a.re_evaluated_at END AS re_evaluated_at,
-    CASE WHEN e.assess_number = 1 THEN a.re_satisfaction END AS re_satisfaction
+    CASE WHEN e.assess_number = 1 THEN a.re_satisfaction END AS re_satisfaction,
+    -- Excluded by the `exclusions` table, whoever put it there (a review decision, or an operator).
+    x.reason AS excluded_as
 FROM evaluations e
 LEFT JOIN steps s ON s.project_no = e.project_no AND s.assess_number = e.assess_number
 LEFT JOIN again a ON a.project_no = e.project_no
+LEFT JOIN (
+    SELECT project_no, assess_number, min(reason) AS reason FROM exclusions GROUP BY project_no, assess_number
+) x ON x.project_no = e.project_no AND x.assess_number = e.assess_number
 WHERE e.bad_review
 ORDER BY e.project_no, e.assess_number

@@ -36,9 +36,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Work with the dead-letter topic.
     Dlq(DlqArgs),
-    /// Run SQL over every lake table (evaluations, cases, default_evaluations, exclusions, rankings,
-    /// warnings, hotspots, fraud_signals; the view effective_evaluations; reference tables regions,
-    /// tag_meanings).
+    /// Run SQL over every lake table (evaluations, cases, workflow, bad_reviews, default_evaluations,
+    /// exclusions, rankings, warnings, hotspots, fraud_signals; the views effective_evaluations and
+    /// evaluation_rates; reference tables regions, tag_meanings).
     Query(QueryArgs),
     /// Refresh every derived table (rankings, warnings, hotspots, fraud_signals, default_evaluations)
     /// of the lake.

@@ -119,8 +119,19 @@ async fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     let policies = policies(args.policies)?;
     let report = crate::analytics::refresh_with(&args.lake, now, &args.thresholds.config()).await?;
     let defaults = crate::analytics::defaults::rebuild(&args.lake, now, &policies).await?;
+    let looped = crate::analytics::closed_loop::rebuild(&args.lake, now, &policies).await?;
+    let mut report = if looped.exclusions_added > 0 {
+        // The new exclusions change past periods' rankings.
+        crate::analytics::refresh_with(&args.lake, now, &args.thresholds.config()).await?
+    } else {
+        report
+    };
+    report.full |= looped.exclusions_added > 0;
     let mut report = serde_json::to_value(&report)?;
     report["default_evaluations"] = serde_json::to_value(&defaults)?;
+    report["bad_reviews"] = serde_json::to_value(&looped)?;
+    // Alerts go out from ingest's rounds (they need the broker); here only how many are due.
+    report["bad_reviews"]["alerts_due"] = looped.alerts.len().into();
     println!("{report}");
     Ok(())
 }

@@ -108,6 +108,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     cluster.create_topic(topic, args.partitions, 1)?;
     cluster.create_topic("evaluations.dlq", 1, 1)?;
     cluster.create_topic("alerts", 1, 1)?;
+    for stream in ["cases", "workflow"] {
+        cluster.create_topic(stream, args.partitions, 1)?;
+        cluster.create_topic(&format!("{stream}.dlq"), 1, 1)?;
+    }
     let (stop_alerts, alerts_stopped) = tokio::sync::oneshot::channel::<()>();
     let brokers = cluster.bootstrap_servers();
 
@@ -118,6 +122,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     config.lake.path.clone_from(&args.lake);
     config.lake.flush_interval = Duration::from_secs(5);
     config.identity.secret = Some("demo-secret-not-for-production".into());
+    config.streams.cases_topic = Some("cases".into());
+    config.streams.workflow_topic = Some("workflow".into());
 
     let day = chrono::Utc::now()
         .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| unreachable!()))
@@ -162,20 +168,47 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     ));
     let producer = generate::producer(&brokers)?;
     let produce_bar = produced_bar.clone();
-    let produced = generate::produce(&producer, topic, &mut generator, args.events, None, |_| {
-        produce_bar.inc(1)
-    })
+    // Each case's lifecycle and each bad review's workflow up to now, produced once the reviews
+    // they belong to have been read (a workflow event before its review is parked as unknown).
+    let horizon = (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc();
+    let mut cases = Vec::new();
+    let mut workflow = Vec::new();
+    let produced = generate::produce(
+        &producer,
+        topic,
+        &mut generator,
+        args.events,
+        None,
+        |event| {
+            produce_bar.inc(1);
+            cases.extend(generate::case_lifecycle(event));
+            workflow.extend(generate::workflow_of(event, horizon));
+        },
+    )
     .await?;
-    produced_bar.finish();
-    // Wait until every produced message has been read, then let the job flush and commit.
-    loop {
-        let seen = stats.snapshot();
-        ingested_bar.set_position(seen.received + seen.already_in_lake);
-        if seen.received + seen.already_in_lake >= produced.produced || ingest.is_finished() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..args.events / 20 {
+        cases.extend(generator.next_unevaluated_case());
     }
+    produced_bar.finish();
+    let wait_for = |total: u64| {
+        let (stats, ingested_bar, ingest) = (&stats, &ingested_bar, &ingest);
+        async move {
+            ingested_bar.set_length(total);
+            loop {
+                let seen = stats.snapshot();
+                ingested_bar.set_position((seen.received + seen.already_in_lake).min(total));
+                if seen.received + seen.already_in_lake >= total || ingest.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(produced.produced).await;
+    generate::produce_records(&producer, "cases", &cases).await?;
+    generate::produce_records(&producer, "workflow", &workflow).await?;
+    // Wait until every produced message has been read, then let the job flush and commit.
+    wait_for(produced.produced + (cases.len() + workflow.len()) as u64).await;
     let _ = stop_tx.send(());
     let ingested = ingest.await??;
     ingested_bar.finish();
@@ -220,6 +253,7 @@ async fn print_notice_and_hotspots(lake: &Path) {
             if let Err(e) = crate::analytics::defaults::rebuild(lake, now, &policies).await {
                 println!("default evaluations failed: {e}");
             }
+            print_closed_loop(lake, now, &policies).await;
         }
         Err(e) => println!("region policies: {e}"),
     }
@@ -262,6 +296,48 @@ async fn print_notice_and_hotspots(lake: &Path) {
             }
         }
         Err(e) => println!("reading the hotspots failed: {e}"),
+    }
+}
+
+/// The closed loop of the day's bad reviews: the alerts due now by rule (ingest sends them from its
+/// rounds), and the indicators per department.
+async fn print_closed_loop(lake: &Path, now: i64, policies: &crate::policy::Policies) {
+    let report = match crate::analytics::closed_loop::rebuild(lake, now, policies).await {
+        Ok(report) => report,
+        Err(e) => {
+            println!("the closed loop failed: {e}");
+            return;
+        }
+    };
+    let mut by_rule = std::collections::BTreeMap::new();
+    for alert in &report.alerts {
+        *by_rule.entry(alert.rule.as_str()).or_insert(0) += 1;
+    }
+    println!(
+        "closed loop: {} bad reviews, {} open, {} excluded (found mistaken or malicious); alerts due now: {by_rule:?}",
+        report.bad_reviews, report.open, report.excluded
+    );
+    if report.exclusions_added > 0 {
+        // The exclusions change the rankings just built.
+        let _ = crate::analytics::refresh(lake, now).await;
+    }
+    match crate::analytics::query_lake(
+        lake,
+        &format!(
+            "SELECT dept_name, bad_reviews, excluded, reply_rate, on_time_rectification_rate, \
+             revisit_rate, finished_cases, active_rate, rate_with_defaults FROM ({}) \
+             ORDER BY bad_reviews DESC, finished_cases DESC LIMIT 8",
+            crate::analytics::sql::KPIS.trim().trim_end_matches(';')
+        ),
+    )
+    .await
+    {
+        Ok(batches) => {
+            if let Ok(table) = arrow::util::pretty::pretty_format_batches(&batches) {
+                println!("indicators (queries/kpis.sql):\n{table}");
+            }
+        }
+        Err(e) => println!("the indicators failed: {e}"),
     }
 }
 

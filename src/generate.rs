@@ -413,6 +413,104 @@ fn lifecycle_of(wire: &WireOut) -> Vec<(String, Vec<u8>)> {
     records
 }
 
+/// The workflow of a generated bad review (satisfaction 1 or 2), as `(key, payload)` in the order the
+/// steps happen, keyed by `projectNo`. Its course comes from the case number (deterministic): most
+/// are forwarded within the hour, replied and rectified within days, and revisited; some are
+/// forwarded late, some never rectified, some appealed and found mistaken or malicious (excluded),
+/// some left untouched. Steps after `horizon` (China time) have not happened yet and are left out.
+/// Empty for anything but an accepted first bad review.
+pub fn workflow_of(event: &GeneratedEvent, horizon: NaiveDateTime) -> Vec<(String, Vec<u8>)> {
+    if event.expected != Expected::Accepted || event.slot.as_ref().is_some_and(|(_, n)| *n != 1) {
+        return Vec::new();
+    }
+    let Ok(wire) = serde_json::from_slice::<WireOut>(&event.payload) else {
+        return Vec::new();
+    };
+    if !matches!(wire.satisfaction.as_str(), "1" | "2") {
+        return Vec::new();
+    }
+    let Ok(given) = NaiveDateTime::parse_from_str(&wire.assess_time, "%Y-%m-%d %H:%M:%S") else {
+        return Vec::new();
+    };
+    let spread = xxhash_rust::xxh3::xxh3_64(wire.project_no.as_bytes());
+    let hours = |h: i64| chrono::Duration::hours(h);
+    let minutes =
+        |bits: u64, max: u64| chrono::Duration::minutes(((spread >> bits) % max) as i64 + 5);
+    // (step, time, extra fields)
+    let mut steps: Vec<(&str, NaiveDateTime, serde_json::Value)> = Vec::new();
+    let none = serde_json::json!({});
+    match spread % 20 {
+        // Untouched.
+        0 => {}
+        // Forwarded, then nothing: it will be overdue and escalated.
+        1 | 2 => steps.push(("forwarded", given + minutes(8, 60), none.clone())),
+        // Appealed, reviewed and found mistaken or malicious: excluded from every rate.
+        3 | 4 => {
+            let forwarded = given + minutes(8, 60);
+            steps.push(("forwarded", forwarded, none.clone()));
+            steps.push(("appealed", forwarded + hours(2), none.clone()));
+            steps.push(("review_applied", forwarded + hours(3), none.clone()));
+            let decision = if spread % 20 == 3 {
+                "mistaken"
+            } else {
+                "malicious"
+            };
+            steps.push((
+                "review_decided",
+                forwarded + hours(26),
+                serde_json::json!({"decision": decision}),
+            ));
+        }
+        // Forwarded three days late, then the usual course.
+        5..=7 => {
+            let forwarded = given + hours(72) + minutes(8, 60);
+            steps.push(("forwarded", forwarded, none.clone()));
+            steps.push(("replied", forwarded + hours(20), none.clone()));
+            steps.push(("rectified", forwarded + hours(40), none.clone()));
+        }
+        // The usual course: forwarded within the hour, contacted, replied, rectified, revisited.
+        _ => {
+            let forwarded = given + minutes(8, 60);
+            steps.push((
+                "forwarded",
+                forwarded,
+                serde_json::json!({"complex": spread % 7 == 0}),
+            ));
+            steps.push(("contacted", forwarded + hours(3), none.clone()));
+            steps.push(("replied", forwarded + hours(20), none.clone()));
+            let rectified = forwarded + hours(30) + minutes(16, 600);
+            steps.push(("rectified", rectified, none.clone()));
+            steps.push(("reported_back", rectified + hours(20), none.clone()));
+            steps.push((
+                "revisited",
+                rectified + hours(48),
+                serde_json::json!({"newSatisfaction": 3 + (spread >> 32) % 3}),
+            ));
+        }
+    }
+    steps
+        .into_iter()
+        .filter(|(_, at, _)| *at <= horizon)
+        .map(|(step, at, extra)| {
+            let mut record = serde_json::json!({
+                "projectNo": wire.project_no,
+                "assessNumber": 1,
+                "eventType": step,
+                "eventTime": at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            });
+            if let Some(fields) = extra.as_object() {
+                for (k, v) in fields {
+                    record[k] = v.clone();
+                }
+            }
+            (
+                wire.project_no.clone(),
+                serde_json::to_vec(&record).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 /// Channels with their share (`pf` code, weight): window devices lead, the hotline is small.
 const CHANNEL_MIX: &[(u8, u32)] = &[(4, 42), (2, 24), (1, 10), (3, 9), (5, 7), (6, 5), (7, 3)];
 /// Satisfaction levels with their share in 10 000: bad reviews (1–2) are about 1.3%.
@@ -877,6 +975,35 @@ pub async fn produce(
     }
     producer.flush(Duration::from_secs(60))?;
     Ok(report)
+}
+
+/// Produces `(key, payload)` records (case lifecycles, workflow events) to `topic`, in order, and
+/// waits until the broker has them all.
+pub async fn produce_records(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(String, Vec<u8>)],
+) -> Result<(), GenerateError> {
+    let mut in_flight: VecDeque<DeliveryFuture> = VecDeque::new();
+    for (key, payload) in records {
+        loop {
+            let record = FutureRecord::to(topic).key(key.as_bytes()).payload(payload);
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    in_flight.push_back(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    await_oldest(&mut in_flight).await?;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    while !in_flight.is_empty() {
+        await_oldest(&mut in_flight).await?;
+    }
+    Ok(())
 }
 
 async fn await_oldest(in_flight: &mut VecDeque<DeliveryFuture>) -> Result<(), GenerateError> {

@@ -75,15 +75,21 @@ pub struct Review {
     pub review_decision: Option<String>,
     pub re_evaluated_at: Option<i64>,
     pub re_satisfaction: Option<i8>,
+    /// The reason the `exclusions` table gives, if it lists the review.
+    pub excluded_as: Option<String>,
 }
 
 impl Review {
-    /// Found mistaken (误评) or malicious (恶意差评) by the review procedure.
+    /// Found mistaken (误评) or malicious (恶意差评) by the review procedure, or listed in the
+    /// `exclusions` table.
     pub fn excluded(&self) -> Option<ExclusionReason> {
         match self.review_decision.as_deref() {
             Some("mistaken") => Some(ExclusionReason::Mistaken),
             Some("malicious") => Some(ExclusionReason::Malicious),
-            _ => None,
+            _ => self
+                .excluded_as
+                .as_deref()
+                .map(|r| ExclusionReason::from_code(r).unwrap_or(ExclusionReason::Other)),
         }
     }
 }
@@ -340,6 +346,12 @@ pub struct LoopAlert {
     pub detected_at: String,
 }
 
+impl super::alerts::outbox::Identified for LoopAlert {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 impl LoopAlert {
     /// The Kafka key: the department's code, like every alert of a review.
     pub fn key(&self) -> &str {
@@ -414,8 +426,12 @@ pub async fn rebuild(
         let state = state(review);
         report.bad_reviews += 1;
         report.open += usize::from(state == "open");
-        if let (Some(reason), Some(decided)) = (review.excluded(), review.review_decided_at) {
-            report.excluded += 1;
+        report.excluded += usize::from(review.excluded().is_some());
+        if let (Some(reason), Some(decided), None) = (
+            review.excluded(),
+            review.review_decided_at,
+            &review.excluded_as,
+        ) {
             exclusions.push(Exclusion {
                 project_no: review.project_no.clone(),
                 assess_number: review.assess_number,

@@ -513,5 +513,10 @@ pub async fn open(lake_root: &Path) -> Result<SessionContext, DataFusionError> {
         sql::EFFECTIVE_EVALUATIONS.trim().trim_end_matches(';')
     );
     ctx.sql(&view).await?.collect().await?;
+    let view = format!(
+        "CREATE VIEW evaluation_rates AS {}",
+        sql::EVALUATION_RATES.trim().trim_end_matches(';')
+    );
+    ctx.sql(&view).await?.collect().await?;
     Ok(ctx)
 }

@@ -20,6 +20,8 @@ pub const UNEVALUATED_CASES: &str = include_str!("../../queries/unevaluated_case
 /// The effective evaluation rate per month, region and department.
 pub const EVALUATION_RATES: &str = include_str!("../../queries/evaluation_rates.sql");
 
+/// The closed loop's indicators with the effective evaluation rate.
+pub const KPIS: &str = include_str!("../../queries/kpis.sql");
 /// Every bad review with the time of each step of its closed loop.
 pub const BAD_REVIEW_STEPS: &str = include_str!("../../queries/bad_review_steps.sql");
 

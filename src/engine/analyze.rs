@@ -1,7 +1,9 @@
 //! Analytics beside the ingest: every `alerts.hotspots_every`, refresh the derived tables of the
-//! lake ([`crate::analytics::refresh`], and the default evaluations by region policy,
-//! [`crate::analytics::defaults`]) and announce the hotspots that opened or closed since the
-//! last round ([`crate::analytics::alerts::hotspot`]). A failed round is logged and retried at the
+//! lake ([`crate::analytics::refresh`], the default evaluations by region policy,
+//! [`crate::analytics::defaults`], the closed loop of every bad review,
+//! [`crate::analytics::closed_loop`]) and announce the hotspots that opened or closed since the
+//! last round ([`crate::analytics::alerts::hotspot`]) and the closed loop's overdue, escalation and
+//! revisit alerts, each once ([`crate::analytics::alerts::outbox`]). A failed round is logged and retried at the
 //! next one; it never stops the ingest.
 
 use std::collections::BTreeMap;
@@ -9,6 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::analytics::alerts::hotspot::Announcements;
+use crate::analytics::alerts::outbox::SentOnce;
+use crate::analytics::closed_loop::LoopAlert;
 use crate::config::IngestConfig;
 use crate::policy::Policies;
 use crate::sink::alerts::AlertSink;
@@ -56,8 +60,15 @@ pub fn background_analytics(
     }))
 }
 
-/// One round: refresh, decide the hotspot alerts and save them, produce them, confirm, save the
-/// outbox empty. Returns how many alerts went out.
+/// Where the closed loop's sent alerts live, under the lake root.
+pub const LOOP_STATE_FILE: &str = "_haochaping/alerts/closed_loop.json";
+
+/// Sent ids are kept this long after they were sent: longer than any review stays open.
+const LOOP_SENT_KEPT_US: i64 = 400 * 86_400_000_000;
+
+/// One round: refresh the derived tables (rankings …, default evaluations, the closed loop), then
+/// announce what is due: hotspots that opened or closed, and the closed loop's overdue, escalation
+/// and revisit alerts, each once. Returns how many alerts went out.
 pub async fn analyze_round(
     root: &Path,
     sink: &AlertSink,
@@ -65,12 +76,64 @@ pub async fn analyze_round(
     policies: &Policies,
     now_us: i64,
 ) -> Result<usize, EngineError> {
+    crate::analytics::refresh(root, now_us).await?;
+    crate::analytics::defaults::rebuild(root, now_us, policies).await?;
+    let looped = crate::analytics::closed_loop::rebuild(root, now_us, policies).await?;
+    if looped.exclusions_added > 0 {
+        // New exclusions change past periods: rebuild them now rather than next round.
+        crate::analytics::refresh(root, now_us).await?;
+    }
+    let hotspots = announce_hotspots(root, sink, stats, now_us).await?;
+    let loops = announce_loop(root, sink, stats, looped.alerts, now_us).await?;
+    Ok(hotspots + loops)
+}
+
+/// The closed loop's alerts due now and never sent: saved, produced, confirmed, marked sent.
+async fn announce_loop(
+    root: &Path,
+    sink: &AlertSink,
+    stats: &Stats,
+    due: Vec<LoopAlert>,
+    now_us: i64,
+) -> Result<usize, EngineError> {
+    let io = |source: std::io::Error| EngineError::Io {
+        path: root.join(LOOP_STATE_FILE),
+        source,
+    };
+    let mut state = SentOnce::<LoopAlert>::load(root, LOOP_STATE_FILE).map_err(io)?;
+    state.plan(due);
+    state.forget_before(now_us - LOOP_SENT_KEPT_US);
+    // Saved before anything is produced: a crash from here on re-sends the same alerts.
+    state.save(root, LOOP_STATE_FILE).map_err(io)?;
+    if state.outbox.is_empty() {
+        return Ok(0);
+    }
+    let mut deliveries = Vec::with_capacity(state.outbox.len());
+    for alert in &state.outbox {
+        deliveries.push(
+            sink.send_unlimited(alert.key(), &alert.rule, alert, stats)
+                .await?,
+        );
+    }
+    sink.confirm(deliveries).await?;
+    let sent = state.outbox.len();
+    state.mark_sent(now_us);
+    state.save(root, LOOP_STATE_FILE).map_err(io)?;
+    Ok(sent)
+}
+
+/// Hotspots that opened or closed since the last round: decided and saved, produced, confirmed,
+/// the outbox saved empty.
+async fn announce_hotspots(
+    root: &Path,
+    sink: &AlertSink,
+    stats: &Stats,
+    now_us: i64,
+) -> Result<usize, EngineError> {
     let io = |source: std::io::Error| EngineError::Io {
         path: root.join(crate::analytics::alerts::hotspot::STATE_FILE),
         source,
     };
-    crate::analytics::refresh(root, now_us).await?;
-    crate::analytics::defaults::rebuild(root, now_us, policies).await?;
     let current = hotspot_rows(root).await?;
     let mut announcements = Announcements::load(root).map_err(io)?;
     announcements.plan(&current, now_us);

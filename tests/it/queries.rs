@@ -82,6 +82,16 @@ async fn every_query_matches_its_golden_output() {
     haochaping::analytics::refresh_with(&lake, AS_OF_US, &fixture_config())
         .await
         .unwrap();
+    // The closed loop of the fixture's bad reviews (it has no workflow and no cases: every step is
+    // missing, and the case queries are empty here; tests/it/closed_loop.rs checks them on fixtures
+    // of their own against hand-computed values).
+    let policies = haochaping::policy::Policies::shipped().unwrap();
+    haochaping::analytics::closed_loop::rebuild(&lake, AS_OF_US, &policies)
+        .await
+        .unwrap();
+    haochaping::analytics::defaults::rebuild(&lake, AS_OF_US, &policies)
+        .await
+        .unwrap();
     let bless = std::env::var_os("HAOCHAPING_BLESS").is_some();
     let mut queries: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/queries"))
         .unwrap()
@@ -153,6 +163,24 @@ async fn every_query_matches_its_golden_output() {
         .iter()
         .sum();
     assert_eq!(total as usize, rows.len());
+    // bad_review_steps: one row per bad review of the lake; kpis: each counted once, as a bad
+    // review or as excluded (the fixture's one exclusion), and without any workflow none was replied.
+    let bad = rows.iter().filter(|r| r.level <= 2).count() as i64;
+    assert_eq!(
+        text_column(&outputs["bad_review_steps"], "project_no").len() as i64,
+        bad
+    );
+    let counted: i64 = int_column(&outputs["kpis"], "bad_reviews").iter().sum();
+    let excluded_bad = rows
+        .iter()
+        .filter(|r| r.level <= 2 && excluded.contains(&(r.project.clone(), r.assess)))
+        .count() as i64;
+    assert_eq!(
+        int_column(&outputs["kpis"], "excluded").iter().sum::<i64>(),
+        excluded_bad
+    );
+    assert_eq!(counted + excluded_bad, bad);
+    assert!(excluded_bad >= 1);
     // bad_review_hotspots: items with at least two bad reviews (raw evaluations), and how many.
     let mut bad_per_item: BTreeMap<String, i64> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.level <= 2) {

@@ -8,7 +8,7 @@
 //! nothing decided is ever lost, and a refresh's own diff is not relied upon.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -112,41 +112,15 @@ impl Announcements {
         }
     }
 
-    fn path(lake_root: &Path) -> PathBuf {
-        lake_root.join(STATE_FILE)
-    }
-
     /// The saved state; none yet is an empty one. A damaged file is an error naming it: silently
     /// starting over would announce every open hotspot again under new ids.
     pub fn load(lake_root: &Path) -> Result<Self, std::io::Error> {
-        let path = Self::path(lake_root);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e),
-        }
+        super::outbox::load_json(lake_root, STATE_FILE)
     }
 
-    /// Saves the state atomically (a temporary file, fsynced, renamed over the old one).
+    /// Saves the state atomically.
     pub fn save(&self, lake_root: &Path) -> Result<(), std::io::Error> {
-        let path = Self::path(lake_root);
-        let folder = path.parent().unwrap_or(lake_root);
-        std::fs::create_dir_all(folder)?;
-        let temporary = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&temporary, &path)?;
-        std::fs::File::open(folder)?.sync_all()
+        super::outbox::save_json(lake_root, STATE_FILE, self)
     }
 }
 

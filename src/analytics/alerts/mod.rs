@@ -15,6 +15,7 @@
 pub mod alert;
 mod history;
 pub mod hotspot;
+pub mod outbox;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -206,21 +206,9 @@ pub async fn produce_records(brokers: &str, topic: &str, records: &[(String, Vec
         .set("linger.ms", "0")
         .create()
         .expect("producer");
-    let mut deliveries = Vec::with_capacity(records.len());
-    for (key, payload) in records {
-        let record = rdkafka::producer::FutureRecord::to(topic)
-            .key(key.as_str())
-            .payload(payload.as_slice());
-        deliveries.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("enqueue"),
-        );
-    }
-    for delivery in deliveries {
-        delivery.await.expect("delivery").expect("delivered");
-    }
+    generate::produce_records(&producer, topic, records)
+        .await
+        .expect("produce");
 }
 
 /// Every (`project_no`, `assess_number`) row of the lake, with its count.
