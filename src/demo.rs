@@ -302,6 +302,31 @@ async fn print_notice_and_hotspots(lake: &Path) {
 /// The closed loop of the day's bad reviews: the alerts due now by rule (ingest sends them from its
 /// rounds), and the indicators per department.
 async fn print_closed_loop(lake: &Path, now: i64, policies: &crate::policy::Policies) {
+    // The day's reviews are hours old: show what falls due within a week if nothing else happens,
+    // then leave the table as of now.
+    let week = now + 7 * 86_400_000_000;
+    if let Ok(ahead) = crate::analytics::closed_loop::rebuild(lake, week, policies).await {
+        let mut by_rule = std::collections::BTreeMap::new();
+        for alert in &ahead.alerts {
+            *by_rule.entry(alert.rule.as_str()).or_insert(0) += 1;
+        }
+        println!("closed-loop alerts due within a week if nothing else happens: {by_rule:?}");
+        for alert in ahead.alerts.iter().take(5) {
+            println!(
+                "  {:<24} {} · {} · deadline {} ({}, {})",
+                alert.rule,
+                alert.project_no,
+                alert
+                    .department
+                    .name
+                    .as_deref()
+                    .unwrap_or(&alert.department.code),
+                alert.deadline,
+                alert.period,
+                alert.policy.rsplit('/').next().unwrap_or_default()
+            );
+        }
+    }
     let report = match crate::analytics::closed_loop::rebuild(lake, now, policies).await {
         Ok(report) => report,
         Err(e) => {
