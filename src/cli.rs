@@ -430,6 +430,14 @@ pub struct GenerateArgs {
     /// `alerts`, one partition each).
     #[arg(long, env = "HAOCHAPING_PARTITIONS", default_value_t = 4)]
     pub partitions: i32,
+    /// Also produce each evaluated case's lifecycle, and unevaluated cases (one for every 20
+    /// evaluations), to this topic.
+    #[arg(long, env = "HAOCHAPING_CASES_TOPIC")]
+    pub cases_topic: Option<String>,
+    /// Also produce the workflow of every bad review up to now (some late, some never rectified,
+    /// some appealed and excluded) to this topic, after the evaluations.
+    #[arg(long, env = "HAOCHAPING_WORKFLOW_TOPIC")]
+    pub workflow_topic: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -233,17 +233,59 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         ],
     )
     .await?;
+    for topic in [&args.cases_topic, &args.workflow_topic]
+        .into_iter()
+        .flatten()
+    {
+        generate::ensure_topics(
+            &brokers,
+            &[
+                (topic.as_str(), args.partitions),
+                (&format!("{topic}.dlq"), 1),
+            ],
+        )
+        .await?;
+    }
     let producer = generate::producer(&brokers)?;
     let bar = ProgressBar::new(args.events).with_style(
         ProgressStyle::with_template("{bar:40.cyan/blue} {pos:>9}/{len:9} {per_sec:>12} {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let rate = (args.rate > 0).then_some(args.rate);
-    let report = generate::produce(&producer, &topic, &mut generator, args.events, rate, |_| {
-        bar.inc(1)
-    })
+    let horizon = (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc();
+    let (mut cases, mut workflow) = (Vec::new(), Vec::new());
+    let report = generate::produce(
+        &producer,
+        &topic,
+        &mut generator,
+        args.events,
+        rate,
+        |event| {
+            bar.inc(1);
+            if args.cases_topic.is_some() {
+                cases.extend(generate::case_lifecycle(event));
+            }
+            if args.workflow_topic.is_some() {
+                workflow.extend(generate::workflow_of(event, horizon));
+            }
+        },
+    )
     .await?;
     bar.finish();
+    if let Some(cases_topic) = &args.cases_topic {
+        for _ in 0..args.events / 20 {
+            cases.extend(generator.next_unevaluated_case());
+        }
+        generate::produce_records(&producer, cases_topic, &cases).await?;
+        println!("produced {} case records to {cases_topic}", cases.len());
+    }
+    if let Some(workflow_topic) = &args.workflow_topic {
+        generate::produce_records(&producer, workflow_topic, &workflow).await?;
+        println!(
+            "produced {} workflow events to {workflow_topic}",
+            workflow.len()
+        );
+    }
     println!(
         "produced {} events to {topic} ({} bytes): {} valid, {} redeliveries, {} malformed {:?}",
         report.produced,

@@ -179,3 +179,77 @@ mod cases {
         }
     }
 }
+
+mod workflow {
+    //! `schemas/workflow.schema.json` and the workflow stream's validator agree on the fields, the
+    //! codes and the reasons.
+
+    use haochaping::decode::Reason;
+    use haochaping::stream::workflow::{validate_event, Step};
+    use haochaping::transform::validate::ValidationRules;
+
+    fn schema() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../schemas/workflow.schema.json")).unwrap()
+    }
+
+    fn check(record: &serde_json::Value) -> Result<(), Reason> {
+        validate_event(
+            &record.to_string(),
+            &ValidationRules::default(),
+            i64::MAX / 2,
+        )
+        .map(|_| ())
+        .map_err(|r| r.reason)
+    }
+
+    #[test]
+    fn every_event_type_is_a_step_and_every_required_field_is_required() {
+        let schema = schema();
+        let types: Vec<&str> = schema["properties"]["eventType"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(types, Step::ALL.map(Step::name));
+        let minimal = serde_json::json!({
+            "projectNo": "P1", "assessNumber": 1, "eventType": "forwarded",
+            "eventTime": "2026-01-05 10:00:00"
+        });
+        assert_eq!(check(&minimal), Ok(()));
+        for field in schema["required"].as_array().unwrap() {
+            let mut record = minimal.clone();
+            record
+                .as_object_mut()
+                .unwrap()
+                .remove(field.as_str().unwrap());
+            assert_eq!(check(&record), Err(Reason::MissingField), "{field}");
+        }
+        // The fields a step requires.
+        for (step, field) in [
+            ("revisited", "newSatisfaction"),
+            ("review_decided", "decision"),
+            ("appeal_audited", "decision"),
+        ] {
+            let mut record = minimal.clone();
+            record["eventType"] = step.into();
+            assert_eq!(
+                check(&record),
+                Err(Reason::MissingField),
+                "{step} without {field}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_reason_the_schema_names_exists() {
+        let schema = schema();
+        for property in schema["properties"].as_object().unwrap().values() {
+            if let Some(reasons) = property["x-reason"].as_str() {
+                for code in reasons.split(" / ") {
+                    assert!(Reason::from_code(code).is_some(), "{code}");
+                }
+            }
+        }
+    }
+}
