@@ -364,7 +364,7 @@ fn lifecycle_of(wire: &WireOut) -> Vec<(String, Vec<u8>)> {
     let spread = xxhash_rust::xxh3::xxh3_64(wire.project_no.as_bytes());
     // Finished up to 3 hours before the evaluation; accepted up to 2 days before that (an on-the-spot
     // case within the hour); generated up to an hour before acceptance.
-    let on_the_spot = spread % 3 == 0;
+    let on_the_spot = spread.is_multiple_of(3);
     let minutes =
         |bits: u64, max: u64| chrono::Duration::minutes(((spread >> bits) % max) as i64 + 1);
     let finished = assessed - minutes(2, 180);
@@ -474,7 +474,7 @@ pub fn workflow_of(event: &GeneratedEvent, horizon: NaiveDateTime) -> Vec<(Strin
             steps.push((
                 "forwarded",
                 forwarded,
-                serde_json::json!({"complex": spread % 7 == 0}),
+                serde_json::json!({"complex": spread.is_multiple_of(7)}),
             ));
             steps.push(("contacted", forwarded + hours(3), none.clone()));
             steps.push(("replied", forwarded + hours(20), none.clone()));

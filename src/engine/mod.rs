@@ -1,7 +1,9 @@
 //! The ingest engine: Kafka → decode → validate → identity → dedup → lake, with the dead-letter
-//! topic beside it. [`run`] is the whole job; the CLI, the demo and the tests drive it directly.
+//! topic beside it, for every configured stream ([`crate::stream`]: evaluations, cases, workflow).
+//! [`run`] is the whole job; the CLI, the demo and the tests drive it directly.
 //!
-//! Data flows one way. Each assigned Kafka partition has its own state ([`partition`]): where its
+//! Data flows one way. Each assigned partition of each stream's topic has its own state
+//! ([`partition`], keyed by [`partition::Tp`]): where its
 //! reading stands against the lake, its lease on the lake's log, the dedup table, and an open batch of
 //! rows. A batch is committed ([`commit`], and [`crate::lake`] for the protocol) when it reaches
 //! `flush_rows` or `flush_bytes`, when its oldest event has waited `flush_interval`, and at shutdown;

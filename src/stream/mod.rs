@@ -98,6 +98,9 @@ pub trait Stream: Send + Sync + 'static {
     ) -> Result<Candidate, Rejection>;
 }
 
+/// A dedup entry: key, fingerprint, day.
+pub type DedupEntry = (u64, u64, u16);
+
 /// How a table's rows give back their dedup entries `(key, fingerprint, day)` at recovery: the
 /// columns to decode, and the function that reads them.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +108,7 @@ pub struct DedupRule {
     pub columns: &'static [&'static str],
     /// Appends the entries of `batch` (projected to `columns`) whose files are of `day`, or names
     /// what is missing.
-    pub entries: fn(&RecordBatch, u16, &mut Vec<(u64, u64, u16)>) -> Result<(), String>,
+    pub entries: fn(&RecordBatch, u16, &mut Vec<DedupEntry>) -> Result<(), String>,
 }
 
 /// What [`AnyStream::prepare_part`] made of a run of one partition's messages: the rows of the
