@@ -159,5 +159,94 @@ fn dedup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, stages, dedup);
+/// The closed loop's pure rules per bad review (deadlines on the working-day calendar under the
+/// region's policy, then the alerts due), and the default evaluation of an unevaluated case: what
+/// `analyze` and ingest's rounds do per row after the SQL.
+fn closed_loop(c: &mut Criterion) {
+    use haochaping::analytics::closed_loop::{assess, due_alerts, Review};
+    use haochaping::analytics::defaults::{default_for, Unevaluated};
+    use haochaping::policy::{Calendar, Policies};
+    use haochaping::region::RegionCode;
+
+    let count: usize = std::env::var("HAOCHAPING_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let policies = Policies::shipped().expect("policies");
+    let calendar = Calendar::official();
+    // Reviews over 2025, in the five presets' regions and one without a file of its own.
+    let areas = [
+        "410328000000",
+        "220204000000",
+        "350102000000",
+        "411002000000",
+        "532801000000",
+        "110101000000",
+    ];
+    let start = 1_735_660_800_000_000i64; // 2025-01-01 00:00 CST
+    let reviews: Vec<Review> = (0..count)
+        .map(|i| {
+            let given = start + (i as i64 % 330) * 86_400_000_000 + (i as i64 % 86_400) * 1_000_000;
+            Review {
+                project_no: format!("P{i}"),
+                assess_number: 1,
+                satisfaction: 1,
+                area_code: areas[i % areas.len()].to_owned(),
+                given_at: given,
+                forwarded_at: (i % 3 != 0).then_some(given + 3_600_000_000),
+                rectified_at: (i % 4 == 0).then_some(given + 5 * 86_400_000_000),
+                ..Review::default()
+            }
+        })
+        .collect();
+    let as_of = start + 365 * 86_400_000_000;
+    let mut group = c.benchmark_group("closed_loop");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(reviews.len() as u64));
+    group.bench_function("assess_and_due_alerts", |b| {
+        b.iter(|| {
+            let mut alerts = 0;
+            for review in &reviews {
+                let code = RegionCode::parse(&review.area_code).expect("area");
+                let policy = &policies.for_region(&code).policy;
+                let due = assess(
+                    review,
+                    &policy.deadlines,
+                    &policy.revisit.no_reevaluation,
+                    calendar,
+                );
+                alerts += due_alerts(review, &due, as_of).len();
+            }
+            black_box(alerts)
+        })
+    });
+    let cases: Vec<Unevaluated> = reviews
+        .iter()
+        .map(|r| Unevaluated {
+            project_no: r.project_no.clone(),
+            task_code: "T".into(),
+            task_name: "事项".into(),
+            dept_code: "D".into(),
+            dept_name: None,
+            area_code: r.area_code.clone(),
+            province_code: r.area_code[..2].to_owned() + "0000",
+            city_code: None,
+            county_code: None,
+            applicant_key: None,
+            applied_at_us: Some(r.given_at - 86_400_000_000),
+            finished_at_us: r.given_at,
+        })
+        .collect();
+    group.bench_function("default_evaluations", |b| {
+        b.iter(|| {
+            cases
+                .iter()
+                .filter(|c| default_for(c, &policies, calendar, as_of).is_ok())
+                .count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stages, dedup, closed_loop);
 criterion_main!(benches);

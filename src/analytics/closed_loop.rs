@@ -516,13 +516,7 @@ pub async fn rebuild(
     }
     report.exclusions_added = add_exclusions(lake_root, &ctx, exclusions).await?;
     let schema = bad_reviews_schema();
-    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-        .with_batch_size(rows.len().max(1))
-        .build_decoder()?;
-    decoder.serialize(&rows)?;
-    let batch = decoder
-        .flush()?
-        .unwrap_or_else(|| arrow::array::RecordBatch::new_empty(schema.clone()));
+    let batch = crate::sink::parquet::serialize_rows(&schema, &rows)?;
     std::fs::create_dir_all(table_dir(lake_root, TABLE)).map_err(|source| AnalyticsError::Io {
         path: table_dir(lake_root, TABLE).display().to_string(),
         source,

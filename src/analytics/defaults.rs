@@ -17,8 +17,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::TimestampMicrosecondType;
 use serde::Serialize;
 
 use super::session::{default_evaluations_schema, table_dir};
@@ -65,8 +63,8 @@ pub struct DefaultEvaluation {
     pub assessed_at: i64,
 }
 
-/// A finished case without an evaluation, as the query returns it.
-#[derive(Debug, Clone, PartialEq)]
+/// A finished case without an evaluation, as the query returns it (times in UTC microseconds).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct Unevaluated {
     pub project_no: String,
     pub task_code: String,
@@ -78,7 +76,9 @@ pub struct Unevaluated {
     pub city_code: Option<String>,
     pub county_code: Option<String>,
     pub applicant_key: Option<String>,
+    #[serde(rename = "applied_at")]
     pub applied_at_us: Option<i64>,
+    #[serde(rename = "finished_at")]
     pub finished_at_us: i64,
 }
 
@@ -161,24 +161,22 @@ pub async fn rebuild(
     let calendar = Calendar::official();
     let mut report = DefaultsReport::default();
     let mut by_month: BTreeMap<String, Vec<DefaultEvaluation>> = BTreeMap::new();
-    for batch in &batches {
-        for case in read_unevaluated(batch)? {
-            report.unevaluated += 1;
-            match default_for(&case, policies, calendar, now_us) {
-                Ok(default) => {
-                    report.defaults += 1;
-                    by_month
-                        .entry(month_of(default.assessed_at))
-                        .or_default()
-                        .push(default);
+    for case in super::deserialize_rows::<Unevaluated>(&batches)? {
+        report.unevaluated += 1;
+        match default_for(&case, policies, calendar, now_us) {
+            Ok(default) => {
+                report.defaults += 1;
+                by_month
+                    .entry(month_of(default.assessed_at))
+                    .or_default()
+                    .push(default);
+            }
+            Err(NotYet::Running { .. }) => {}
+            Err(NotYet::Undecidable(why)) => {
+                if report.undecidable == 0 {
+                    tracing::warn!(project_no = %case.project_no, %why, "no default evaluation: the working-day calendar does not cover its period");
                 }
-                Err(NotYet::Running { .. }) => {}
-                Err(NotYet::Undecidable(why)) => {
-                    if report.undecidable == 0 {
-                        tracing::warn!(project_no = %case.project_no, %why, "no default evaluation: the working-day calendar does not cover its period");
-                    }
-                    report.undecidable += 1;
-                }
+                report.undecidable += 1;
             }
         }
     }
@@ -196,13 +194,7 @@ pub async fn rebuild(
     }
     let schema = default_evaluations_schema();
     for (month, rows) in &by_month {
-        let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-            .with_batch_size(rows.len().max(1))
-            .build_decoder()?;
-        decoder.serialize(rows)?;
-        let batch = decoder
-            .flush()?
-            .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+        let batch = crate::sink::parquet::serialize_rows(&schema, rows)?;
         put_file(lake_root, &file_path(month), &schema, &[batch]).await?;
     }
     Ok(report)
@@ -222,56 +214,6 @@ fn month_of(us: i64) -> String {
         .with_timezone(&cst())
         .format("%Y-%m")
         .to_string()
-}
-
-fn read_unevaluated(batch: &RecordBatch) -> Result<Vec<Unevaluated>, AnalyticsError> {
-    let text = |name: &str| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or_else(|| AnalyticsError::Invalid(format!("unevaluated_cases: no column {name}")))
-    };
-    let time = |name: &str| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-            .ok_or_else(|| AnalyticsError::Invalid(format!("unevaluated_cases: no column {name}")))
-    };
-    let (project, task_code, task_name, dept_code, dept_name) = (
-        text("project_no")?,
-        text("task_code")?,
-        text("task_name")?,
-        text("dept_code")?,
-        text("dept_name")?,
-    );
-    let (area, province, city, county, applicant) = (
-        text("area_code")?,
-        text("province_code")?,
-        text("city_code")?,
-        text("county_code")?,
-        text("applicant_key")?,
-    );
-    let (applied, finished) = (time("applied_at")?, time("finished_at")?);
-    let optional = |column: &arrow::array::StringArray, row: usize| {
-        column.is_valid(row).then(|| column.value(row).to_owned())
-    };
-    Ok((0..batch.num_rows())
-        .filter(|row| finished.is_valid(*row))
-        .map(|row| Unevaluated {
-            project_no: project.value(row).to_owned(),
-            task_code: task_code.value(row).to_owned(),
-            task_name: task_name.value(row).to_owned(),
-            dept_code: dept_code.value(row).to_owned(),
-            dept_name: optional(dept_name, row),
-            area_code: area.value(row).to_owned(),
-            province_code: province.value(row).to_owned(),
-            city_code: optional(city, row),
-            county_code: optional(county, row),
-            applicant_key: optional(applicant, row),
-            applied_at_us: applied.is_valid(row).then(|| applied.value(row)),
-            finished_at_us: finished.value(row),
-        })
-        .collect())
 }
 
 #[cfg(test)]

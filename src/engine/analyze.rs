@@ -108,15 +108,12 @@ async fn announce_loop(
     if state.outbox.is_empty() {
         return Ok(0);
     }
-    let mut deliveries = Vec::with_capacity(state.outbox.len());
-    for alert in &state.outbox {
-        deliveries.push(
-            sink.send_unlimited(alert.key(), &alert.rule, alert, stats)
-                .await?,
-        );
-    }
-    sink.confirm(deliveries).await?;
-    let sent = state.outbox.len();
+    let sent = send_confirmed(
+        sink,
+        stats,
+        state.outbox.iter().map(|a| (a.key(), a.rule.as_str(), a)),
+    )
+    .await?;
     state.mark_sent(now_us);
     state.save(root, LOOP_STATE_FILE).map_err(io)?;
     Ok(sent)
@@ -142,17 +139,33 @@ async fn announce_hotspots(
     if announcements.outbox.is_empty() {
         return Ok(0);
     }
-    let mut deliveries = Vec::with_capacity(announcements.outbox.len());
-    for alert in &announcements.outbox {
-        deliveries.push(
-            sink.send_unlimited(alert.key(), &alert.rule, alert, stats)
-                .await?,
-        );
-    }
-    sink.confirm(deliveries).await?;
-    let sent = announcements.outbox.len();
+    let sent = send_confirmed(
+        sink,
+        stats,
+        announcements
+            .outbox
+            .iter()
+            .map(|a| (a.key(), a.rule.as_str(), a)),
+    )
+    .await?;
     announcements.outbox.clear();
     announcements.save(root).map_err(io)?;
+    Ok(sent)
+}
+
+/// Produces `(key, rule, alert)`s past the rate limit and waits until the broker confirmed them
+/// all; returns how many.
+async fn send_confirmed<'a, A: serde::Serialize + 'a>(
+    sink: &AlertSink,
+    stats: &Stats,
+    alerts: impl Iterator<Item = (&'a str, &'a str, &'a A)>,
+) -> Result<usize, EngineError> {
+    let mut deliveries = Vec::new();
+    for (key, rule, alert) in alerts {
+        deliveries.push(sink.send_unlimited(key, rule, alert, stats).await?);
+    }
+    let sent = deliveries.len();
+    sink.confirm(deliveries).await?;
     Ok(sent)
 }
 

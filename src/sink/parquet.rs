@@ -320,6 +320,22 @@ impl EvaluationRows {
     }
 }
 
+/// Rows of serde values as one batch of `schema`, by field name (arrow-json's serde decoder): for
+/// the tables whose rows are few enough that a struct per row is the clearest way to build them
+/// (cases, workflow, the derived tables of the closed loop).
+pub fn serialize_rows<S: serde::Serialize>(
+    schema: &SchemaRef,
+    rows: &[S],
+) -> Result<RecordBatch, ArrowError> {
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.len().max(1))
+        .build_decoder()?;
+    decoder.serialize(rows)?;
+    Ok(decoder
+        .flush()?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+}
+
 /// The rows of one table as a stream builds them: each row with the Hive partition it belongs to.
 pub trait TableRows: Send + Sync + 'static {
     fn len(&self) -> usize;

@@ -20,7 +20,7 @@ use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
 use super::{DedupRule, Stream};
 use crate::decode::{json_object, message_text, Reason, Rejection, WireValue};
 use crate::region::RegionCode;
-use crate::sink::parquet::{cst_day, PartitionKey, TableError, TableRows};
+use crate::sink::parquet::{cst_day, serialize_rows, PartitionKey, TableError, TableRows};
 use crate::transform::identity::EvaluatorKeyer;
 use crate::transform::validate::{
     check_credit_code, clean, identifier_flaw, optional_text, parse_cst_time, required_code,
@@ -477,15 +477,7 @@ impl TableRows for CaseRows {
     }
 
     fn finish_batch(self: Box<Self>) -> Result<(RecordBatch, Vec<PartitionKey>), TableError> {
-        let schema = cases_schema();
-        let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-            .with_batch_size(self.rows.len().max(1))
-            .build_decoder()?;
-        decoder.serialize(&self.rows)?;
-        let batch = decoder
-            .flush()?
-            .unwrap_or_else(|| RecordBatch::new_empty(schema));
-        Ok((batch, self.keys))
+        Ok((serialize_rows(&cases_schema(), &self.rows)?, self.keys))
     }
 }
 

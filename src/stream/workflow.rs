@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
 
 use super::{DedupRule, Stream};
 use crate::decode::{json_object, message_text, Reason, Rejection, WireValue};
-use crate::sink::parquet::{cst_day, PartitionKey, TableError, TableRows};
+use crate::sink::parquet::{cst_day, serialize_rows, PartitionKey, TableError, TableRows};
 use crate::transform::validate::{
     clean, identifier_flaw, parse_cst_time, required_code, required_text, AssessNumber,
     ValidationRules,
@@ -550,14 +550,7 @@ impl TableRows for WorkflowRows {
     fn finish_batch(self: Box<Self>) -> Result<(RecordBatch, Vec<PartitionKey>), TableError> {
         let schema = workflow_schema();
         let rows: Vec<&StepRow> = self.rows.iter().map(|r| &r.row).collect();
-        let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-            .with_batch_size(rows.len().max(1))
-            .build_decoder()?;
-        decoder.serialize(&rows)?;
-        let batch = decoder
-            .flush()?
-            .unwrap_or_else(|| RecordBatch::new_empty(schema));
-        Ok((batch, self.keys))
+        Ok((serialize_rows(&schema, &rows)?, self.keys))
     }
 }
 
