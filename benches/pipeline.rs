@@ -209,12 +209,7 @@ fn closed_loop(c: &mut Criterion) {
             for review in &reviews {
                 let code = RegionCode::parse(&review.area_code).expect("area");
                 let policy = &policies.for_region(&code).policy;
-                let due = assess(
-                    review,
-                    &policy.deadlines,
-                    &policy.revisit.no_reevaluation,
-                    calendar,
-                );
+                let due = assess(review, &policy.deadlines, &policy.revisit, calendar);
                 alerts += due_alerts(review, &due, as_of).len();
             }
             black_box(alerts)

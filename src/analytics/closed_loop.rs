@@ -20,6 +20,12 @@
 //! | `report_back` | the rectification |
 //! | `escalate_deputy_leader`, `escalate_main_leader` | the review, while unrectified |
 //! | `no_reevaluation` (revisit) | the rectification; a new bad review after it is due at once |
+//!
+//! A rectified review is revisited when its evaluator does not evaluate again within
+//! `no_reevaluation` or gives a new bad review (000 三(三)), and also, whatever the re-evaluation,
+//! when it falls in the revisit sample: `random_share` of all reviews (004 一(二)4) and
+//! `real_name_share` of real-name ones (001 §19), drawn from the case number so a replay draws the
+//! same ones ([`sampled_for_revisit`]).
 //! | `appeal`, `review_apply` | the forwarding (the department is told) |
 //! | `appeal_audit` / `review_decide` | the appeal / the review application |
 
@@ -32,7 +38,7 @@ use super::exclusions::{Exclusion, ExclusionReason};
 use super::session::{bad_reviews_schema, table_dir};
 use super::{collect, deserialize_rows, open, put_file, sql, AnalyticsError};
 use crate::policy::span::format_cst;
-use crate::policy::{Calendar, Deadlines, Policies, Span};
+use crate::policy::{Calendar, Deadlines, Policies, Revisit, Span};
 use crate::region::RegionCode;
 
 /// The table's name (a derived table under `tables/`).
@@ -114,13 +120,31 @@ pub struct Due {
     pub undecidable: Option<String>,
 }
 
-/// One review's deadlines under `deadlines`, and the revisit rule's `no_reevaluation`. Pure.
+/// Where a review falls in [0, 1) for the revisit shares: the same review always draws the same
+/// number, so the sample is deterministic (a replay revisits the same reviews).
+pub fn revisit_draw(project_no: &str, assess_number: i8) -> f64 {
+    let hash = xxhash_rust::xxh3::xxh3_64_with_seed(
+        project_no.as_bytes(),
+        0x7e71_0000 + assess_number as u64,
+    );
+    (hash >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether a rectified review is in the revisit sample: the random share of all (004 一(二)4: at
+/// least 20 %) or, for a real-name review, the real-name share (001 §19: 100 %). Pure.
+pub fn sampled_for_revisit(review: &Review, revisit: &Revisit) -> bool {
+    let draw = revisit_draw(&review.project_no, review.assess_number);
+    draw < revisit.random_share.0 || (review.real_name && draw < revisit.real_name_share.0)
+}
+
+/// One review's deadlines under `deadlines` and the `revisit` rules. Pure.
 pub fn assess(
     review: &Review,
     deadlines: &Deadlines,
-    no_reevaluation: &Span,
+    revisit: &Revisit,
     calendar: &Calendar,
 ) -> Due {
+    let no_reevaluation = &revisit.no_reevaluation;
     let mut due = Due::default();
     let mut end = |span: &Span, from: Option<i64>| -> Option<i64> {
         let from = from?;
@@ -151,11 +175,22 @@ pub fn assess(
     let escalate_deputy_at = end(&deadlines.escalate_deputy_leader, given);
     let escalate_main_at = end(&deadlines.escalate_main_leader, given);
     let revisit_due_at = match (review.rectified_at, review.re_evaluated_at) {
-        // Evaluated again after the rectification: a new bad review calls for a revisit at once,
-        // a good one closes the loop.
-        (Some(rectified), Some(again)) if again >= rectified => {
-            (review.re_satisfaction.is_some_and(|s| s <= 2)).then_some(again)
+        // Evaluated again after the rectification: a new bad review calls for a revisit at once
+        // (000 三(三)); a good one closes the loop, unless the review is in the revisit sample.
+        (Some(_), Some(again))
+            if review.re_satisfaction.is_some_and(|s| s <= 2)
+                && Some(again) >= review.rectified_at =>
+        {
+            Some(again)
         }
+        (Some(rectified), Some(again)) if again >= rectified => {
+            if sampled_for_revisit(review, revisit) {
+                end(no_reevaluation, Some(rectified))
+            } else {
+                None
+            }
+        }
+        // Not evaluated again within the period: revisited (000 三(三)).
         (Some(rectified), _) => end(no_reevaluation, Some(rectified)),
         (None, _) => None,
     };
@@ -414,12 +449,7 @@ pub async fn rebuild(
         );
         let policy = &resolved.policy;
         let policy_file = resolved.files.last().cloned().unwrap_or_default();
-        let due = assess(
-            review,
-            &policy.deadlines,
-            &policy.revisit.no_reevaluation,
-            calendar,
-        );
+        let due = assess(review, &policy.deadlines, &policy.revisit, calendar);
         if due.undecidable.is_some() {
             report.undecidable += 1;
         }

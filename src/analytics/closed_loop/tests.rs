@@ -43,7 +43,7 @@ fn due(review: &Review) -> Due {
     assess(
         review,
         &policy.deadlines,
-        &policy.revisit.no_reevaluation,
+        &policy.revisit,
         Calendar::official(),
     )
 }
@@ -194,9 +194,50 @@ fn a_new_bad_review_after_the_rectification_calls_for_a_revisit_at_once() {
     review.re_satisfaction = Some(2);
     assert_eq!(due(&review).revisit_due_at, review.re_evaluated_at);
     review.re_satisfaction = Some(4);
+    // Anonymous and outside the random sample: a good re-evaluation closes the loop.
+    review.real_name = false;
+    review.project_no = (0..)
+        .map(|i| format!("BN-{i}"))
+        .find(|p| revisit_draw(p, 1) >= 0.2)
+        .unwrap();
     assert_eq!(
         due(&review).revisit_due_at,
         None,
         "a good re-evaluation closes the loop"
     );
+}
+
+#[test]
+fn the_revisit_sample_is_drawn_from_the_case_number() {
+    let policy = policy(); // Xishuangbanna: 20 % at random; real-name share inherited (100 %).
+    assert_eq!(policy.revisit.random_share.0, 0.2);
+    assert_eq!(policy.revisit.real_name_share.0, 1.0);
+    let mut review = review();
+    review.forwarded_at = Some(at("2026-02-14T10:00:00+08:00"));
+    review.rectified_at = Some(at("2026-02-24T10:00:00+08:00"));
+    // A good re-evaluation after the rectification.
+    review.re_evaluated_at = Some(at("2026-02-25T09:00:00+08:00"));
+    review.re_satisfaction = Some(4);
+    // Real-name: all of them are revisited, 5 natural days after the rectification.
+    review.real_name = true;
+    assert_eq!(
+        show(due(&review).revisit_due_at).as_deref(),
+        Some("2026-03-02T00:00:00+08:00")
+    );
+    // Anonymous: about a fifth, the same ones every time.
+    review.real_name = false;
+    let calendar = Calendar::official();
+    let mut sampled = 0;
+    for i in 0..10_000 {
+        review.project_no = format!("BN-{i}");
+        let drawn = revisit_draw(&review.project_no, 1) < 0.2;
+        let due = assess(&review, &policy.deadlines, &policy.revisit, calendar);
+        assert_eq!(due.revisit_due_at.is_some(), drawn, "{i}");
+        assert_eq!(
+            revisit_draw(&review.project_no, 1),
+            revisit_draw(&format!("BN-{i}"), 1)
+        );
+        sampled += usize::from(drawn);
+    }
+    assert!((1_800..2_200).contains(&sampled), "{sampled} of 10 000");
 }
