@@ -136,10 +136,12 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 }
 
 /// The same for the three streams at once: evaluations, their cases and the workflow of their bad
-/// reviews, killed mid-stream several times. Every evaluation and every case status lands once;
-/// every workflow event lands at most once, and each one is in the `workflow` table or parked on
-/// `workflow.dlq` (an event read before its review was known is parked as `unknown_bad_review`,
-/// from where a replay brings it back).
+/// reviews (produced a round later, as a platform reports them after the fact), killed mid-stream
+/// several times. Every evaluation and every case status lands once; every workflow event lands at
+/// most once, and each one is in the `workflow` table or parked on `workflow.dlq`: an event read
+/// before its review is known (the review still unread, or read by a run killed before it
+/// committed) is parked as `unknown_bad_review` or `out_of_order`, from where a replay brings it
+/// back. How many are parked depends on the timing of the kills; none is lost or doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_three_streams_loses_nothing_and_doubles_nothing() {
     use std::collections::{HashMap, HashSet};
@@ -158,6 +160,7 @@ async fn sigkill_with_three_streams_loses_nothing_and_doubles_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let horizon = (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc();
     let (mut cases, mut steps) = (HashSet::new(), HashSet::new());
+    let mut pending_workflow: Vec<(String, Vec<u8>)> = Vec::new();
     let args = [
         "--flush-rows",
         "200",
@@ -203,7 +206,9 @@ async fn sigkill_with_three_streams_loses_nothing_and_doubles_nothing() {
         }
         produce_records(&broker.brokers, "evaluations", &evaluations).await;
         produce_records(&broker.brokers, "cases", &lifecycles).await;
-        produce_records(&broker.brokers, "workflow", &workflow).await;
+        // The previous round's workflow: its reviews were produced a round ago.
+        produce_records(&broker.brokers, "workflow", &pending_workflow).await;
+        pending_workflow = workflow;
         let mut child = ingest_command(
             &broker.brokers,
             lake.path(),
@@ -227,6 +232,7 @@ async fn sigkill_with_three_streams_loses_nothing_and_doubles_nothing() {
         child.wait().unwrap();
     }
     assert!(steps.len() > 50, "{} workflow events", steps.len());
+    produce_records(&broker.brokers, "workflow", &pending_workflow).await;
     let mut last = args.to_vec();
     last.extend(["--exit-when-idle", "4s"]);
     let output = ingest_command(&broker.brokers, lake.path(), "three-final", &last)
@@ -292,8 +298,12 @@ async fn sigkill_with_three_streams_loses_nothing_and_doubles_nothing() {
         "workflow events neither in the table nor parked: {lost:?}"
     );
     assert!(
-        landed.len() * 2 > steps.len(),
-        "most steps land: {} of {}",
+        !landed.is_empty(),
+        "no workflow event landed of {}",
+        steps.len()
+    );
+    eprintln!(
+        "{} of {} workflow events landed, the rest parked",
         landed.len(),
         steps.len()
     );
