@@ -59,7 +59,19 @@ pub fn configured(
         streams.push(Configured {
             topic: topic.clone(),
             dlq_topic: format!("{topic}.dlq"),
-            stream: Arc::new(workflow::Workflow::new(config.validation.clone(), reviews)),
+            stream: Arc::new(
+                workflow::Workflow::new(config.validation.clone(), reviews).reloading(Arc::new(
+                    workflow::Reload::new(
+                        config.lake.path.clone(),
+                        config.dedup.window_days,
+                        // Another instance's reviews are in the lake after its next flush.
+                        config
+                            .lake
+                            .flush_interval
+                            .max(std::time::Duration::from_secs(30)),
+                    ),
+                )),
+            ),
         });
     }
     streams

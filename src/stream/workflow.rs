@@ -13,7 +13,10 @@
 //! The order check needs what came before, so the stream keeps a [`BadReviews`] registry: the bad
 //! reviews of the dedup window and their steps, loaded from the lake at start, then fed by the
 //! evaluations stream (every valid bad review it prepares) and by this stream (every step it
-//! prepares). Runs of this stream are therefore prepared in offset order, on one thread.
+//! prepares). Runs of this stream are therefore prepared in offset order, on one thread. A review
+//! another instance of the group accepted is in the lake once that instance committed it: an event
+//! whose review is unknown makes the stream read the lake's bad reviews again ([`Reload`], at most
+//! once per period, so a flood of unknown events costs one read per period) before parking it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -173,6 +176,20 @@ impl BadReviews {
 
     pub fn len(&self) -> usize {
         self.reviews.read().map_or(0, |r| r.len())
+    }
+
+    /// Adds what `other` knows and this registry does not (reviews, and steps of known reviews).
+    pub fn absorb(&self, other: &BadReviews) {
+        let theirs = other.reviews.read().unwrap_or_else(|p| p.into_inner());
+        let mut ours = self.reviews.write().unwrap_or_else(|p| p.into_inner());
+        for (key, state) in theirs.iter() {
+            let entry = ours.entry(key.clone()).or_insert_with(|| state.clone());
+            for (mine, seen) in entry.steps.iter_mut().zip(state.steps) {
+                if mine.is_none() {
+                    *mine = seen;
+                }
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -414,16 +431,101 @@ fn step_conflict() -> Rejection {
     )
 }
 
+/// Reads the lake's bad reviews into the registry again when an event's review is unknown, at most
+/// once per `every`.
+#[derive(Debug)]
+pub struct Reload {
+    lake_root: std::path::PathBuf,
+    window_days: u16,
+    every: std::time::Duration,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl Reload {
+    pub fn new(
+        lake_root: std::path::PathBuf,
+        window_days: u16,
+        every: std::time::Duration,
+    ) -> Self {
+        Self {
+            lake_root,
+            window_days,
+            every,
+            last: std::sync::Mutex::new(None),
+            done: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many reloads have run.
+    pub fn count(&self) -> u64 {
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reloads into `reviews` unless one ran less than `every` ago; returns whether it did.
+    fn run(&self, reviews: &BadReviews, now_us: i64) -> bool {
+        {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < self.every) {
+                return false;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        // On a thread of its own with its own runtime: prepare runs inside the engine's runtime
+        // (possibly on its only thread), where blocking on a future is not allowed.
+        let (root, window) = (&self.lake_root, self.window_days);
+        let fresh = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .ok()?;
+                    runtime
+                        .block_on(load_registry(root, window, now_us))
+                        .map_err(|error| {
+                            tracing::warn!(%error, "reloading the bad reviews from the lake failed")
+                        })
+                        .ok()
+                })
+                .join()
+                .ok()
+                .flatten()
+        });
+        let Some(fresh) = fresh else {
+            return false;
+        };
+        reviews.absorb(&fresh);
+        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            bad_reviews = reviews.len(),
+            "bad reviews reloaded from the lake for an unknown one"
+        );
+        true
+    }
+}
+
 /// The workflow stream: validation limits and the registry of bad reviews.
 #[derive(Debug, Clone)]
 pub struct Workflow {
     rules: ValidationRules,
     reviews: Arc<BadReviews>,
+    reload: Option<Arc<Reload>>,
 }
 
 impl Workflow {
     pub fn new(rules: ValidationRules, reviews: Arc<BadReviews>) -> Self {
-        Self { rules, reviews }
+        Self {
+            rules,
+            reviews,
+            reload: None,
+        }
+    }
+
+    /// The same stream, reading the lake again when an event's review is unknown.
+    pub fn reloading(mut self, reload: Arc<Reload>) -> Self {
+        self.reload = Some(reload);
+        self
     }
 }
 
@@ -459,9 +561,22 @@ impl Stream for Workflow {
         let text = message_text(message.payload, self.rules.max_message_bytes)?;
         let event = validate_event(&text, &self.rules, now_us)?;
         let number = event.assess_number.code() as i8;
-        let city =
+        let check = || {
             self.reviews
-                .check_and_record(&event.project_no, number, event.step, event.at_us)?;
+                .check_and_record(&event.project_no, number, event.step, event.at_us)
+        };
+        let city = match check() {
+            Err(unknown)
+                if unknown.reason == Reason::UnknownBadReview
+                    && self
+                        .reload
+                        .as_ref()
+                        .is_some_and(|reload| reload.run(&self.reviews, now_us)) =>
+            {
+                check()?
+            }
+            checked => checked?,
+        };
         let fingerprint = fingerprint(&event);
         rows.keys.push(PartitionKey::from_digits(event.at_us, city));
         rows.rows.push(WorkflowRow {

@@ -288,3 +288,63 @@ fn the_order_rule_is_a_table() {
     // Not before the step it follows.
     assert!(check_order(&state, Step::Replied, given + 5).is_err());
 }
+
+/// A review another instance accepted is only in the lake: an event for it makes the stream read the
+/// lake again (once per period) instead of parking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_review_is_looked_up_in_the_lake_once_per_period() {
+    use crate::lake::{BatchRange, Lake};
+    use crate::sink::parquet::EVALUATIONS_TABLE;
+
+    // A lake holding one bad review, written by "another instance".
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open_local(dir.path(), EVALUATIONS_TABLE).unwrap();
+    let mut lease = lake.recover("evaluations", 0).await.unwrap().lease;
+    let processor = crate::transform::Processor::new(
+        ValidationRules::default(),
+        crate::transform::identity::EvaluatorKeyer::new(b"reload-test-secret"),
+    );
+    let review = serde_json::json!({
+        "projectNo": "OTHER-1", "taskCode": "T", "taskName": "事项", "deptCode": "11410328MB00000015",
+        "areaCode": "410328000000", "pf": "4", "satisfaction": "1", "evalDetail": "115",
+        "assessTime": "2026-11-10 09:00:00", "assessNumber": 1, "userProp": "1"
+    })
+    .to_string();
+    let mut rows = crate::sink::parquet::EvaluationRows::new();
+    processor
+        .prepare(review.as_bytes(), 0, 0, NOW, &mut rows)
+        .unwrap();
+    let files = Lake::encode_files(rows.finish().unwrap(), 1).unwrap();
+    let range = BatchRange {
+        topic: "evaluations".into(),
+        partition: 0,
+        first_offset: 0,
+        last_offset: 0,
+    };
+    lake.commit_batch(&mut lease, range, files, 1)
+        .await
+        .unwrap();
+
+    let reviews = BadReviews::new();
+    let reload = Arc::new(Reload::new(
+        dir.path().to_owned(),
+        1_000,
+        std::time::Duration::from_secs(3600),
+    ));
+    let stream =
+        Workflow::new(ValidationRules::default(), reviews.clone()).reloading(reload.clone());
+    let mut dedup = DedupState::default();
+    let forwarded = |project: &str| {
+        serde_json::json!({"projectNo": project, "assessNumber": 1, "eventType": "forwarded",
+                           "eventTime": "2026-11-10 10:00:00"})
+        .to_string()
+    };
+    // The prepare runs inside the runtime, as in the engine.
+    let outcome = tokio::task::block_in_place(|| run(&stream, &mut dedup, &forwarded("OTHER-1")));
+    assert_eq!(outcome, Outcome::Accepted);
+    assert_eq!((reload.count(), reviews.len()), (1, 1));
+    // Truly unknown: parked, and within the period no second read of the lake.
+    let outcome = tokio::task::block_in_place(|| run(&stream, &mut dedup, &forwarded("NOBODY")));
+    assert_eq!(reason(outcome), Some(Reason::UnknownBadReview));
+    assert_eq!(reload.count(), 1);
+}
