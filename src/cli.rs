@@ -272,6 +272,10 @@ pub struct IngestArgs {
     /// A folder of region policy files (with a default.toml) instead of the shipped presets.
     #[arg(long, env = "HAOCHAPING_POLICIES")]
     pub policies: Option<PathBuf>,
+    /// Serve the metrics in the Prometheus format on this address (e.g. 127.0.0.1:9464, scraped at
+    /// /metrics) [default: no exporter].
+    #[arg(long, env = "HAOCHAPING_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Also read the case lifecycle (办件) from this topic, into the `cases` table [default: not read].
     #[arg(long, env = "HAOCHAPING_CASES_TOPIC")]
     pub cases_topic: Option<String>,
@@ -380,6 +384,9 @@ impl IngestArgs {
         }
         if self.cases_topic.is_some() {
             config.streams.cases_topic.clone_from(&self.cases_topic);
+        }
+        if self.metrics_addr.is_some() {
+            config.metrics.addr = self.metrics_addr;
         }
         if self.workflow_topic.is_some() {
             config

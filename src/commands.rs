@@ -149,6 +149,15 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
 
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
+    if let Some(addr) = config.metrics.addr {
+        // One recorder per process: installed here, by the command, not by the engine that tests
+        // and the demo run many times in one process.
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("--metrics-addr {addr}: the Prometheus exporter"))?;
+        tracing::info!(%addr, "metrics served at http://{addr}/metrics");
+    }
     let stats = Arc::new(Stats::default());
     let summary = match &args.from_file {
         Some(path) => crate::offline::ingest_file(config, path, stats).await?,

@@ -38,6 +38,16 @@ pub struct IngestConfig {
     pub alerts: AlertsConfig,
     pub policy: PolicyConfig,
     pub streams: StreamsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Metrics (`[metrics]`): where the Prometheus exporter serves every `haochaping_*` counter.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` of the exporter (`http://host:port/metrics`); unset, no exporter runs and the
+    /// counters are only summed up in the run's summary.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 /// The streams beside evaluations (`[streams]`), each read from its topic into its own lake table

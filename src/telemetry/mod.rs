@@ -1,5 +1,6 @@
 //! Counting every outcome: in-process counters that `run` returns and the demo shows live, mirrored
-//! to the `metrics` facade under Vector-style names (`haochaping_<what>_<unit>_total`).
+//! to the `metrics` facade under Vector-style names (`haochaping_<what>_<unit>_total`), which
+//! `ingest --metrics-addr` serves to Prometheus.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

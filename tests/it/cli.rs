@@ -83,3 +83,16 @@ fn help_lists_every_flag_with_its_environment_variable() {
     }
     assert!(help.matches("HAOCHAPING_").count() >= 12, "{help}");
 }
+
+/// The shipped example configuration loads, passes the checks, and says what it shows.
+#[test]
+fn the_example_config_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haochaping.toml");
+    let mut config = haochaping::config::IngestConfig::from_file(&path).unwrap();
+    config.identity.secret = Some("an-example-secret-0123".into());
+    config.check().unwrap();
+    assert_eq!(config.streams.cases_topic.as_deref(), Some("cases"));
+    assert_eq!(config.streams.workflow_topic.as_deref(), Some("workflow"));
+    assert_eq!(config.metrics.addr, Some("127.0.0.1:9464".parse().unwrap()));
+    assert!(config.policy.load().is_ok());
+}

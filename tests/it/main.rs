@@ -16,6 +16,7 @@ mod consumer_group;
 mod crash;
 mod dlq;
 mod fuzz_decode;
+mod metrics;
 mod mock_cluster;
 mod offline;
 mod queries;

@@ -1,0 +1,118 @@
+//! The counters reach an exporter: `ingest --metrics-addr` serves them in the Prometheus format while
+//! it runs, and they agree with the run's own summary.
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// One plain HTTP GET (the exporter speaks HTTP/1.1); the body, or `None` while nothing listens.
+fn get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// The value of an unlabelled counter in a scrape.
+fn value(scrape: &str, name: &str) -> Option<u64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_serves_its_counters_to_prometheus() {
+    let broker = Tansu::with_topics(2).await;
+    let mut produced = Produced::new();
+    let mut generator = generator(17, 0.02, 0.02);
+    produce(
+        &broker.brokers,
+        "evaluations",
+        &mut generator,
+        2_000,
+        &mut produced,
+    )
+    .await;
+    let lake = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = ingest_command(
+        &broker.brokers,
+        lake.path(),
+        "metrics-test",
+        &["--exit-when-idle", "6s", "--metrics-addr", &addr],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Scrape until everything produced was read (the run then idles for 6 s before it exits).
+    let started = Instant::now();
+    let scrape = loop {
+        let scrape = tokio::task::spawn_blocking({
+            let addr = addr.clone();
+            move || get(&addr, "/metrics")
+        })
+        .await
+        .unwrap();
+        if let Some(scrape) = scrape.filter(|s| {
+            value(s, "haochaping_events_received_total") == Some(produced.report.produced)
+        }) {
+            break scrape;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no complete scrape"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        value(&scrape, "haochaping_events_accepted_total"),
+        summary["accepted"].as_u64()
+    );
+    assert_eq!(
+        value(&scrape, "haochaping_events_duplicate_total"),
+        summary["duplicates"].as_u64()
+    );
+    // Dead letters by reason, labelled.
+    let dead: u64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("haochaping_events_dead_lettered_total{reason="))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum();
+    assert_eq!(dead, produced.report.dead_lettered());
+    assert!(scrape.contains("# TYPE haochaping_events_received_total counter"));
+}
+
+#[test]
+fn a_taken_metrics_address_is_one_line_naming_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let lake = tempfile::tempdir().unwrap();
+    let output = ingest_command("127.0.0.1:1", lake.path(), "g", &["--metrics-addr", &addr])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--metrics-addr"), "{stderr}");
+}
