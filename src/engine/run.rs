@@ -73,7 +73,7 @@ pub async fn run(
         }
         None => None,
     };
-    let sources = Source::all(&config, reviews)?;
+    let sources = Source::all(&config, reviews.clone())?;
     let context = IngestContext::default();
     let consumer = Arc::new(kafka::consumer(&config.kafka, context.clone())?);
     let topics: Vec<&str> = sources.iter().map(|s| s.topic.as_str()).collect();
@@ -96,6 +96,7 @@ pub async fn run(
         parked: HashMap::new(),
         fence_streaks: HashMap::new(),
         last_eviction: Instant::now(),
+        reviews,
     };
 
     tokio::pin!(shutdown);
@@ -261,6 +262,8 @@ struct Ingest {
     /// Fences in a row per partition, reset by a commit of ours (what [`retake_delay`] grows with).
     fence_streaks: HashMap<Tp, u32>,
     last_eviction: Instant,
+    /// The workflow's registry of bad reviews, evicted with the dedup window like the dedup state.
+    reviews: Option<Arc<crate::stream::workflow::BadReviews>>,
 }
 
 impl Ingest {
@@ -601,6 +604,10 @@ impl Ingest {
                 u16::try_from(today() - i32::from(self.config.dedup.window_days)).unwrap_or(0);
             for state in self.partitions.values_mut() {
                 state.dedup.evict_before(oldest);
+            }
+            if let Some(reviews) = &self.reviews {
+                let window_us = i64::from(self.config.dedup.window_days) * 86_400_000_000;
+                reviews.evict_given_before(super::now_us() - window_us);
             }
             self.last_eviction = Instant::now();
         }

@@ -178,6 +178,15 @@ impl BadReviews {
         self.reviews.read().map_or(0, |r| r.len())
     }
 
+    /// Forgets the reviews given before `before_us` (older than the dedup window: their workflow
+    /// events are then unknown, as after a restart). Returns how many were forgotten.
+    pub fn evict_given_before(&self, before_us: i64) -> usize {
+        let mut reviews = self.reviews.write().unwrap_or_else(|p| p.into_inner());
+        let before = reviews.len();
+        reviews.retain(|_, state| state.given_at_us >= before_us);
+        before - reviews.len()
+    }
+
     /// Adds what `other` knows and this registry does not (reviews, and steps of known reviews).
     pub fn absorb(&self, other: &BadReviews) {
         let theirs = other.reviews.read().unwrap_or_else(|p| p.into_inner());

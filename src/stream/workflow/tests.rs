@@ -348,3 +348,21 @@ async fn an_unknown_review_is_looked_up_in_the_lake_once_per_period() {
     assert_eq!(reason(outcome), Some(Reason::UnknownBadReview));
     assert_eq!(reload.count(), 1);
 }
+
+#[test]
+fn the_registry_forgets_reviews_older_than_the_window() {
+    let reviews = BadReviews::new();
+    reviews.register("OLD", 1, at("2026-01-01T09:00:00+08:00"), *b"410300");
+    reviews.register("NEW", 1, at("2026-11-01T09:00:00+08:00"), *b"410300");
+    assert_eq!(
+        reviews.evict_given_before(at("2026-08-01T00:00:00+08:00")),
+        1
+    );
+    assert_eq!(reviews.len(), 1);
+    let unknown =
+        reviews.check_and_record("OLD", 1, Step::Forwarded, at("2026-11-02T09:00:00+08:00"));
+    assert_eq!(unknown.unwrap_err().reason, Reason::UnknownBadReview);
+    assert!(reviews
+        .check_and_record("NEW", 1, Step::Forwarded, at("2026-11-02T09:00:00+08:00"))
+        .is_ok());
+}
