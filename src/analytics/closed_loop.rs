@@ -29,15 +29,14 @@
 //! | `appeal`, `review_apply` | the forwarding (the department is told) |
 //! | `appeal_audit` / `review_decide` | the appeal / the review application |
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::exclusions::{Exclusion, ExclusionReason};
-use super::session::{bad_reviews_schema, table_dir};
+use super::session::bad_reviews_schema;
 use super::{collect, deserialize_rows, open, put_file, sql, AnalyticsError};
-use crate::policy::span::format_cst;
+use crate::policy::span::{cst_month, format_cst};
 use crate::policy::{Calendar, Deadlines, Policies, Revisit, Span};
 use crate::region::RegionCode;
 
@@ -501,7 +500,7 @@ pub async fn rebuild(
             project_no: review.project_no.clone(),
             assess_number: review.assess_number,
             satisfaction: review.satisfaction,
-            month: format_cst(review.given_at)[..7].to_owned(),
+            month: cst_month(review.given_at),
             area_code: review.area_code.clone(),
             province_code: review.province_code.clone(),
             city_code: review.city_code.clone(),
@@ -547,10 +546,6 @@ pub async fn rebuild(
     report.exclusions_added = add_exclusions(lake_root, &ctx, exclusions).await?;
     let schema = bad_reviews_schema();
     let batch = crate::sink::parquet::serialize_rows(&schema, &rows)?;
-    std::fs::create_dir_all(table_dir(lake_root, TABLE)).map_err(|source| AnalyticsError::Io {
-        path: table_dir(lake_root, TABLE).display().to_string(),
-        source,
-    })?;
     put_file(
         lake_root,
         &format!("{}/{TABLE}/{TABLE}.parquet", super::session::TABLES_FOLDER),
@@ -587,11 +582,6 @@ async fn add_exclusions(
     let count = new.len();
     super::exclusions::append(lake_root, &new).await?;
     Ok(count)
-}
-
-/// Alerts by id, for tests and the outbox.
-pub fn by_id(alerts: &[LoopAlert]) -> BTreeMap<String, LoopAlert> {
-    alerts.iter().map(|a| (a.id.clone(), a.clone())).collect()
 }
 
 #[cfg(test)]

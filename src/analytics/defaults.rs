@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::session::{default_evaluations_schema, table_dir};
 use super::{collect, delete_file, open, put_file, sql, AnalyticsError};
-use crate::policy::span::cst;
+use crate::policy::span::cst_month;
 use crate::policy::{Calendar, DefaultLevel, PeriodStart, Policies};
 use crate::region::RegionCode;
 
@@ -167,7 +167,7 @@ pub async fn rebuild(
             Ok(default) => {
                 report.defaults += 1;
                 by_month
-                    .entry(month_of(default.assessed_at))
+                    .entry(cst_month(default.assessed_at))
                     .or_default()
                     .push(default);
             }
@@ -205,15 +205,6 @@ fn file_path(month: &str) -> String {
         "{}/{TABLE}/month={month}/defaults.parquet",
         super::session::TABLES_FOLDER
     )
-}
-
-/// `YYYY-MM` of an instant in China Standard Time.
-fn month_of(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us)
-        .unwrap_or_default()
-        .with_timezone(&cst())
-        .format("%Y-%m")
-        .to_string()
 }
 
 #[cfg(test)]

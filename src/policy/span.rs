@@ -122,6 +122,15 @@ pub fn end_of_day(day: NaiveDate) -> Result<i64, CalendarError> {
         .ok_or(CalendarError::OutOfRange)
 }
 
+/// `YYYY-MM` of an instant (UTC microseconds) in China Standard Time: the month a lake row counts in.
+pub fn cst_month(us: i64) -> String {
+    DateTime::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .with_timezone(&cst())
+        .format("%Y-%m")
+        .to_string()
+}
+
 /// An instant (UTC microseconds) as RFC 3339 in China Standard Time (`2026-11-25T10:00:00+08:00`).
 pub fn format_cst(us: i64) -> String {
     DateTime::from_timestamp_micros(us)

@@ -12,12 +12,12 @@
 
 use std::borrow::Cow;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Int8Type, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
 
-use super::{DedupRule, Stream};
+use super::{primitive_column, text_column, DedupRule, Stream};
 use crate::decode::{json_object, message_text, Reason, Rejection, WireValue};
 use crate::region::RegionCode;
 use crate::sink::parquet::{cst_day, serialize_rows, PartitionKey, TableError, TableRows};
@@ -492,19 +492,9 @@ fn dedup_entries(
     day: u16,
     out: &mut Vec<(u64, u64, u16)>,
 ) -> Result<(), String> {
-    let (Some(project), Some(status), Some(fp)) = (
-        batch
-            .column_by_name("project_no")
-            .and_then(|c| c.as_string_opt::<i32>()),
-        batch
-            .column_by_name("status")
-            .and_then(|c| c.as_primitive_opt::<Int8Type>()),
-        batch
-            .column_by_name("event_fingerprint")
-            .and_then(|c| c.as_primitive_opt::<Int64Type>()),
-    ) else {
-        return Err("missing dedup columns (project_no, status, event_fingerprint)".into());
-    };
+    let project = text_column(batch, "project_no")?;
+    let status = primitive_column::<Int8Type>(batch, "status")?;
+    let fp = primitive_column::<Int64Type>(batch, "event_fingerprint")?;
     for row in 0..batch.num_rows() {
         if project.is_null(row) {
             continue;

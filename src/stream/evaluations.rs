@@ -3,10 +3,10 @@
 //! identity) and [`EvaluationRows`]; dedup allows one first and one supplementary evaluation per
 //! case.
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{Int64Type, Int8Type};
 
-use super::{DedupRule, Stream};
+use super::{primitive_column, text_column, DedupRule, Stream};
 use crate::decode::Rejection;
 use crate::sink::parquet::{EvaluationRows, EVALUATIONS_TABLE};
 use crate::transform::dedup::dedup_key;
@@ -57,19 +57,9 @@ fn dedup_entries(
     day: u16,
     out: &mut Vec<(u64, u64, u16)>,
 ) -> Result<(), String> {
-    let (Some(project), Some(number), Some(fp)) = (
-        batch
-            .column_by_name("project_no")
-            .and_then(|c| c.as_string_opt::<i32>()),
-        batch
-            .column_by_name("assess_number")
-            .and_then(|c| c.as_primitive_opt::<Int8Type>()),
-        batch
-            .column_by_name("event_fingerprint")
-            .and_then(|c| c.as_primitive_opt::<Int64Type>()),
-    ) else {
-        return Err("missing dedup columns (project_no, assess_number, event_fingerprint)".into());
-    };
+    let project = text_column(batch, "project_no")?;
+    let number = primitive_column::<Int8Type>(batch, "assess_number")?;
+    let fp = primitive_column::<Int64Type>(batch, "event_fingerprint")?;
     out.reserve(batch.num_rows());
     for row in 0..batch.num_rows() {
         if project.is_null(row) {

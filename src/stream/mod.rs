@@ -123,6 +123,30 @@ pub struct DedupRule {
     pub entries: fn(&RecordBatch, u16, &mut Vec<DedupEntry>) -> Result<(), String>,
 }
 
+/// A text column of a batch a [`DedupRule`] reads, or the one line saying which is missing.
+pub fn text_column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a arrow::array::StringArray, String> {
+    use arrow::array::AsArray;
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| format!("missing dedup column {name} (text)"))
+}
+
+/// A primitive column of a batch a [`DedupRule`] reads, or the one line saying which is missing.
+pub fn primitive_column<'a, T: arrow::datatypes::ArrowPrimitiveType>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a arrow::array::PrimitiveArray<T>, String> {
+    use arrow::array::AsArray;
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_primitive_opt::<T>())
+        .ok_or_else(|| format!("missing dedup column {name} ({})", T::DATA_TYPE))
+}
+
 /// What [`AnyStream::prepare_part`] made of a run of one partition's messages: the rows of the
 /// valid ones and, per message, its candidate or rejection.
 pub struct Prepared {

@@ -21,12 +21,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Int8Type, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
 
-use super::{DedupRule, Stream};
+use super::{primitive_column, text_column, DedupRule, Stream};
 use crate::decode::{json_object, message_text, Reason, Rejection, WireValue};
 use crate::sink::parquet::{cst_day, serialize_rows, PartitionKey, TableError, TableRows};
 use crate::transform::validate::{
@@ -587,23 +587,20 @@ impl Stream for Workflow {
             checked => checked?,
         };
         let fingerprint = fingerprint(&event);
+        let key = step_key(&event.project_no, number, event.step);
         rows.keys.push(PartitionKey::from_digits(event.at_us, city));
-        rows.rows.push(WorkflowRow {
-            key: step_key(&event.project_no, number, event.step),
-            row: StepRow {
-                project_no: event.project_no,
-                assess_number: number,
-                step: event.step.name(),
-                event_at: event.at_us,
-                complex: event.complex,
-                new_satisfaction: event.new_satisfaction,
-                decision: event.decision,
-                event_fingerprint: fingerprint as i64,
-                kafka_partition: partition,
-                kafka_offset: message.offset,
-            },
+        rows.rows.push(StepRow {
+            project_no: event.project_no,
+            assess_number: number,
+            step: event.step.name(),
+            event_at: event.at_us,
+            complex: event.complex,
+            new_satisfaction: event.new_satisfaction,
+            decision: event.decision,
+            event_fingerprint: fingerprint as i64,
+            kafka_partition: partition,
+            kafka_offset: message.offset,
         });
-        let key = rows.rows.last().map_or(0, |r| r.key);
         Ok(Candidate {
             key,
             fingerprint,
@@ -627,11 +624,6 @@ struct StepRow {
     event_fingerprint: i64,
     kafka_partition: i32,
     kafka_offset: i64,
-}
-
-struct WorkflowRow {
-    key: u64,
-    row: StepRow,
 }
 
 /// The `workflow` table's columns.
@@ -662,7 +654,7 @@ pub fn workflow_schema() -> SchemaRef {
 /// A batch's workflow rows before dedup, each with its Hive partition (the event's date, the
 /// review's city).
 pub struct WorkflowRows {
-    rows: Vec<WorkflowRow>,
+    rows: Vec<StepRow>,
     keys: Vec<PartitionKey>,
 }
 
@@ -673,8 +665,7 @@ impl TableRows for WorkflowRows {
 
     fn finish_batch(self: Box<Self>) -> Result<(RecordBatch, Vec<PartitionKey>), TableError> {
         let schema = workflow_schema();
-        let rows: Vec<&StepRow> = self.rows.iter().map(|r| &r.row).collect();
-        Ok((serialize_rows(&schema, &rows)?, self.keys))
+        Ok((serialize_rows(&schema, &self.rows)?, self.keys))
     }
 }
 
@@ -689,24 +680,10 @@ fn dedup_entries(
     day: u16,
     out: &mut Vec<(u64, u64, u16)>,
 ) -> Result<(), String> {
-    let (Some(project), Some(number), Some(step), Some(fp)) = (
-        batch
-            .column_by_name("project_no")
-            .and_then(|c| c.as_string_opt::<i32>()),
-        batch
-            .column_by_name("assess_number")
-            .and_then(|c| c.as_primitive_opt::<Int8Type>()),
-        batch
-            .column_by_name("step")
-            .and_then(|c| c.as_string_opt::<i32>()),
-        batch
-            .column_by_name("event_fingerprint")
-            .and_then(|c| c.as_primitive_opt::<Int64Type>()),
-    ) else {
-        return Err(
-            "missing dedup columns (project_no, assess_number, step, event_fingerprint)".into(),
-        );
-    };
+    let project = text_column(batch, "project_no")?;
+    let number = primitive_column::<Int8Type>(batch, "assess_number")?;
+    let step = text_column(batch, "step")?;
+    let fp = primitive_column::<Int64Type>(batch, "event_fingerprint")?;
     for row in 0..batch.num_rows() {
         if project.is_null(row) || step.is_null(row) {
             continue;
@@ -730,7 +707,22 @@ pub async fn load_registry(
     window_days: u16,
     now_us: i64,
 ) -> Result<Arc<BadReviews>, crate::analytics::AnalyticsError> {
-    use arrow::datatypes::TimestampMicrosecondType;
+    use crate::analytics::{collect, deserialize_rows};
+
+    #[derive(Deserialize)]
+    struct Given {
+        project_no: String,
+        assess_number: i8,
+        assessed_at: i64,
+        city: String,
+    }
+    #[derive(Deserialize)]
+    struct Taken {
+        project_no: String,
+        assess_number: i8,
+        step: String,
+        event_at: i64,
+    }
     let registry = BadReviews::new();
     if !lake_root.is_dir() {
         return Ok(registry);
@@ -742,46 +734,24 @@ pub async fn load_registry(
          WHERE bad_review AND dt >= {}",
         crate::analytics::sql::literal(&since)
     );
-    let (_, batches) = crate::analytics::collect(&ctx, &sql).await?;
-    for batch in &batches {
-        let (Some(project), Some(number), Some(at), Some(city)) = (
-            batch.column(0).as_string_opt::<i32>(),
-            batch.column(1).as_primitive_opt::<Int8Type>(),
-            batch
-                .column(2)
-                .as_primitive_opt::<TimestampMicrosecondType>(),
-            batch.column(3).as_string_opt::<i32>(),
-        ) else {
-            continue;
-        };
-        for row in 0..batch.num_rows() {
-            let mut digits = [b'0'; 6];
-            let text = city.value(row).as_bytes();
-            let len = text.len().min(6);
-            digits[..len].copy_from_slice(&text[..len]);
-            registry.register(project.value(row), number.value(row), at.value(row), digits);
-        }
+    let (_, batches) = collect(&ctx, &sql).await?;
+    for review in deserialize_rows::<Given>(&batches)? {
+        let city = PartitionKey::new(review.assessed_at, &review.city).city;
+        registry.register(
+            &review.project_no,
+            review.assess_number,
+            review.assessed_at,
+            city,
+        );
     }
-    let (_, batches) = crate::analytics::collect(
+    let (_, batches) = collect(
         &ctx,
         "SELECT project_no, assess_number, step, event_at FROM workflow",
     )
     .await?;
-    for batch in &batches {
-        let (Some(project), Some(number), Some(step), Some(at)) = (
-            batch.column(0).as_string_opt::<i32>(),
-            batch.column(1).as_primitive_opt::<Int8Type>(),
-            batch.column(2).as_string_opt::<i32>(),
-            batch
-                .column(3)
-                .as_primitive_opt::<TimestampMicrosecondType>(),
-        ) else {
-            continue;
-        };
-        for row in 0..batch.num_rows() {
-            if let Some(s) = Step::from_name(step.value(row)) {
-                registry.restore_step(project.value(row), number.value(row), s, at.value(row));
-            }
+    for taken in deserialize_rows::<Taken>(&batches)? {
+        if let Some(step) = Step::from_name(&taken.step) {
+            registry.restore_step(&taken.project_no, taken.assess_number, step, taken.event_at);
         }
     }
     Ok(registry)

@@ -3,6 +3,7 @@ use crate::sink::parquet::finish_parts;
 use crate::telemetry::Stats;
 use crate::transform::dedup::DedupState;
 use crate::transform::{prepare_parallel, process_one, Outcome};
+use arrow::array::AsArray;
 
 /// 2026-11-25 12:00 CST.
 const NOW: i64 = 1_795_579_200_000_000;
