@@ -234,27 +234,16 @@ async fn every_bad_review_alerts_once_across_sigkill() {
             &mut produced,
         )
         .await;
-        let mut child = ingest_command(
-            &broker.brokers,
-            lake.path(),
-            &format!("alerts-{round}"),
-            &args,
+        spawn_then_sigkill(
+            &mut ingest_command(
+                &broker.brokers,
+                lake.path(),
+                &format!("alerts-{round}"),
+                &args,
+            ),
+            Duration::from_millis(rng.random_range(200..1_500)),
         )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-        let assigned = wait_for_line(
-            child.stderr.take().unwrap(),
-            "partition recovered from the lake",
-        );
-        tokio::task::spawn_blocking(move || assigned.recv_timeout(Duration::from_secs(90)))
-            .await
-            .unwrap()
-            .expect("the instance was never assigned a partition");
-        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1_500))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        .await;
     }
     let mut last: Vec<&str> = args.to_vec();
     last.extend(["--exit-when-idle", "3s"]);

@@ -29,29 +29,17 @@ async fn sigkill_at_any_point_then_restart_leaves_every_event_exactly_once() {
             &mut produced,
         )
         .await;
-        let mut child = ingest_command(
-            &broker.brokers,
-            lake.path(),
-            &format!("crash-test-{round}"),
-            &args,
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-        // Kill only once the instance owns partitions, at a random point of its work.
-        let assigned = wait_for_line(
-            child.stderr.take().unwrap(),
-            "partition recovered from the lake",
-        );
-        tokio::task::spawn_blocking(move || assigned.recv_timeout(Duration::from_secs(90)))
-            .await
-            .unwrap()
-            .expect("the instance was never assigned a partition");
         let run_for = Duration::from_millis(rng.random_range(50..2_000));
-        tokio::time::sleep(run_for).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        spawn_then_sigkill(
+            &mut ingest_command(
+                &broker.brokers,
+                lake.path(),
+                &format!("crash-test-{round}"),
+                &args,
+            ),
+            run_for,
+        )
+        .await;
         eprintln!("round {round}: killed {run_for:?} after its first assignment");
     }
     let output = ingest_command(
@@ -209,27 +197,16 @@ async fn sigkill_with_three_streams_loses_nothing_and_doubles_nothing() {
         // The previous round's workflow: its reviews were produced a round ago.
         produce_records(&broker.brokers, "workflow", &pending_workflow).await;
         pending_workflow = workflow;
-        let mut child = ingest_command(
-            &broker.brokers,
-            lake.path(),
-            &format!("three-{round}"),
-            &args,
+        spawn_then_sigkill(
+            &mut ingest_command(
+                &broker.brokers,
+                lake.path(),
+                &format!("three-{round}"),
+                &args,
+            ),
+            Duration::from_millis(rng.random_range(50..2_000)),
         )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-        let assigned = wait_for_line(
-            child.stderr.take().unwrap(),
-            "partition recovered from the lake",
-        );
-        tokio::task::spawn_blocking(move || assigned.recv_timeout(Duration::from_secs(90)))
-            .await
-            .unwrap()
-            .expect("the instance was never assigned a partition");
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..2_000))).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        .await;
     }
     assert!(steps.len() > 50, "{} workflow events", steps.len());
     produce_records(&broker.brokers, "workflow", &pending_workflow).await;

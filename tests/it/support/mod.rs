@@ -474,6 +474,27 @@ pub async fn fixture_lake(root: &Path) -> u64 {
     accepted
 }
 
+/// Spawns `command` (an ingest), waits until it owns a partition, lets it work for `run_for`, then
+/// SIGKILLs it: the crash tests' round.
+pub async fn spawn_then_sigkill(command: &mut Command, run_for: std::time::Duration) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let assigned = wait_for_line(
+        child.stderr.take().unwrap(),
+        "partition recovered from the lake",
+    );
+    tokio::task::spawn_blocking(move || assigned.recv_timeout(std::time::Duration::from_secs(90)))
+        .await
+        .unwrap()
+        .expect("the instance was never assigned a partition");
+    tokio::time::sleep(run_for).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
 /// Reads a child's stderr to its end (so the child never blocks on a full pipe) and signals the
 /// first line containing `needle`.
 pub fn wait_for_line(
