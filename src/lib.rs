@@ -40,6 +40,7 @@ pub mod lake;
 pub mod offline;
 pub mod policy;
 pub mod region;
+pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod stream;

@@ -148,6 +148,7 @@ pub async fn ingest_file(
     let writer_lake = lake.clone();
     let writer_stats = stats.clone();
     let zstd_level = config.lake.zstd_level;
+    let persistence = config.lake.persistence();
     let writer = tokio::spawn(async move {
         while let Some((range, parts)) = to_write.recv().await {
             let (files, rows) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
@@ -161,9 +162,15 @@ pub async fn ingest_file(
             .await??;
             let bytes = files.iter().map(|(_, b)| b.len() as u64).sum();
             let file_count = files.len();
-            writer_lake
-                .commit_batch(&mut lease, range, files, rows)
-                .await?;
+            crate::engine::commit::commit_files(
+                &writer_lake,
+                &mut lease,
+                &range,
+                files,
+                rows,
+                persistence,
+            )
+            .await?;
             writer_stats.batch_committed(file_count, bytes, rows);
         }
         Ok::<(), EngineError>(())

@@ -253,6 +253,28 @@ pub struct LakeConfig {
     /// long, so that today's folders are rewritten once, not every round.
     #[serde(with = "humantime_serde")]
     pub compact_quiet_for: Duration,
+    /// Longest wait between two attempts at committing a batch the lake refused (full disk, lost
+    /// mount, permissions, an object store away). Meanwhile the partition stops fetching and its
+    /// offsets stay uncommitted: memory stays bounded and nothing is lost.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+    /// Stop the run when a batch has been refused for this long; unset retries for ever (the
+    /// default: an outage of the lake is waited out, visible on `/ready` and in the metrics).
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Option<Duration>,
+}
+
+impl LakeConfig {
+    /// How a refused lake commit is retried.
+    pub fn persistence(&self) -> crate::retry::Persistence {
+        crate::retry::Persistence {
+            backoff: crate::retry::Backoff {
+                first: Duration::from_millis(200),
+                max: self.retry_backoff_max,
+            },
+            give_up_after: self.give_up_after,
+        }
+    }
 }
 
 impl Default for LakeConfig {
@@ -265,6 +287,8 @@ impl Default for LakeConfig {
             zstd_level: 3,
             compact_every: Duration::from_secs(3600),
             compact_quiet_for: Duration::from_secs(3600),
+            retry_backoff_max: Duration::from_secs(30),
+            give_up_after: None,
         }
     }
 }
@@ -386,6 +410,9 @@ impl IngestConfig {
         }
         if self.dlq.max_record_bytes < 1024 {
             return invalid("dlq.max_record_bytes", "must be at least 1024");
+        }
+        if self.lake.retry_backoff_max < Duration::from_millis(200) {
+            return invalid("lake.retry_backoff_max", "must be at least 200ms");
         }
         if self.dlq.retry_backoff_max < Duration::from_millis(100) {
             return invalid("dlq.retry_backoff_max", "must be at least 100ms");

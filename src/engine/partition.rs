@@ -27,8 +27,43 @@ pub struct PartitionState {
     pub lease: Lease,
     pub dedup: DedupState,
     pub batch: Option<Batch>,
-    /// The previous batch, encoding in the background; not in the lake yet.
-    pub encoding: Option<Encoding>,
+    /// The previous batch, being encoded and committed by a task of its own; not in the lake yet.
+    pub committing: Option<Committing>,
+    /// Whether fetching is paused because the open batch is full while the previous one still
+    /// commits (see [`next_step`]).
+    pub held: bool,
+}
+
+/// A closed batch on its way into the lake.
+pub struct Committing {
+    pub range: BatchRange,
+    pub task: tokio::task::JoinHandle<Result<super::commit::Committed, super::EngineError>>,
+}
+
+/// What to do with a partition's open batch now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Leave it open (not full nor due, or no batch at all).
+    Wait,
+    /// Close it and start committing it.
+    Flush,
+    /// It is full but the previous batch still commits (a slow or failing lake or dead-letter
+    /// topic): stop fetching the partition until that commit ends. What was already fetched still
+    /// joins the batch; librdkafka's fetch queue bounds it.
+    Hold,
+}
+
+/// Decides a partition's step from its open batch (`None`, or whether it is full and whether its
+/// oldest event has waited the flush interval) and whether its previous batch is still committing.
+/// Batches of one partition commit one at a time, in offset order. Pure.
+pub fn next_step(batch: Option<(bool, bool)>, committing: bool) -> Step {
+    match batch {
+        None => Step::Wait,
+        Some((true, _)) if committing => Step::Hold,
+        Some(_) if committing => Step::Wait,
+        Some((full, due)) if full || due => Step::Flush,
+        Some(_) => Step::Wait,
+    }
 }
 
 /// Where a partition's reading stands against the lake.
@@ -169,7 +204,7 @@ pub fn check_resume(
     }
 }
 
-/// A closed batch whose Parquet files are being encoded.
+/// A closed batch whose Parquet files are being encoded: the input of [`super::commit::commit_batch`].
 pub struct Encoding {
     pub range: BatchRange,
     pub rows: u64,
@@ -221,6 +256,31 @@ impl Batch {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_batch_behind_a_slow_commit_holds_the_partition() {
+        use super::{next_step, Step::*};
+        // (open batch: (full, due), previous batch committing, expected)
+        let cases = [
+            (None, false, Wait),
+            (None, true, Wait),
+            (Some((false, false)), false, Wait),
+            (Some((false, true)), false, Flush),
+            (Some((true, false)), false, Flush),
+            (Some((true, true)), false, Flush),
+            (Some((false, false)), true, Wait),
+            (Some((false, true)), true, Wait), // due, but batches commit in order: later
+            (Some((true, false)), true, Hold),
+            (Some((true, true)), true, Hold),
+        ];
+        for (batch, committing, expected) in cases {
+            assert_eq!(
+                next_step(batch, committing),
+                expected,
+                "{batch:?}, committing {committing}"
+            );
+        }
+    }
+
     #[test]
     fn a_broker_log_that_ends_before_the_lake_is_not_resumed() {
         use super::{check_resume, ResumeCheck::*};

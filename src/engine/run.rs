@@ -3,8 +3,10 @@
 //!
 //! Where the time goes, and how it overlaps: large chunks of messages are decoded, validated and
 //! keyed on every core; dedup runs in offset order on the pipeline's task; a closed batch is encoded
-//! to Parquet in the background while the next one fills; the lake writes themselves (small, then
-//! fsync) run on the pipeline's task, so none is in flight when partitions move.
+//! to Parquet and committed (dead letters and alerts confirmed, files into the lake, retried while
+//! the lake refuses them) by a task of its own while the next batch fills. A partition whose
+//! commit waits holds up only itself: once its next batch is full it stops fetching
+//! ([`Step::Hold`]) until the commit ends, and the other partitions go on.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,10 +20,10 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::alerting::Alerting;
-use super::commit::{commit_batch, commit_offsets};
+use super::commit::{commit_batch, commit_offsets, Committed};
 use super::partition::{
-    admit, check_resume, retake_delay, Admission, Batch, Cursor, Encoding, Parked, PartitionState,
-    ResumeCheck, SeekTo, Tp,
+    admit, check_resume, next_step, retake_delay, Admission, Batch, Committing, Cursor, Encoding,
+    Parked, PartitionState, ResumeCheck, SeekTo, Step, Tp,
 };
 use super::recovery::{recover_partition, DedupScope};
 use super::{today, EngineError};
@@ -152,7 +154,7 @@ pub async fn run(
             }
         }
         ingest.commit_finished().await?;
-        ingest.flush_due().await?;
+        ingest.advance().await?;
         ingest.retake_due().await?;
     }
     ingest.flush_all().await?;
@@ -288,13 +290,26 @@ impl Ingest {
                     // them. The encoding task finishes on its own and its files are discarded.
                     self.parked.remove(&tp);
                     self.fence_streaks.remove(&tp);
-                    let dropped_batch = self.partitions.remove(&tp).and_then(|s| s.batch);
-                    if let Some(batch) = dropped_batch {
+                    let Some(state) = self.partitions.remove(&tp) else {
+                        continue;
+                    };
+                    if let Some(batch) = state.batch {
                         tracing::info!(
                             topic,
                             partition,
                             first_offset = batch.first_offset,
                             "revoked with an open batch; the next owner replays it"
+                        );
+                    }
+                    if let Some(committing) = state.committing {
+                        // Left to finish on its own, as a stalled writer would: it lands before
+                        // the next owner's claim (which then resumes after it) or is fenced by it.
+                        tracing::info!(
+                            topic,
+                            partition,
+                            first_offset = committing.range.first_offset,
+                            last_offset = committing.range.last_offset,
+                            "revoked while a batch commits; the lake's log decides whether it lands"
                         );
                     }
                 }
@@ -352,7 +367,8 @@ impl Ingest {
                 lease: recovery.lease,
                 dedup,
                 batch: None,
-                encoding: None,
+                committing: None,
+                held: false,
             },
         );
         Ok(())
@@ -562,20 +578,7 @@ impl Ingest {
             }
         }
 
-        let (flush_rows, flush_bytes) = (self.config.lake.flush_rows, self.config.lake.flush_bytes);
-        let full: Vec<Tp> = runs
-            .iter()
-            .map(|(tp, _)| *tp)
-            .filter(|tp| {
-                self.partitions
-                    .get(tp)
-                    .and_then(|s| s.batch.as_ref())
-                    .is_some_and(|b| b.is_full(flush_rows, flush_bytes))
-            })
-            .collect();
-        if !full.is_empty() {
-            self.flush(full).await?;
-        }
+        // Full batches are flushed (or their partitions held) by `advance`, next in the loop.
         Ok(())
     }
 
@@ -588,16 +591,47 @@ impl Ingest {
             .collect()
     }
 
-    /// Closes every batch whose oldest event has waited `flush_interval`.
-    async fn flush_due(&mut self) -> Result<(), EngineError> {
-        let interval = self.config.lake.flush_interval;
-        let due = self.partitions_where(|s| {
-            s.batch
+    /// Moves every partition's open batch on by [`next_step`]: flushes the full and the due ones,
+    /// holds (pauses) a partition whose full batch waits for its previous commit and resumes it
+    /// once that ended. Hourly, also forgets dedup keys and reviews older than the window.
+    async fn advance(&mut self) -> Result<(), EngineError> {
+        let (interval, rows, bytes) = (
+            self.config.lake.flush_interval,
+            self.config.lake.flush_rows,
+            self.config.lake.flush_bytes,
+        );
+        let mut flush = Vec::new();
+        let mut hold = Vec::new();
+        let mut release = Vec::new();
+        for (tp, state) in &self.partitions {
+            let batch = state
+                .batch
                 .as_ref()
-                .is_some_and(|b| b.opened.elapsed() >= interval)
-        });
-        if !due.is_empty() {
-            self.flush(due).await?;
+                .map(|b| (b.is_full(rows, bytes), b.opened.elapsed() >= interval));
+            let step = next_step(batch, state.committing.is_some());
+            if step == Step::Flush {
+                flush.push(*tp);
+            }
+            match (step == Step::Hold, state.held) {
+                (true, false) => hold.push(*tp),
+                (false, true) => release.push(*tp),
+                _ => {}
+            }
+        }
+        for (tps, held) in [(hold, true), (release, false)] {
+            for tp in tps {
+                self.pause(tp, held)?;
+                if let Some(state) = self.partitions.get_mut(&tp) {
+                    state.held = held;
+                }
+                tracing::debug!(topic = %self.sources[tp.stream].topic, partition = tp.partition, held, "fetching held while the previous batch commits");
+            }
+            crate::telemetry::partitions_backpressured(
+                self.partitions.values().filter(|s| s.held).count(),
+            );
+        }
+        if !flush.is_empty() {
+            self.flush(flush).await?;
         }
         if self.last_eviction.elapsed() >= Duration::from_secs(3600) {
             let oldest =
@@ -614,40 +648,49 @@ impl Ingest {
         Ok(())
     }
 
-    /// Closes every open batch and waits until all of them are in the lake.
+    /// Commits every open batch and waits until all of them are in the lake (or fenced).
     async fn flush_all(&mut self) -> Result<(), EngineError> {
-        self.flush(self.partitions_where(|s| s.batch.is_some()))
-            .await?;
-        self.commit_encoded(self.partitions_where(|s| s.encoding.is_some()))
-            .await
+        loop {
+            let committing = self.partitions_where(|s| s.committing.is_some());
+            let open = self.partitions_where(|s| s.batch.is_some() && s.committing.is_none());
+            if committing.is_empty() && open.is_empty() {
+                return Ok(());
+            }
+            if !open.is_empty() {
+                self.flush(open).await?;
+            }
+            self.settle(self.partitions_where(|s| s.committing.is_some()))
+                .await?;
+        }
     }
 
-    /// Closes the open batches of the given partitions and starts encoding them in the background,
-    /// so that processing goes on meanwhile. A partition's previous batch is committed first: one
-    /// batch per partition is encoding at a time, and batches reach the lake in offset order.
+    /// Closes the open batches of the given partitions (whose previous batch has committed) and
+    /// starts a task per batch that encodes and commits it, so that processing goes on meanwhile.
     async fn flush(&mut self, tps: Vec<Tp>) -> Result<(), EngineError> {
-        let busy: Vec<Tp> = tps
-            .iter()
-            .copied()
-            .filter(|tp| {
-                self.partitions
-                    .get(tp)
-                    .is_some_and(|s| s.encoding.is_some())
-            })
-            .collect();
-        if !busy.is_empty() {
-            self.commit_encoded(busy).await?;
-        }
+        // What the rate limit held back is summarised and confirmed before any batch commits, so a
+        // crash after a commit never loses the count of alerts that batch held back.
+        let alerts_topic = match self.alerting.as_mut() {
+            Some(alerting) => {
+                alerting.before_commit(super::now_us(), &self.stats).await?;
+                alerting.topic().to_owned()
+            }
+            None => String::new(),
+        };
         let zstd_level = self.config.lake.zstd_level;
+        let persistence = self.config.lake.persistence();
         for tp in tps {
             let Some(state) = self.partitions.get_mut(&tp) else {
                 continue;
             };
+            if state.committing.is_some() {
+                continue; // batches of a partition commit in offset order
+            }
             let Some(mut batch) = state.batch.take() else {
                 continue;
             };
+            let source = &self.sources[tp.stream];
             let range = BatchRange {
-                topic: self.sources[tp.stream].topic.clone(),
+                topic: source.topic.clone(),
                 partition: tp.partition,
                 first_offset: batch.first_offset,
                 last_offset: batch.last_offset,
@@ -658,69 +701,68 @@ impl Ingest {
             let files = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
                 Lake::encode_files(finish_parts(batch.into_parts())?, zstd_level)
             });
-            state.encoding = Some(Encoding {
-                range,
+            let encoding = Encoding {
+                range: range.clone(),
                 rows,
                 dead_letters,
                 alerts,
                 files,
-            });
+            };
+            let task = tokio::spawn(commit_batch(
+                source.lake.clone(),
+                source.dead_letters.clone(),
+                alerts_topic.clone(),
+                state.lease.clone(),
+                encoding,
+                persistence,
+            ));
+            state.committing = Some(Committing { range, task });
         }
         Ok(())
     }
 
-    /// Commits the batches whose encoding has finished, without waiting for the others.
+    /// Settles the batches whose commit has ended, without waiting for the others.
     async fn commit_finished(&mut self) -> Result<(), EngineError> {
         let finished =
-            self.partitions_where(|s| s.encoding.as_ref().is_some_and(|e| e.files.is_finished()));
+            self.partitions_where(|s| s.committing.as_ref().is_some_and(|c| c.task.is_finished()));
         if finished.is_empty() {
             return Ok(());
         }
-        self.commit_encoded(finished).await
+        self.settle(finished).await
     }
 
-    /// Waits for the encoding batches of the given partitions and commits them to the lake (in
-    /// parallel across partitions), then their offsets to the group. The lake is only ever written
-    /// here, on the pipeline's task, so no lake write is in flight while partitions move. A
-    /// partition another writer took is recovered again: the lake says where it stands now.
-    async fn commit_encoded(&mut self, tps: Vec<Tp>) -> Result<(), EngineError> {
-        // What the rate limit held back is summarised and confirmed before any batch commits, so a
-        // crash after a commit never loses the count of alerts that batch held back.
-        let alerts_topic = match self.alerting.as_mut() {
-            Some(alerting) => {
-                alerting.before_commit(super::now_us(), &self.stats).await?;
-                alerting.topic().to_owned()
-            }
-            None => String::new(),
-        };
-        let mut jobs = Vec::new();
-        let mut committing = Vec::new();
+    /// Waits for the commits of the given partitions and acts on each outcome: the lake's new
+    /// position (then offered to the group), or a partition another writer took, left to it for a
+    /// while and then recovered again: the lake says where it stands now.
+    async fn settle(&mut self, tps: Vec<Tp>) -> Result<(), EngineError> {
+        let mut tasks = Vec::new();
+        let mut settling = Vec::new();
         for tp in tps {
-            if let Some(state) = self.partitions.get_mut(&tp) {
-                if let Some(encoding) = state.encoding.take() {
-                    let source = &self.sources[tp.stream];
-                    committing.push(tp);
-                    jobs.push(commit_batch(
-                        source.lake.clone(),
-                        source.dead_letters.clone(),
-                        alerts_topic.clone(),
-                        state.lease.clone(),
-                        encoding,
-                    ));
-                }
+            if let Some(committing) = self
+                .partitions
+                .get_mut(&tp)
+                .and_then(|s| s.committing.take())
+            {
+                settling.push(tp);
+                tasks.push(committing.task);
             }
         }
+        let results = futures::future::join_all(tasks).await;
         let mut fenced = Vec::new();
-        let results = futures::future::join_all(jobs).await;
-        for (tp, result) in committing.into_iter().zip(results) {
-            match result {
-                Ok(committed) => {
-                    self.stats
-                        .batch_committed(committed.files, committed.bytes, committed.rows);
+        for (tp, result) in settling.into_iter().zip(results) {
+            match result? {
+                Ok(Committed {
+                    range,
+                    files,
+                    bytes,
+                    rows,
+                    lease,
+                }) => {
+                    self.stats.batch_committed(files, bytes, rows);
                     self.fence_streaks.remove(&tp);
                     if let Some(state) = self.partitions.get_mut(&tp) {
-                        state.committed = Some(committed.range.last_offset + 1);
-                        state.lease = committed.lease;
+                        state.committed = Some(range.last_offset + 1);
+                        state.lease = lease;
                     }
                 }
                 Err(EngineError::Lake(e)) if e.is_fenced() => {

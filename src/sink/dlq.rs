@@ -79,20 +79,7 @@ pub struct SourcePosition<'a> {
     pub offset: i64,
 }
 
-/// Capped exponential backoff: `first`, `2·first`, `4·first`, … never more than `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub first: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The wait before retry number `attempt` (0-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt).unwrap_or(u32::MAX);
-        self.first.saturating_mul(factor).min(self.max)
-    }
-}
+pub use crate::retry::Backoff;
 
 /// What to do about a failed produce or delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,31 +458,6 @@ pub fn protector(config: &IngestConfig) -> Result<Protector, ConfigError> {
 mod tests {
     use super::*;
     use rdkafka::error::KafkaError;
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let backoff = Backoff {
-            first: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        };
-        let cases = [
-            (0, 100),
-            (1, 200),
-            (2, 400),
-            (5, 3_200),
-            (6, 5_000),
-            (31, 5_000),
-            (32, 5_000),
-            (u32::MAX, 5_000),
-        ];
-        for (attempt, millis) in cases {
-            assert_eq!(
-                backoff.delay(attempt),
-                Duration::from_millis(millis),
-                "{attempt}"
-            );
-        }
-    }
 
     #[test]
     fn failures_by_error_code() {

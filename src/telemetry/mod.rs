@@ -204,6 +204,18 @@ pub fn dlq_retried(why: &'static str) {
     metrics::counter!("haochaping_dlq_retries_total", "why" => why).increment(1);
 }
 
+/// The lake refused a batch's commit, which is retried while its partition waits.
+pub fn lake_commit_retried(table: &str) {
+    metrics::counter!("haochaping_lake_commit_retries_total", "table" => table.to_owned())
+        .increment(1);
+}
+
+/// How many partitions wait for their previous batch's commit with their next batch full (fetching
+/// paused): a lake or dead-letter outage shows here first.
+pub fn partitions_backpressured(count: usize) {
+    metrics::gauge!("haochaping_partitions_backpressured").set(count as f64);
+}
+
 /// `dlq replay` handled a dead letter: `replayed`, or why it was skipped.
 pub fn dlq_replayed(outcome: &'static str) {
     metrics::counter!("haochaping_dlq_replayed_total", "outcome" => outcome).increment(1);
