@@ -58,6 +58,44 @@ fn park(
     out.write_all(b"\n")
 }
 
+/// Opens the rejected-lines file for appending. A run killed while writing can leave a torn last
+/// line; it is cut off (its batch never committed, so its lines are parked again), or the next
+/// line would be glued to it.
+fn open_rejected(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(file);
+    }
+    // Look back in blocks for the last newline.
+    let mut end = len;
+    let mut block = vec![0u8; 64 << 10];
+    let whole_lines = loop {
+        let start = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        if start == 0 {
+            break 0;
+        }
+        end = start;
+    };
+    if whole_lines < len {
+        tracing::warn!(file = %path.display(), torn_bytes = len - whole_lines, "cutting off a torn rejected line left by a killed run");
+        file.set_len(whole_lines)?;
+        file.sync_all()?;
+    }
+    Ok(file)
+}
+
 /// Flushes the rejected lines written so far and makes them durable.
 fn make_durable(out: &mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()> {
     out.flush()?;
@@ -134,13 +172,8 @@ pub async fn ingest_file(
     let rejected_dir = config.lake.path.join("_haochaping/rejected");
     std::fs::create_dir_all(&rejected_dir).map_err(io_error(&rejected_dir))?;
     let rejected_path = rejected_dir.join(format!("{stem}.{}.ndjson", &hash[..16]));
-    let mut rejected = std::io::BufWriter::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&rejected_path)
-            .map_err(io_error(&rejected_path))?,
-    );
+    let mut rejected =
+        std::io::BufWriter::new(open_rejected(&rejected_path).map_err(io_error(&rejected_path))?);
     let file = std::fs::File::open(path).map_err(io_error(path))?;
 
     // The writer: encodes and commits batches in order while the reader goes on.
@@ -286,4 +319,37 @@ pub async fn ingest_file(
     writer.await??;
     read_result?;
     Ok(stats.snapshot())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_torn_rejected_line_is_cut_off_before_appending() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.ndjson");
+        // (content left by a killed run, content after reopening)
+        let cases: [(&[u8], &[u8]); 5] = [
+            (b"", b""),
+            (b"{\"a\":1}\n", b"{\"a\":1}\n"),
+            (b"{\"a\":1}\n{\"b\":", b"{\"a\":1}\n"),
+            (b"{\"b\":", b""),
+            (b"{\"a\":1}\n{\"b\":2}\n", b"{\"a\":1}\n{\"b\":2}\n"),
+        ];
+        for (left, kept) in cases {
+            std::fs::write(&path, left).unwrap();
+            let mut file = super::open_rejected(&path).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), kept);
+            file.write_all(b"{\"c\":3}\n").unwrap();
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                [kept, b"{\"c\":3}\n"].concat()
+            );
+        }
+        // A torn line longer than one look-back block.
+        let long = [b"{\"a\":1}\n".as_slice(), &vec![b'x'; 200 << 10]].concat();
+        std::fs::write(&path, long).unwrap();
+        super::open_rejected(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n");
+    }
 }

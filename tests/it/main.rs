@@ -19,6 +19,7 @@ mod fuzz_decode;
 mod metrics;
 mod mock_cluster;
 mod offline;
+mod outage;
 mod queries;
 mod readers;
 mod schema;

@@ -1,37 +1,10 @@
 //! The counters reach an exporter: `ingest --metrics-addr` serves them in the Prometheus format while
 //! it runs, and they agree with the run's own summary.
 
-use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-
-/// One plain HTTP GET (the exporter speaks HTTP/1.1); the body, or `None` while nothing listens.
-fn get(addr: &str, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-}
-
-/// The value of an unlabelled counter in a scrape.
-fn value(scrape: &str, name: &str) -> Option<u64> {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_serves_its_counters_to_prometheus() {
@@ -63,12 +36,12 @@ async fn ingest_serves_its_counters_to_prometheus() {
     let scrape = loop {
         let scrape = tokio::task::spawn_blocking({
             let addr = addr.clone();
-            move || get(&addr, "/metrics")
+            move || http_get(&addr, "/metrics")
         })
         .await
         .unwrap();
         if let Some(scrape) = scrape.filter(|s| {
-            value(s, "haochaping_events_received_total") == Some(produced.report.produced)
+            metric_value(s, "haochaping_events_received_total") == Some(produced.report.produced)
         }) {
             break scrape;
         }
@@ -86,11 +59,11 @@ async fn ingest_serves_its_counters_to_prometheus() {
     );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
-        value(&scrape, "haochaping_events_accepted_total"),
+        metric_value(&scrape, "haochaping_events_accepted_total"),
         summary["accepted"].as_u64()
     );
     assert_eq!(
-        value(&scrape, "haochaping_events_duplicate_total"),
+        metric_value(&scrape, "haochaping_events_duplicate_total"),
         summary["duplicates"].as_u64()
     );
     // Dead letters by reason, labelled.
