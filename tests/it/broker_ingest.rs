@@ -162,3 +162,80 @@ async fn a_recreated_topic_stops_the_run_until_it_is_adopted() {
     );
     assert_exactly_once(lake.path(), &produced.slots);
 }
+
+/// Ingest compacts the lake in the background while it writes (fenced like any writer, locking each
+/// folder while it swaps it): killed in the middle of that, then run again, every evaluation lands
+/// once and the small files are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_compaction_beside_ingest_survives_a_kill() {
+    let broker = Tansu::with_topics(2).await;
+    let mut produced = Produced::new();
+    let mut generator = generator(41, 0.03, 0.02);
+    produce(
+        &broker.brokers,
+        "evaluations",
+        &mut generator,
+        4_000,
+        &mut produced,
+    )
+    .await;
+    let lake = tempfile::tempdir().unwrap();
+    let args = [
+        "--flush-rows",
+        "60",
+        "--flush-interval",
+        "100ms",
+        "--compact-every",
+        "1s",
+        "--compact-quiet-for",
+        "0s",
+    ];
+    spawn_then_sigkill(
+        &mut ingest_command(&broker.brokers, lake.path(), "compacting", &args),
+        std::time::Duration::from_secs(6),
+    )
+    .await;
+    produce(
+        &broker.brokers,
+        "evaluations",
+        &mut generator,
+        2_000,
+        &mut produced,
+    )
+    .await;
+
+    let output = ingest_command(
+        &broker.brokers,
+        lake.path(),
+        "compacting",
+        &[args.as_slice(), &["--exit-when-idle", "4s"]].concat(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .output()
+    .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let compacted: u64 = log
+        .lines()
+        .filter(|l| l.contains("background compaction"))
+        .filter_map(|l| {
+            l.split("files_replaced=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        compacted > 0,
+        "no background compaction replaced a file:\n{log}"
+    );
+    let merged = parquet_files(&lake.path().join("evaluations"))
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with("c.parquet"))
+        .count();
+    assert!(merged > 0, "no compacted file in the lake");
+    assert_exactly_once(lake.path(), &produced.slots);
+}
