@@ -1,6 +1,7 @@
 //! Against rdkafka's in-process mock cluster: dead-letter contents and headers, and a broker outage
 //! in the middle of a run.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,4 +231,107 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < deadline, "timed out");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The dead-letter topic's broker goes away: only the partition with rejections waits (its batches
+/// commit after their dead letters), while a partition without any goes on landing in the lake;
+/// when the broker returns, everything lands once and every dead letter is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_outage_holds_only_the_partition_that_needs_it() {
+    use rdkafka::mocking::MockCoordinator;
+    let cluster = MockCluster::new(2).unwrap();
+    cluster.create_topic("evaluations", 2, 1).unwrap();
+    cluster.create_topic("evaluations.dlq", 1, 1).unwrap();
+    cluster.create_topic("alerts", 1, 1).unwrap();
+    for partition in 0..2 {
+        cluster
+            .partition_leader("evaluations", partition, Some(1))
+            .unwrap();
+    }
+    cluster.partition_leader("alerts", 0, Some(1)).unwrap();
+    cluster
+        .partition_leader("evaluations.dlq", 0, Some(2))
+        .unwrap();
+    cluster
+        .coordinator(MockCoordinator::Group("split-test".into()), 1)
+        .unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    // Partition 0: valid evaluations only. Partition 1: the same with a truncated record in ten.
+    let send = |range: std::ops::Range<u32>| {
+        let producer = producer.clone();
+        async move {
+            for n in range {
+                for (partition, prefix) in [(0, "A"), (1, "B")] {
+                    let payload = serde_json::to_vec(&valid(&format!("{prefix}-{n}"))).unwrap();
+                    let record = FutureRecord::<(), _>::to("evaluations")
+                        .partition(partition)
+                        .payload(&payload);
+                    producer.send(record, Duration::from_secs(5)).await.unwrap();
+                    if partition == 1 && n % 10 == 0 {
+                        let record = FutureRecord::<(), _>::to("evaluations")
+                            .partition(1)
+                            .payload(&b"{\"projectNo\":\"B-"[..]);
+                        producer.send(record, Duration::from_secs(5)).await.unwrap();
+                    }
+                }
+            }
+        }
+    };
+    let landed = |lake: &std::path::Path, prefix: &str| {
+        lake_slots(lake)
+            .into_iter()
+            .filter(|((project, _), _)| project.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum::<usize>()
+    };
+    send(0..100).await;
+
+    let lake = tempfile::tempdir().unwrap();
+    let mut config = config(&brokers, lake.path());
+    config.kafka.group = "split-test".into();
+    config.lake.flush_rows = 20;
+    config.lake.flush_interval = Duration::from_millis(200);
+    config.dlq.retry_backoff_max = Duration::from_millis(500);
+    config
+        .kafka
+        .properties
+        .insert("message.timeout.ms".into(), "1500".into());
+    let stats = Arc::new(Stats::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let job = tokio::spawn(engine::run(
+        config,
+        RunOptions::default(),
+        stats.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    wait_until(|| landed(lake.path(), "A") == 100 && landed(lake.path(), "B") == 100).await;
+
+    cluster.broker_down(2).unwrap();
+    send(100..400).await;
+    wait_until(|| landed(lake.path(), "A") == 400).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        landed(lake.path(), "B") < 400,
+        "partition 1 committed batches whose dead letters were never delivered"
+    );
+    assert!(!job.is_finished(), "the run ended during the outage");
+
+    cluster.broker_up(2).unwrap();
+    wait_until(|| landed(lake.path(), "B") == 400).await;
+    stop.send(()).unwrap();
+    job.await.unwrap().unwrap();
+    let slots = lake_slots(lake.path());
+    assert_eq!(slots.len(), 800);
+    assert!(slots.values().all(|&n| n == 1), "a row landed twice");
+    let dead: HashSet<i64> = read_topic(&brokers, "evaluations.dlq", 1)
+        .iter()
+        .map(|d| d.headers["haochaping.source.offset"].parse().unwrap())
+        .collect();
+    assert_eq!(dead.len(), 40, "every truncated record, at least once");
 }
