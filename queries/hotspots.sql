@@ -1,12 +1,19 @@
 -- hotspots: where bad reviews concentrate (差评集中, 001 §22, 003 二(四)3) over one event-time window
 -- ending at {{as_of}}, by service item, department, staff member, region at each level and tag.
 --
--- For each entity: evaluations and bad reviews in the window [{{window_start}}, {{as_of}}), against
--- the entity's own trailing 28 days before the window, [{{baseline_start}}, {{window_start}}).
+-- For each entity: evaluations and bad reviews in the window [{{window_start}}, {{as_of}}), against a
+-- baseline, named in the `baseline` column:
+--   * own_28d: the entity's own trailing 28 days before the window, [{{baseline_start}}, {{window_start}});
+--   * peers_28d: an entity with no evaluation in those 28 days (a new staff member, a new item) is
+--     compared with its peers', i.e. every entity of its type, over the same 28 days;
+--   * peers_window: a lake with no history at all (its first day) compares each entity with its
+--     peers in the window itself, so a province's first day still shows where bad reviews gather.
+-- baseline_evaluations, baseline_bad_reviews and baseline_bad_rate describe the baseline used. A
+-- peers' rate is Σ bad / Σ evaluations over the type (for tags: the mean share of a tag).
 -- A hotspot needs
 --   * at least {{min_bad_reviews}} bad reviews in the window (so one review is never a hotspot), and
 --   * a window bad rate at least {{min_lift}} times the baseline bad rate, and above it (an entity
---     without bad reviews in its baseline qualifies on the first condition alone; lift is then NULL).
+--     whose own baseline has no bad review qualifies on the first condition alone; lift is then NULL).
 -- For a tag the rate is the share of all evaluations in the window that carry it.
 -- The ids are stable: entity type, entity id, window and rule, so two refreshes can be compared to
 -- tell which hotspots opened and which closed. Rows: effective_evaluations.
@@ -80,13 +87,36 @@ tag_counts AS (
     FROM tag_rows c CROSS JOIN totals t
     GROUP BY c.entity_type, c.entity_id, c.entity_name, t.window_evaluations, t.baseline_evaluations
 ),
+all_counts AS (
+    SELECT * FROM entity_counts UNION ALL SELECT * FROM tag_counts
+),
+peers AS (
+    SELECT entity_type,
+           sum(evaluations)          AS peer_evaluations,
+           sum(bad_reviews)          AS peer_bad_reviews,
+           sum(baseline_evaluations) AS peer_baseline_evaluations,
+           sum(baseline_bad_reviews) AS peer_baseline_bad_reviews
+    FROM all_counts
+    GROUP BY entity_type
+),
+referenced AS (
+    SELECT a.*,
+        CASE WHEN a.baseline_evaluations > 0 THEN 'own_28d'
+             WHEN p.peer_baseline_evaluations > 0 THEN 'peers_28d'
+             ELSE 'peers_window' END AS baseline,
+        CASE WHEN a.baseline_evaluations > 0 THEN a.baseline_evaluations
+             WHEN p.peer_baseline_evaluations > 0 THEN p.peer_baseline_evaluations
+             ELSE p.peer_evaluations END AS reference_evaluations,
+        CASE WHEN a.baseline_evaluations > 0 THEN a.baseline_bad_reviews
+             WHEN p.peer_baseline_evaluations > 0 THEN p.peer_baseline_bad_reviews
+             ELSE p.peer_bad_reviews END AS reference_bad_reviews
+    FROM all_counts a JOIN peers p ON p.entity_type = a.entity_type
+),
 candidates AS (
     SELECT *,
         CAST(bad_reviews AS DOUBLE) / evaluations AS bad_rate,
-        CASE WHEN baseline_evaluations > 0
-             THEN CAST(baseline_bad_reviews AS DOUBLE) / baseline_evaluations
-             ELSE 0.0 END AS baseline_bad_rate
-    FROM (SELECT * FROM entity_counts UNION ALL SELECT * FROM tag_counts) u
+        CAST(reference_bad_reviews AS DOUBLE) / reference_evaluations AS baseline_bad_rate
+    FROM referenced
     WHERE evaluations > 0 AND bad_reviews >= {{min_bad_reviews}}
 )
 SELECT
@@ -101,8 +131,9 @@ SELECT
     CAST(c.evaluations AS BIGINT)                         AS evaluations,
     CAST(c.bad_reviews AS BIGINT)                         AS bad_reviews,
     c.bad_rate,
-    CAST(c.baseline_evaluations AS BIGINT)                AS baseline_evaluations,
-    CAST(c.baseline_bad_reviews AS BIGINT)                AS baseline_bad_reviews,
+    c.baseline,
+    CAST(c.reference_evaluations AS BIGINT)               AS baseline_evaluations,
+    CAST(c.reference_bad_reviews AS BIGINT)               AS baseline_bad_reviews,
     c.baseline_bad_rate,
     CASE WHEN c.baseline_bad_rate > 0 THEN c.bad_rate / c.baseline_bad_rate END AS lift,
     c.window_tags,

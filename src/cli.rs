@@ -19,6 +19,15 @@ use crate::decode::Reason;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines are written to stderr (filtered by HAOCHAPING_LOG, e.g. `info`).
+    #[arg(
+        long,
+        global = true,
+        env = "HAOCHAPING_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -49,6 +58,28 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Working-day arithmetic on the official calendar (weekends, holidays, make-up working days).
     Calendar(CalendarArgs),
+    /// Check a config file, or show the effective configuration (file < env < flags), secrets
+    /// masked.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a TOML config file: unknown keys, bad values and inconsistent settings are one line
+    /// naming the key; exit status 2 on any.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the configuration `ingest` would run with these flags and this environment (TOML,
+    /// every secret shown as <secret>).
+    Show(Box<IngestArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -248,11 +279,17 @@ pub struct IngestArgs {
     pub dedup_window_days: Option<u16>,
     /// HMAC secret for evaluator identities (at least 16 bytes).
     #[arg(long, env = "HAOCHAPING_IDENTITY_SECRET", hide_env_values = true)]
-    pub identity_secret: Option<String>,
+    pub identity_secret: Option<Secret>,
+    /// A file holding the identity secret (a mounted secret); a trailing newline is dropped.
+    #[arg(long, env = "HAOCHAPING_IDENTITY_SECRET_FILE")]
+    pub identity_secret_file: Option<PathBuf>,
     /// AES-256-GCM key (64 hex digits or base64 of 32 bytes) for rejected payloads that cannot be
     /// redacted; without it they are withheld (size and SHA-256 only).
     #[arg(long, env = "HAOCHAPING_DLQ_KEY", hide_env_values = true)]
     pub dlq_key: Option<Secret>,
+    /// A file holding the dead-letter key.
+    #[arg(long, env = "HAOCHAPING_DLQ_KEY_FILE")]
+    pub dlq_key_file: Option<PathBuf>,
     /// Largest dead-letter payload; larger records are parked as a bounded head [default: 900000].
     #[arg(long, env = "HAOCHAPING_DLQ_MAX_RECORD_BYTES")]
     pub dlq_max_record_bytes: Option<usize>,
@@ -272,8 +309,8 @@ pub struct IngestArgs {
     /// A folder of region policy files (with a default.toml) instead of the shipped presets.
     #[arg(long, env = "HAOCHAPING_POLICIES")]
     pub policies: Option<PathBuf>,
-    /// Serve the metrics in the Prometheus format on this address (e.g. 127.0.0.1:9464, scraped at
-    /// /metrics) [default: no exporter].
+    /// Serve /metrics (Prometheus), /health and /ready on this address (e.g. 127.0.0.1:9464)
+    /// [default: not served].
     #[arg(long, env = "HAOCHAPING_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Also read the case lifecycle (办件) from this topic, into the `cases` table [default: not read].
@@ -357,11 +394,28 @@ impl IngestArgs {
         if let Some(v) = self.dedup_window_days {
             config.dedup.window_days = v;
         }
+        // A secret given here replaces the file's, whether the file gave it or a path to it.
         if self.identity_secret.is_some() {
             config.identity.secret.clone_from(&self.identity_secret);
+            config.identity.secret_file = None;
         }
         if self.dlq_key.is_some() {
             config.dlq.encryption_key.clone_from(&self.dlq_key);
+            config.dlq.encryption_key_file = None;
+        }
+        if self.identity_secret_file.is_some() {
+            config.identity.secret = None;
+            config
+                .identity
+                .secret_file
+                .clone_from(&self.identity_secret_file);
+        }
+        if self.dlq_key_file.is_some() {
+            config.dlq.encryption_key = None;
+            config
+                .dlq
+                .encryption_key_file
+                .clone_from(&self.dlq_key_file);
         }
         if let Some(v) = self.dlq_max_record_bytes {
             config.dlq.max_record_bytes = v;
@@ -400,6 +454,7 @@ impl IngestArgs {
         if let Some(v) = self.compact_quiet_for {
             config.lake.compact_quiet_for = v;
         }
+        config.read_secret_files()?;
         config.check()?;
         Ok(config)
     }

@@ -6,9 +6,10 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{
-    AnalyzeArgs, CalendarCommand, Command, CompactArgs, DlqArgs, DlqCommand, GenerateArgs,
-    IngestArgs, PolicyCommand, QueryArgs, ReportArgs,
+    AnalyzeArgs, CalendarCommand, Command, CompactArgs, ConfigCommand, DlqArgs, DlqCommand,
+    GenerateArgs, IngestArgs, PolicyCommand, QueryArgs, ReportArgs,
 };
+use crate::config::IngestConfig;
 use crate::engine::{self, RunOptions};
 use crate::generate::{self, Generator, GeneratorConfig};
 use crate::telemetry::Stats;
@@ -31,6 +32,7 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Analyze(args) => analyze(args).await,
         Command::Report(args) => report(args).await,
         Command::Policy(args) => policy(args.command),
+        Command::Config(args) => config(args.command),
         Command::Calendar(args) => calendar(args.command),
     }
 }
@@ -149,16 +151,12 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
 
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
+    let stats = Arc::new(Stats::default());
     if let Some(addr) = config.metrics.addr {
         // One recorder per process: installed here, by the command, not by the engine that tests
         // and the demo run many times in one process.
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .with_context(|| format!("--metrics-addr {addr}: the Prometheus exporter"))?;
-        tracing::info!(%addr, "metrics served at http://{addr}/metrics");
+        crate::telemetry::http::serve(addr, stats.clone()).await?;
     }
-    let stats = Arc::new(Stats::default());
     let summary = match &args.from_file {
         Some(path) => crate::offline::ingest_file(config, path, stats).await?,
         None => {
@@ -169,6 +167,30 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         }
     };
     println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+fn config(command: ConfigCommand) -> anyhow::Result<()> {
+    match command {
+        ConfigCommand::Check { file } => {
+            let mut config = IngestConfig::from_file(&file)?;
+            config.read_secret_files()?;
+            // A file without the identity secret is right when the secret comes from the
+            // environment or a mounted file at run time: check everything else.
+            let secret_elsewhere = config.identity.secret.is_none();
+            if secret_elsewhere {
+                config.identity.secret = Some("checked-elsewhere-0123456789".into());
+            }
+            config.check()?;
+            let note = if secret_elsewhere {
+                " (identity.secret must come from HAOCHAPING_IDENTITY_SECRET, …_FILE or a flag)"
+            } else {
+                ""
+            };
+            println!("{}: ok{note}", file.display());
+        }
+        ConfigCommand::Show(args) => print!("{}", args.resolve()?.show()),
+    }
     Ok(())
 }
 

@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
         }
     };
     let quiet = matches!(cli.command, Command::Demo(_));
-    haochaping::telemetry::init_logging(if quiet { "warn" } else { "info" });
+    haochaping::telemetry::init_logging(if quiet { "warn" } else { "info" }, cli.log_format);
     match haochaping::commands::execute(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

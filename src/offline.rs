@@ -137,6 +137,15 @@ pub async fn ingest_file(
     stats: Arc<Stats>,
 ) -> Result<StatsSnapshot, EngineError> {
     config.check()?;
+    // A file has no group to join: the run is ready as soon as it starts.
+    stats
+        .health
+        .joined
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .health
+        .partitions
+        .store(1, std::sync::atomic::Ordering::Relaxed);
     let lake = Lake::open_local(&config.lake.path, EVALUATIONS_TABLE)?;
     let hash = content_hash(path).await?;
     let topic = format!("{OFFLINE_SOURCE_PREFIX}{hash}");

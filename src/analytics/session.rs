@@ -260,6 +260,8 @@ pub fn hotspots_schema() -> SchemaRef {
                 int("evaluations"),
                 int("bad_reviews"),
                 Field::new("bad_rate", DataType::Float64, false),
+                // own_28d, peers_28d or peers_window: what the window is compared with
+                text("baseline", false),
                 int("baseline_evaluations"),
                 int("baseline_bad_reviews"),
                 Field::new("baseline_bad_rate", DataType::Float64, false),

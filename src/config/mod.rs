@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::transform::validate::ValidationRules;
 
@@ -15,6 +15,8 @@ use crate::transform::validate::ValidationRules;
 pub enum ConfigError {
     #[error("config file {path}: {message}")]
     File { path: PathBuf, message: String },
+    #[error("kafka.properties.{key}: set by the engine and not to be overridden ({why})")]
+    Protected { key: String, why: &'static str },
     #[error("{field}: {message}")]
     Invalid {
         field: &'static str,
@@ -26,7 +28,7 @@ pub enum ConfigError {
 pub const MAX_FLUSH_BYTES: usize = 1 << 30;
 
 /// Everything `ingest` needs.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     pub kafka: KafkaConfig,
@@ -42,7 +44,7 @@ pub struct IngestConfig {
 }
 
 /// Metrics (`[metrics]`): where the Prometheus exporter serves every `haochaping_*` counter.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// `host:port` of the exporter (`http://host:port/metrics`); unset, no exporter runs and the
@@ -52,7 +54,7 @@ pub struct MetricsConfig {
 
 /// The streams beside evaluations (`[streams]`), each read from its topic into its own lake table
 /// by the same engine, group and process; unset, the stream is not read.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamsConfig {
     /// The case lifecycle topic (办件), into the `cases` table; dead letters on `<topic>.dlq`.
@@ -63,7 +65,7 @@ pub struct StreamsConfig {
 }
 
 /// Region policies (`[policy]`): the closed loop's deadlines and default evaluations per region.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// A folder of policy files with a `default.toml`; unset, the presets shipped in
@@ -83,7 +85,7 @@ impl PolicyConfig {
 
 /// Real-time alerts (`[alerts]`): the rules of `queries/alerts/` over every micro-batch, produced to
 /// a topic before the batch's offsets are committed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     /// Whether alerts are produced at all.
@@ -97,6 +99,12 @@ pub struct AlertsConfig {
     /// signals) and announces hotspots that opened or closed; `0s` turns it off.
     #[serde(with = "humantime_serde")]
     pub hotspots_every: Duration,
+    /// How often the rules' look-back (`recent_bad_reviews`) is read again from the lake, in the
+    /// background, to take in the bad reviews other instances of the group committed; `0s` reads it
+    /// only at start. A rule sees another instance's review once it is committed there (one flush
+    /// interval) and read here (up to this long).
+    #[serde(with = "humantime_serde")]
+    pub history_refresh: Duration,
 }
 
 impl Default for AlertsConfig {
@@ -106,6 +114,7 @@ impl Default for AlertsConfig {
             topic: "alerts".into(),
             max_per_minute: 60,
             hotspots_every: Duration::from_secs(300),
+            history_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -125,6 +134,26 @@ impl Secret {
     }
 }
 
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+/// Shown as `<secret>` wherever a configuration is written out (`config show`): a secret never
+/// leaves the process through serialisation.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<secret>")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<secret>")
@@ -140,12 +169,14 @@ impl std::str::FromStr for Secret {
 
 /// The dead-letter topic (`[dlq]`): how a rejected record that cannot be redacted is kept, and how
 /// large a dead letter may be.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DlqConfig {
     /// AES-256-GCM key (32 bytes: 64 hex digits or base64) that encrypts rejected payloads that
     /// cannot be redacted. Without it such a payload is withheld: only its size and SHA-256 are kept.
     pub encryption_key: Option<Secret>,
+    /// A file holding the key instead; a trailing newline is dropped.
+    pub encryption_key_file: Option<PathBuf>,
     /// Largest dead-letter payload; a larger record is parked as a bounded head. Keep it below the
     /// topic's `max.message.bytes` minus room for the headers.
     pub max_record_bytes: usize,
@@ -158,6 +189,7 @@ impl Default for DlqConfig {
     fn default() -> Self {
         Self {
             encryption_key: None,
+            encryption_key_file: None,
             max_record_bytes: 900_000,
             retry_backoff_max: Duration::from_secs(30),
         }
@@ -180,7 +212,7 @@ impl DlqConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
@@ -220,7 +252,56 @@ impl Default for KafkaConfig {
     }
 }
 
+/// librdkafka settings the exactly-once protocol depends on, with why; `kafka.properties` cannot
+/// override them (the engine stores offsets itself, after the lake's commit; reads only committed
+/// records; produces dead letters and alerts idempotently, acknowledged by every replica).
+pub const PROTECTED_KAFKA_PROPERTIES: [(&str, &str); 9] = [
+    (
+        "enable.auto.commit",
+        "offsets are committed after the lake's commit",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are stored after the lake's commit",
+    ),
+    (
+        "auto.commit.enable",
+        "offsets are committed after the lake's commit",
+    ),
+    ("isolation.level", "only committed records are read"),
+    ("group.id", "set kafka.group"),
+    ("bootstrap.servers", "set kafka.brokers"),
+    (
+        "enable.idempotence",
+        "dead letters and alerts are produced idempotently",
+    ),
+    (
+        "acks",
+        "dead letters and alerts are acknowledged by every in-sync replica",
+    ),
+    (
+        "request.required.acks",
+        "dead letters and alerts are acknowledged by every in-sync replica",
+    ),
+];
+
 impl KafkaConfig {
+    /// One line naming the first of `properties` the protocol does not let an operator change.
+    pub fn check_properties(&self) -> Result<(), ConfigError> {
+        for key in self.properties.keys() {
+            if let Some((_, why)) = PROTECTED_KAFKA_PROPERTIES
+                .iter()
+                .find(|(protected, _)| protected == key)
+            {
+                return Err(ConfigError::Protected {
+                    key: key.clone(),
+                    why,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn dlq_topic(&self) -> String {
         self.dlq_topic
             .clone()
@@ -228,7 +309,7 @@ impl KafkaConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LakeConfig {
     /// Lake root folder.
@@ -293,7 +374,7 @@ impl Default for LakeConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupConfig {
     /// How many days back the one-evaluation-per-case rule is enforced (and rebuilt from the lake).
@@ -306,14 +387,69 @@ impl Default for DedupConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
     /// HMAC key for evaluator identities. Keep it secret and stable: changing it changes every key.
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
+    /// A file holding the secret instead (a mounted Kubernetes Secret, a Docker secret); a trailing
+    /// newline is dropped.
+    pub secret_file: Option<PathBuf>,
+}
+
+/// Reads a secret from the file that `field_file` names, into `secret`; setting both is an error.
+fn read_secret_file(
+    secret: &mut Option<Secret>,
+    file: &Option<PathBuf>,
+    field: &'static str,
+) -> Result<(), ConfigError> {
+    let Some(path) = file else {
+        return Ok(());
+    };
+    if secret.is_some() {
+        return Err(ConfigError::Invalid {
+            field,
+            message: format!("set either {field} or {field}_file, not both"),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        field,
+        message: format!("{field}_file {}: {e}", path.display()),
+    })?;
+    *secret = Some(Secret::new(text.trim_end_matches(['\n', '\r'])));
+    Ok(())
 }
 
 impl IngestConfig {
+    /// Reads the secrets given as files (`identity.secret_file`, `dlq.encryption_key_file`).
+    pub fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        read_secret_file(
+            &mut self.identity.secret,
+            &self.identity.secret_file,
+            "identity.secret",
+        )?;
+        read_secret_file(
+            &mut self.dlq.encryption_key,
+            &self.dlq.encryption_key_file,
+            "dlq.encryption_key",
+        )
+    }
+
+    /// The effective configuration as TOML, every secret shown as `<secret>` (and so are the
+    /// values of `kafka.properties` whose key names a password, secret or key).
+    pub fn show(&self) -> String {
+        let mut shown = self.clone();
+        for (key, value) in shown.kafka.properties.iter_mut() {
+            if ["password", "secret", "key"]
+                .iter()
+                .any(|w| key.contains(w))
+            {
+                *value = "<secret>".into();
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# not shown: {e}"))
+    }
+
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let fail = |message: String| ConfigError::File {
@@ -361,6 +497,7 @@ impl IngestConfig {
         if self.kafka.group.trim().is_empty() {
             return invalid("kafka.group", "must not be empty");
         }
+        self.kafka.check_properties()?;
         if self.kafka.dlq_topic() == self.kafka.topic {
             return invalid("kafka.dlq_topic", "must differ from kafka.topic");
         }
@@ -433,7 +570,7 @@ impl IngestConfig {
                 return invalid("alerts.max_per_minute", "must be at least 1");
             }
         }
-        match self.identity.secret.as_deref() {
+        match self.identity.secret.as_ref().map(Secret::expose) {
             None | Some("") => invalid(
                 "identity.secret",
                 "is not set: pass --identity-secret, set HAOCHAPING_IDENTITY_SECRET, or [identity] secret in the config file",
@@ -481,6 +618,25 @@ mod tests {
         assert_eq!(config.dlq.max_record_bytes, 900_000);
         assert!(config.dlq.key().unwrap().is_none());
         config.check().unwrap();
+        // SASL and TLS pass through untouched.
+        let sasl = IngestConfig::from_toml(
+            "[identity]\nsecret = \"0123456789abcdef\"\n[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"",
+        )
+        .unwrap();
+        sasl.check().unwrap();
+        let retry =
+            IngestConfig::from_toml("[lake]\nretry_backoff_max = \"5s\"\ngive_up_after = \"10m\"")
+                .unwrap()
+                .lake;
+        assert_eq!(retry.persistence().backoff.max, Duration::from_secs(5));
+        assert_eq!(
+            retry.persistence().give_up_after,
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            config.lake.give_up_after, None,
+            "retried for ever by default"
+        );
     }
 
     #[test]
@@ -536,6 +692,23 @@ mod tests {
                 "dlq.max_record_bytes",
             ),
             ("[identity]\nsecret = \"short\"", "identity.secret"),
+            (
+                "[identity]\nsecret = \"0123456789abcdef\"\n[lake]\nretry_backoff_max = \"10ms\"",
+                "lake.retry_backoff_max",
+            ),
+            // The keys the exactly-once protocol depends on cannot be overridden.
+            (
+                "[identity]\nsecret = \"0123456789abcdef\"\n[kafka.properties]\n\"enable.auto.commit\" = \"true\"",
+                "kafka.properties.enable.auto.commit",
+            ),
+            (
+                "[identity]\nsecret = \"0123456789abcdef\"\n[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\nacks = \"1\"",
+                "kafka.properties.acks",
+            ),
+            (
+                "[identity]\nsecret = \"0123456789abcdef\"\n[kafka.properties]\n\"isolation.level\" = \"read_uncommitted\"",
+                "kafka.properties.isolation.level",
+            ),
         ];
         for (text, field) in checks {
             let message = IngestConfig::from_toml(text)

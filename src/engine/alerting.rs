@@ -7,10 +7,11 @@
 //! delivery joins its partition's batch and is confirmed before the batch commits (see
 //! [`super::commit`]); a replay after a crash sends it again with the same id.
 
+use arrow::array::RecordBatch;
 use rdkafka::producer::DeliveryFuture;
 
 use super::EngineError;
-use crate::analytics::alerts::{load_history, AlertRules, RULES};
+use crate::analytics::alerts::{load_history, AlertError, AlertRules, RULES};
 use crate::config::IngestConfig;
 use crate::sink::alerts::AlertSink;
 use crate::sink::parquet::EvaluationRows;
@@ -23,6 +24,12 @@ pub struct Alerting {
     processor: Processor,
     rules: AlertRules,
     sink: AlertSink,
+    /// The lake the rules' look-back is read from again every `history_refresh`.
+    lake: std::path::PathBuf,
+    history_refresh: std::time::Duration,
+    last_refresh: std::time::Instant,
+    /// A read of the lake's bad reviews in flight (in the background: never on the chunk's path).
+    refreshing: Option<tokio::task::JoinHandle<Result<Vec<RecordBatch>, AlertError>>>,
 }
 
 impl Alerting {
@@ -46,7 +53,43 @@ impl Alerting {
             processor: Processor::from_config(config),
             rules,
             sink,
+            lake: config.lake.path.clone(),
+            history_refresh: config.alerts.history_refresh,
+            last_refresh: std::time::Instant::now(),
+            refreshing: None,
         }))
+    }
+
+    /// Takes in a finished read of the lake's bad reviews, and starts the next one when due.
+    /// A failed read is logged and tried again at the next period: the rules go on with what they
+    /// hold.
+    async fn refresh_history(&mut self, now_us: i64) {
+        if self.refreshing.as_ref().is_some_and(|t| t.is_finished()) {
+            if let Some(task) = self.refreshing.take() {
+                match task.await {
+                    Ok(Ok(history)) => match self.rules.absorb(&history, now_us) {
+                        Ok(new) => tracing::debug!(
+                            new,
+                            held = self.rules.history_len(),
+                            "alert look-back read again from the lake"
+                        ),
+                        Err(error) => tracing::warn!(%error, "alert look-back not refreshed"),
+                    },
+                    Ok(Err(error)) => tracing::warn!(%error, "alert look-back not refreshed"),
+                    Err(error) => tracing::warn!(%error, "alert look-back not refreshed"),
+                }
+            }
+        }
+        if self.refreshing.is_none()
+            && !self.history_refresh.is_zero()
+            && self.last_refresh.elapsed() >= self.history_refresh
+        {
+            self.last_refresh = std::time::Instant::now();
+            let lake = self.lake.clone();
+            self.refreshing = Some(tokio::spawn(async move {
+                load_history(&lake, super::now_us()).await
+            }));
+        }
     }
 
     /// Runs the rules over a chunk's accepted bad reviews (`(partition, message)`, in the order
@@ -57,6 +100,7 @@ impl Alerting {
         now_us: i64,
         stats: &Stats,
     ) -> Result<Vec<(i32, DeliveryFuture)>, EngineError> {
+        self.refresh_history(now_us).await;
         if accepted.is_empty() {
             return Ok(Vec::new());
         }

@@ -626,10 +626,20 @@ impl Ingest {
                 }
                 tracing::debug!(topic = %self.sources[tp.stream].topic, partition = tp.partition, held, "fetching held while the previous batch commits");
             }
-            crate::telemetry::partitions_backpressured(
-                self.partitions.values().filter(|s| s.held).count(),
-            );
         }
+        let held = self.partitions.values().filter(|s| s.held).count();
+        crate::telemetry::partitions_backpressured(held);
+        let health = &self.stats.health;
+        health
+            .joined
+            .store(self.context.joined(), std::sync::atomic::Ordering::Relaxed);
+        health.partitions.store(
+            self.partitions.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        health
+            .held
+            .store(held as u64, std::sync::atomic::Ordering::Relaxed);
         if !flush.is_empty() {
             self.flush(flush).await?;
         }

@@ -447,7 +447,11 @@ impl DeadLetters {
 
 /// The protector an ingest configuration describes: its identity keyer and dead-letter key.
 pub fn protector(config: &IngestConfig) -> Result<Protector, ConfigError> {
-    let secret = config.identity.secret.as_deref().unwrap_or_default();
+    let secret = config
+        .identity
+        .secret
+        .as_ref()
+        .map_or("", crate::config::Secret::expose);
     Ok(Protector::new(
         EvaluatorKeyer::new(secret.as_bytes()),
         config.dlq.key()?,

@@ -28,9 +28,16 @@ pub enum PartitionEvent {
 #[derive(Clone, Default)]
 pub struct IngestContext {
     events: Arc<Mutex<Vec<PartitionEvent>>>,
+    /// Whether the group has given this member its (possibly empty) share at least once.
+    joined: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl IngestContext {
+    /// Whether this member has joined its group (been assigned its share, even none).
+    pub fn joined(&self) -> bool {
+        self.joined.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Takes the events recorded since the last call.
     pub fn take_events(&self) -> Vec<PartitionEvent> {
         self.events
@@ -62,6 +69,8 @@ impl ConsumerContext for IngestContext {
         match rebalance {
             Rebalance::Assign(list) => {
                 tracing::info!(partitions = list.count(), "partitions assigned");
+                self.joined
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.record(list, PartitionEvent::Assigned);
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -89,6 +98,7 @@ pub fn consumer(
         .set("group.id", &kafka.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         // Large fetches, and no waiting on a broker that holds fetches (see `fetch_max_wait`).

@@ -323,7 +323,11 @@ impl Cases {
 
     /// The stream an ingest configuration describes (the evaluations' rules and identity secret).
     pub fn from_config(config: &crate::config::IngestConfig) -> Self {
-        let secret = config.identity.secret.as_deref().unwrap_or_default();
+        let secret = config
+            .identity
+            .secret
+            .as_ref()
+            .map_or("", crate::config::Secret::expose);
         Self::new(
             config.validation.clone(),
             EvaluatorKeyer::new(secret.as_bytes()),

@@ -2,8 +2,10 @@
 //! to the `metrics` facade under Vector-style names (`haochaping_<what>_<unit>_total`), which
 //! `ingest --metrics-addr` serves to Prometheus.
 
+pub mod http;
+
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -30,6 +32,39 @@ pub struct Stats {
     pub partitions_fenced: AtomicU64,
     pub alerts_sent: AtomicU64,
     pub alerts_rate_limited: AtomicU64,
+    /// What `/ready` answers from; the run loop keeps it current.
+    pub health: Health,
+}
+
+/// The run's state as `/ready` reports it.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The member has joined its group (been given its share of partitions, even none).
+    pub joined: AtomicBool,
+    /// Partitions this instance owns and has recovered from the lake.
+    pub partitions: AtomicU64,
+    /// Partitions whose fetching is held because their previous batch cannot commit (the lake or
+    /// the dead-letter topic refuses it).
+    pub held: AtomicU64,
+}
+
+impl Health {
+    /// `Ok` when the instance does its work; otherwise one line saying why not.
+    pub fn ready(&self) -> Result<String, String> {
+        let (partitions, held) = (
+            self.partitions.load(Ordering::Relaxed),
+            self.held.load(Ordering::Relaxed),
+        );
+        if !self.joined.load(Ordering::Relaxed) {
+            return Err("not yet a member of the consumer group".into());
+        }
+        if held > 0 {
+            return Err(format!(
+                "{held} of {partitions} partitions wait for a commit the lake or the dead-letter topic refuses"
+            ));
+        }
+        Ok(format!("ready: {partitions} partitions"))
+    }
 }
 
 impl Stats {
@@ -221,16 +256,31 @@ pub fn dlq_replayed(outcome: &'static str) {
     metrics::counter!("haochaping_dlq_replayed_total", "outcome" => outcome).increment(1);
 }
 
-/// Logs to stderr, filtered by `HAOCHAPING_LOG` (or `RUST_LOG`), `default` otherwise.
-pub fn init_logging(default: &str) {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (for Loki, Elasticsearch, …).
+    Json,
+}
+
+/// Logs to stderr, filtered by `HAOCHAPING_LOG` (or `RUST_LOG`), `default` otherwise. No log line
+/// carries a payload or an identity: the engine logs positions, counts and reasons only.
+pub fn init_logging(default: &str, format: LogFormat) {
     let filter = std::env::var("HAOCHAPING_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default.to_owned());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 #[cfg(test)]

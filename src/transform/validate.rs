@@ -31,7 +31,7 @@ use crate::region::RegionCode;
 use crate::transform::identity::is_evaluator_key;
 
 /// Limits of the validator; part of the engine's config (`[validation]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ValidationRules {
     /// Messages larger than this go to the DLQ as `oversize`.

@@ -66,6 +66,88 @@ async fn fixture_alerts() -> Vec<Alert> {
     alerts
 }
 
+/// Another instance of the group commits a bad review of staff S1 to the lake. Once this
+/// instance's look-back is read again from the lake (what `alerts.history_refresh` does in the
+/// background), S1's next bad review here is S1's second within 24 h; before, it was not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_look_back_takes_in_what_other_instances_committed() {
+    let template: serde_json::Value =
+        serde_json::from_str(FIXTURE.lines().nth(1).unwrap()).unwrap();
+    let review = |case: &str, time: &str| {
+        let mut event = template.clone();
+        event["projectNo"] = case.into();
+        event["assessTime"] = time.into();
+        serde_json::to_vec(&event).unwrap()
+    };
+    let now = at("2026-11-25T09:00:00+08:00");
+    // The other instance: its review of S1 at 08:00, committed to the shared lake.
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let elsewhere = dir.path().join("elsewhere.ndjson");
+    std::fs::write(
+        &elsewhere,
+        [review("OTHER-1", "2026-11-25 08:00:00"), b"\n".to_vec()].concat(),
+    )
+    .unwrap();
+    let mut config = haochaping::config::IngestConfig::default();
+    config.lake.path = lake.clone();
+    config.identity.secret = Some(SECRET.into());
+    haochaping::offline::ingest_file(config, &elsewhere, std::sync::Arc::new(Stats::default()))
+        .await
+        .unwrap();
+
+    // This instance: S1's review at 08:30.
+    let processor = Processor::new(Default::default(), EvaluatorKeyer::new(SECRET.as_bytes()));
+    let here = review("HERE-1", "2026-11-25 08:30:00");
+    let rules_after = |refresh: bool| {
+        let (processor, here, lake) = (&processor, &here, &lake);
+        async move {
+            let mut rules = AlertRules::new(
+                RULES,
+                Vec::new(),
+                std::sync::Arc::new(haochaping::policy::Policies::shipped().unwrap()),
+            )
+            .await
+            .unwrap();
+            if refresh {
+                let history = haochaping::analytics::alerts::load_history(lake, now)
+                    .await
+                    .unwrap();
+                assert_eq!(rules.absorb(&history, now).unwrap(), 1);
+                assert_eq!(rules.absorb(&history, now).unwrap(), 0, "held once");
+            }
+            let message = Message {
+                offset: 0,
+                key: None,
+                payload: here,
+            };
+            let (outcome, rows) = process_one(
+                processor,
+                message,
+                0,
+                now,
+                &mut DedupState::default(),
+                &Stats::default(),
+            );
+            assert_eq!(outcome, Outcome::Accepted);
+            let (batch, _) = rows.unwrap().finish_batch().unwrap();
+            let alerts = rules.evaluate(&batch, now).await.unwrap();
+            alerts
+                .iter()
+                .map(|a| a.rule.to_string())
+                .collect::<BTreeSet<_>>()
+        }
+    };
+    assert_eq!(
+        rules_after(false).await,
+        BTreeSet::from(["bad_review".to_owned()])
+    );
+    assert_eq!(
+        rules_after(true).await,
+        BTreeSet::from(["bad_review".to_owned(), "staff_repeat".to_owned()])
+    );
+}
+
 #[tokio::test]
 async fn the_rules_fire_on_the_fixture_as_worked_out_by_hand() {
     let alerts = as_json(&fixture_alerts().await);

@@ -441,7 +441,7 @@ async fn hotspots_find_the_item_and_explain_it() {
     let batches = sql(
         &lake,
         "SELECT hotspot_id, entity_type, entity_name, \"window\", bad_reviews, evaluations, baseline_bad_reviews, \
-         top_tags, top_terms FROM hotspots ORDER BY hotspot_id",
+         baseline_evaluations, baseline, top_tags, top_terms FROM hotspots ORDER BY hotspot_id",
     )
     .await;
     let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
@@ -487,6 +487,25 @@ async fn hotspots_find_the_item_and_explain_it() {
             "{expected}: {ids:?}"
         );
     }
+    // W102 had no evaluation in the 28 days before: compared with every staff member's.
+    let baselines = strings(&b, "baseline");
+    let w102 = ids
+        .iter()
+        .position(|x| {
+            x.as_deref() == Some("staff:11410328MB00000116/W102:24h:bad_review_concentration")
+        })
+        .unwrap();
+    // Worked out from the NDJSON by hand: 32 evaluations with a staff member in the 28 days before
+    // 2026-10-19 10:00 CST, 4 of them bad; F-S1 and F-S2 were replaced by good supplementary
+    // evaluations (two firsts fewer) and F-X1 is excluded: 29 evaluations, 1 bad (F-0163).
+    assert_eq!(baselines[w102].as_deref(), Some("peers_28d"));
+    assert_eq!(ints(&b, "baseline_evaluations")[w102], Some(29));
+    assert_eq!(ints(&b, "baseline_bad_reviews")[w102], Some(1));
+    let item = ids
+        .iter()
+        .position(|x| x.as_deref() == Some(&format!("{item}:24h:bad_review_concentration")))
+        .unwrap();
+    assert_eq!(baselines[item].as_deref(), Some("own_28d"));
     // Tag 110 is on two reviews of the hour, tag 207 on one: below the minimum of 3, no hotspot.
     for below in ["tag:110:1h:", "tag:207:1h:", "tag:207:24h:"] {
         assert!(
@@ -495,6 +514,49 @@ async fn hotspots_find_the_item_and_explain_it() {
         );
     }
     assert!(ints(&b, "bad_reviews").iter().all(|n| n.unwrap() >= 3));
+}
+
+/// A lake's first day has no history: each entity is compared with its peers in the window itself
+/// (`peers_window`), so a province's first day still shows where bad reviews gather, and an entity
+/// that is all its peers (the province) is never a hotspot of itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_lake_s_first_day_hotspots_compare_each_entity_with_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::fixture_lake(dir.path()).await; // 2026-11-02 only
+    let end_of_day = chrono::DateTime::parse_from_rfc3339("2026-11-03T00:00:00+08:00")
+        .unwrap()
+        .timestamp_micros();
+    haochaping::analytics::refresh_with(dir.path(), end_of_day, &AnalyticsConfig::default())
+        .await
+        .unwrap();
+    let day = sql(
+        dir.path(),
+        "SELECT count(*) AS n FROM effective_evaluations",
+    )
+    .await;
+    let day_total = day[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
+    let batches = sql(
+        dir.path(),
+        "SELECT entity_type, baseline, evaluations, bad_reviews, baseline_evaluations, \
+         bad_rate, baseline_bad_rate FROM hotspots WHERE \"window\" = '24h'",
+    )
+    .await;
+    let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert!(b.num_rows() > 0, "no hotspot on the first day");
+    let types = strings(&b, "entity_type");
+    let (bad_rate, reference) = (floats(&b, "bad_rate"), floats(&b, "baseline_bad_rate"));
+    for i in 0..b.num_rows() {
+        assert_eq!(strings(&b, "baseline")[i].as_deref(), Some("peers_window"));
+        assert!(bad_rate[i].unwrap() >= 2.0 * reference[i].unwrap());
+        assert_ne!(types[i].as_deref(), Some("province"));
+        if types[i].as_deref() == Some("city") {
+            // Every evaluation has a city: the peers of a city are the whole day.
+            assert_eq!(ints(&b, "baseline_evaluations")[i], Some(day_total));
+        }
+    }
 }
 
 /// The burst at D1's window (twelve top-level reviews in eight minutes from two identities) and the

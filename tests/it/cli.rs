@@ -96,3 +96,76 @@ fn the_example_config_loads() {
     assert_eq!(config.metrics.addr, Some("127.0.0.1:9464".parse().unwrap()));
     assert!(config.policy.load().is_ok());
 }
+
+/// `config check` reads a file as `ingest` would and answers in one line; `config show` prints the
+/// effective configuration (file < environment < flags) with every secret masked, including one
+/// read from a file and a SASL password among the librdkafka properties.
+#[test]
+fn config_check_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haochaping.toml");
+    let (code, stderr) = haochaping(&["config", "check", example]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let protected = dir.path().join("protected.toml");
+    std::fs::write(
+        &protected,
+        "[identity]\nsecret = \"0123456789abcdef\"\n[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = haochaping(&["config", "check", protected.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("kafka.properties.enable.auto.commit"),
+        "{stderr}"
+    );
+
+    let secret = "s3cret-identity-0123456789";
+    let secret_file = dir.path().join("identity");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let file = dir.path().join("haochaping.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[identity]\nsecret_file = \"{}\"\n[lake]\nflush_rows = 5000\nflush_interval = \"10s\"\n[kafka.properties]\n\"sasl.password\" = \"hunter2-sasl\"\n",
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_haochaping"))
+        .args([
+            "config",
+            "show",
+            "--config",
+            file.to_str().unwrap(),
+            "--flush-rows",
+            "7000",
+        ])
+        .env("HAOCHAPING_FLUSH_INTERVAL", "20s")
+        .env_remove("HAOCHAPING_IDENTITY_SECRET")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let value: toml::Value = toml::from_str(&shown).unwrap();
+    assert_eq!(
+        value["lake"]["flush_rows"].as_integer(),
+        Some(7000),
+        "the flag wins"
+    );
+    assert_eq!(
+        value["lake"]["flush_interval"].as_str(),
+        Some("20s"),
+        "the environment wins over the file"
+    );
+    assert_eq!(value["identity"]["secret"].as_str(), Some("<secret>"));
+    assert!(
+        !shown.contains(secret) && !shown.contains("hunter2"),
+        "{shown}"
+    );
+}

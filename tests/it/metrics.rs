@@ -51,6 +51,23 @@ async fn ingest_serves_its_counters_to_prometheus() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    // The probes beside the metrics: alive, and ready once the group gave this member its share.
+    let probe = |path: &'static str| {
+        let addr = addr.clone();
+        move || http_get(&addr, path)
+    };
+    assert_eq!(
+        tokio::task::spawn_blocking(probe("/health"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("ok")
+    );
+    let ready = tokio::task::spawn_blocking(probe("/ready"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ready.starts_with("ready: 2 partitions"), "{ready}");
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),

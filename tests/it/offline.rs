@@ -220,3 +220,42 @@ async fn compact_leaves_every_row_once_in_few_files() {
     assert_eq!(copied.accepted, 0, "{copied:?}");
     assert_exactly_once(&config.lake.path, &produced.slots);
 }
+
+/// `--log-format json`: every log line is one JSON object with its level and message, and none
+/// carries an identity sent in clear.
+#[test]
+fn json_logs_are_one_object_a_line_without_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("day.ndjson");
+    let mut produced = Produced::new();
+    write_events(&input, 9, 500, &mut produced);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_haochaping"))
+        .args(["--log-format", "json", "ingest", "--from-file"])
+        .arg(&input)
+        .arg("--lake")
+        .arg(dir.path().join("lake"))
+        .env("HAOCHAPING_IDENTITY_SECRET", SECRET)
+        .env("HAOCHAPING_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "recovered from the lake"),
+        "{stderr}"
+    );
+    assert!(lines.iter().all(|l| l["level"].is_string()));
+    for identity in &produced.identities {
+        assert!(!stderr.contains(identity.as_str()));
+    }
+}

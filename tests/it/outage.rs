@@ -156,6 +156,17 @@ async fn a_lake_refusing_writes_for_20_s_is_waited_out_with_fetching_held() {
     tokio::time::sleep(Duration::from_secs(18).saturating_sub(outage.elapsed())).await;
     let late = scrape(&addr).await;
     let late_rss = rss_kib(child.id());
+    let ready = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || http_get(&addr, "/ready")
+    })
+    .await
+    .unwrap()
+    .unwrap_or_default();
+    assert!(
+        ready.contains("2 of 2 partitions wait for a commit"),
+        "/ready during the outage: {ready}"
+    );
     assert!(
         child.try_wait().unwrap().is_none(),
         "the run ended during the outage:\n{}",

@@ -150,6 +150,19 @@ impl AlertRules {
         self.history.len()
     }
 
+    /// Takes in bad reviews read from the lake again (see [`load_history`]): those this instance
+    /// holds already are skipped, the others (committed by other instances of the group) join
+    /// the look-back. Returns how many were new.
+    pub fn absorb(&mut self, history: &[RecordBatch], now_us: i64) -> Result<usize, AlertError> {
+        let before = self.history.len();
+        for batch in history {
+            self.history.append(batch).map_err(AlertError::History)?;
+        }
+        self.history
+            .evict_before(now_us - HISTORY_DAYS * 86_400_000_000);
+        Ok(self.history.len().saturating_sub(before))
+    }
+
     /// Runs every rule over one micro-batch of accepted evaluations (the `evaluations` schema; good
     /// reviews are ignored by the rules), then adds its bad reviews to the history. `detected_at_us`
     /// is now, in UTC microseconds.
