@@ -329,6 +329,10 @@ pub struct IngestArgs {
     /// Ingest a newline-delimited JSON file instead of Kafka (same stages, same commit protocol).
     #[arg(long, env = "HAOCHAPING_FROM_FILE")]
     pub from_file: Option<PathBuf>,
+    /// Most messages a second this instance takes (a backfill that must spare the cluster)
+    /// [default: no limit].
+    #[arg(long, env = "HAOCHAPING_MAX_EVENTS_PER_SECOND")]
+    pub max_events_per_second: Option<std::num::NonZeroU32>,
     /// Compact the lake in the background this often; 0s turns it off [default: 1h].
     #[arg(long, env = "HAOCHAPING_COMPACT_EVERY", value_parser = humantime::parse_duration)]
     pub compact_every: Option<Duration>,
@@ -447,6 +451,9 @@ impl IngestArgs {
                 .streams
                 .workflow_topic
                 .clone_from(&self.workflow_topic);
+        }
+        if self.max_events_per_second.is_some() {
+            config.lake.max_events_per_second = self.max_events_per_second;
         }
         if let Some(v) = self.compact_every {
             config.lake.compact_every = v;

@@ -224,6 +224,11 @@ pub async fn ingest_file(
     let reader_stats = stats.clone();
     let reader_topic = topic.clone();
     let input = path.to_owned();
+    let throttle = config
+        .lake
+        .max_events_per_second
+        .map(crate::engine::throttle::Throttle::new);
+    let runtime = tokio::runtime::Handle::current();
     let read = tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -269,6 +274,9 @@ pub async fn ingest_file(
                     payload,
                 })
                 .collect();
+            if let Some(throttle) = &throttle {
+                runtime.block_on(throttle.admit(lines.len()));
+            }
             offset += lines.len() as i64;
             batch_bytes += buffer.len();
             // Lines the lake already holds (a rerun of the same file) are skipped.

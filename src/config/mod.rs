@@ -339,6 +339,9 @@ pub struct LakeConfig {
     /// offsets stay uncommitted: memory stays bounded and nothing is lost.
     #[serde(with = "humantime_serde")]
     pub retry_backoff_max: Duration,
+    /// Most messages a second this instance takes, over all its partitions (a backfill or replay
+    /// that must spare the brokers and the readers); unset, as fast as it goes.
+    pub max_events_per_second: Option<std::num::NonZeroU32>,
     /// Stop the run when a batch has been refused for this long; unset retries for ever (the
     /// default: an outage of the lake is waited out, visible on `/ready` and in the metrics).
     #[serde(with = "humantime_serde")]
@@ -369,6 +372,7 @@ impl Default for LakeConfig {
             compact_every: Duration::from_secs(3600),
             compact_quiet_for: Duration::from_secs(3600),
             retry_backoff_max: Duration::from_secs(30),
+            max_events_per_second: None,
             give_up_after: None,
         }
     }

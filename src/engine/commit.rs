@@ -51,7 +51,9 @@ pub async fn commit_batch(
     let files = files.await??;
     let bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
     let count = files.len();
+    let started = Instant::now();
     commit_files(&lake, &mut lease, &range, files, rows, persistence).await?;
+    crate::telemetry::lake_commit_took(lake.table(), started.elapsed());
     tracing::debug!(
         partition = range.partition,
         first = range.first_offset,

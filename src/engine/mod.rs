@@ -18,6 +18,7 @@
 //! | [`analyze`] | in the background: refreshes the derived tables and announces hotspots that open or close |
 //! | [`commit`] | a closed batch into the lake (its dead letters and alerts confirmed first), then its offset into the group |
 //! | [`recovery`] | roll back, resume position, dedup state rebuilt from the lake |
+//! | [`throttle`] | the configured ceiling on messages per second (`governor`) |
 
 pub mod alerting;
 pub mod analyze;
@@ -25,6 +26,7 @@ pub mod commit;
 pub mod partition;
 pub mod recovery;
 pub mod run;
+pub mod throttle;
 
 pub use recovery::{recover_partition, refresh_snapshots, DedupScope, Recovered};
 pub use run::{run, RunOptions};

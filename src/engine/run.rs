@@ -84,6 +84,10 @@ pub async fn run(
 
     let alerting = Alerting::from_config(&config).await?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let ingest_throttle = config
+        .lake
+        .max_events_per_second
+        .map(super::throttle::Throttle::new);
     let compaction = background_compaction(&config, &sources);
     let analytics = super::analyze::background_analytics(&config, stats.clone());
     let mut ingest = Ingest {
@@ -99,6 +103,7 @@ pub async fn run(
         fence_streaks: HashMap::new(),
         last_eviction: Instant::now(),
         reviews,
+        throttle: ingest_throttle,
     };
 
     tokio::pin!(shutdown);
@@ -266,6 +271,8 @@ struct Ingest {
     last_eviction: Instant,
     /// The workflow's registry of bad reviews, evicted with the dedup window like the dedup state.
     reviews: Option<Arc<crate::stream::workflow::BadReviews>>,
+    /// `lake.max_events_per_second`, if set.
+    throttle: Option<super::throttle::Throttle>,
 }
 
 impl Ingest {
@@ -356,6 +363,7 @@ impl Ingest {
         );
         self.stats
             .partition_recovered(recovery.rolled_back_files.len(), dedup.len());
+        crate::telemetry::recovery_took(started.elapsed());
         let cursor = self
             .check_broker_end(tp, Cursor::recovered(recovery.next_offset))
             .await?;
@@ -412,6 +420,9 @@ impl Ingest {
         &mut self,
         chunk: Vec<KafkaResult<BorrowedMessage<'_>>>,
     ) -> Result<(), EngineError> {
+        if let Some(throttle) = &self.throttle {
+            throttle.admit(chunk.len()).await;
+        }
         let mut runs: Vec<(Tp, Vec<Message<'_>>)> = Vec::new();
         let mut sought: Vec<Tp> = Vec::new();
         for received in &chunk {
@@ -629,6 +640,7 @@ impl Ingest {
         }
         let held = self.partitions.values().filter(|s| s.held).count();
         crate::telemetry::partitions_backpressured(held);
+        crate::telemetry::dedup_keys(self.partitions.values().map(|s| s.dedup.len()).sum());
         let health = &self.stats.health;
         health
             .joined
@@ -698,6 +710,7 @@ impl Ingest {
             let Some(mut batch) = state.batch.take() else {
                 continue;
             };
+            crate::telemetry::batch_flushed(batch.opened.elapsed());
             let source = &self.sources[tp.stream];
             let range = BatchRange {
                 topic: source.topic.clone(),

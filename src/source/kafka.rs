@@ -55,7 +55,23 @@ impl IngestContext {
     }
 }
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): how far each assigned partition's
+    /// reading is behind the broker's last stable offset, as a gauge. (librdkafka's own
+    /// `consumer_lag` counts from the committed offset, which it does not track for offsets
+    /// committed by hand as the engine does.)
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (partition, stats) in &topic.partitions {
+                // Partition -1 is librdkafka's internal one; negative offsets are not known yet.
+                if *partition >= 0 && stats.ls_offset >= 0 && stats.app_offset >= 0 {
+                    let lag = (stats.ls_offset - stats.app_offset).max(0);
+                    crate::telemetry::consumer_lag(name, *partition, lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for IngestContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -118,7 +134,9 @@ pub fn consumer(
         .set("queued.max.messages.kbytes", "65536")
         .set("fetch.queue.backoff.ms", "10")
         // A flush may take a while on a slow lake; the group must not evict us meanwhile.
-        .set("max.poll.interval.ms", "600000");
+        .set("max.poll.interval.ms", "600000")
+        // The consumer lag gauge comes from these statistics.
+        .set("statistics.interval.ms", "5000");
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }

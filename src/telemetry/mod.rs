@@ -251,6 +251,38 @@ pub fn partitions_backpressured(count: usize) {
     metrics::gauge!("haochaping_partitions_backpressured").set(count as f64);
 }
 
+/// Ingest waited for `lake.max_events_per_second`.
+pub fn ingest_throttled() {
+    metrics::counter!("haochaping_ingest_throttled_total").increment(1);
+}
+
+/// How far a partition's consumer is behind the broker's end (librdkafka's statistics, every 5 s).
+pub fn consumer_lag(topic: &str, partition: i32, messages: i64) {
+    metrics::gauge!("haochaping_consumer_lag_messages", "topic" => topic.to_owned(), "partition" => partition.to_string())
+        .set(messages as f64);
+}
+
+/// How long a batch's lake commit took (intent, files, fsync, commit; retries included).
+pub fn lake_commit_took(table: &str, elapsed: std::time::Duration) {
+    metrics::histogram!("haochaping_lake_commit_duration_seconds", "table" => table.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// How long a batch was open (its first message's arrival to its flush).
+pub fn batch_flushed(age: std::time::Duration) {
+    metrics::histogram!("haochaping_batch_age_seconds").record(age.as_secs_f64());
+}
+
+/// How long a partition's recovery from the lake took.
+pub fn recovery_took(elapsed: std::time::Duration) {
+    metrics::histogram!("haochaping_recovery_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+/// Dedup keys held over every partition this instance owns.
+pub fn dedup_keys(keys: usize) {
+    metrics::gauge!("haochaping_dedup_keys").set(keys as f64);
+}
+
 /// `dlq replay` handled a dead letter: `replayed`, or why it was skipped.
 pub fn dlq_replayed(outcome: &'static str) {
     metrics::counter!("haochaping_dlq_replayed_total", "outcome" => outcome).increment(1);

@@ -25,13 +25,20 @@ async fn ingest_serves_its_counters_to_prometheus() {
         &broker.brokers,
         lake.path(),
         "metrics-test",
-        &["--exit-when-idle", "6s", "--metrics-addr", &addr],
+        &[
+            "--exit-when-idle",
+            "15s",
+            "--flush-interval",
+            "1s",
+            "--metrics-addr",
+            &addr,
+        ],
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    // Scrape until everything produced was read (the run then idles for 6 s before it exits).
+    // Scrape until everything produced was read (the run then idles for 15 s before it exits).
     let started = Instant::now();
     let scrape = loop {
         let scrape = tokio::task::spawn_blocking({
@@ -51,6 +58,42 @@ async fn ingest_serves_its_counters_to_prometheus() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    // The gauges and histograms of the run: the lag of both partitions (from librdkafka's
+    // statistics, every 5 s) reaches 0 once everything is read; commits, batches and recoveries
+    // were timed; dedup keys are held.
+    let started = Instant::now();
+    let gauges = loop {
+        let s = tokio::task::spawn_blocking({
+            let addr = addr.clone();
+            move || http_get(&addr, "/metrics")
+        })
+        .await
+        .unwrap()
+        .unwrap_or_default();
+        let lags: Vec<&str> = s
+            .lines()
+            .filter(|l| l.starts_with("haochaping_consumer_lag_messages{"))
+            .collect();
+        if lags.len() == 2 && lags.iter().all(|l| l.ends_with(" 0")) {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no lag of 0 for both partitions: {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for name in [
+        "haochaping_lake_commit_duration_seconds_count{table=\"evaluations\"}",
+        "haochaping_batch_age_seconds_count",
+        "haochaping_recovery_duration_seconds_count",
+        "haochaping_dedup_keys",
+    ] {
+        assert!(
+            metric_value(&gauges, name).unwrap_or(0) > 0,
+            "{name}:\n{gauges}"
+        );
+    }
     // The probes beside the metrics: alive, and ready once the group gave this member its share.
     let probe = |path: &'static str| {
         let addr = addr.clone();

@@ -259,3 +259,25 @@ fn json_logs_are_one_object_a_line_without_identity() {
         assert!(!stderr.contains(identity.as_str()));
     }
 }
+
+/// `--max-events-per-second` holds a backfill to its rate: 1 500 lines at 500 a second take at least
+/// the two seconds after the first second's burst, and every evaluation lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_keeps_to_its_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = offline_config(dir.path().join("lake"));
+    config.lake.max_events_per_second = std::num::NonZeroU32::new(500);
+    let input = dir.path().join("day.ndjson");
+    let mut produced = Produced::new();
+    write_events(&input, 12, 1_500, &mut produced);
+    let started = std::time::Instant::now();
+    haochaping::offline::ingest_file(config.clone(), &input, Arc::new(Stats::default()))
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(1_900),
+        "{elapsed:?}"
+    );
+    assert_exactly_once(&config.lake.path, &produced.slots);
+}
