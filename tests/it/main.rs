@@ -14,6 +14,7 @@ mod cli;
 mod closed_loop;
 mod consumer_group;
 mod crash;
+mod deploy;
 mod dlq;
 mod fuzz_decode;
 mod metrics;
