@@ -257,7 +257,9 @@ mod tests {
         ] {
             kafka.properties.insert(key.into(), value.into());
         }
-        super::consumer(&kafka, super::IngestContext::default()).expect("consumer");
-        super::producer(&kafka).expect("producer");
+        let consumer = super::consumer(&kafka, super::IngestContext::default());
+        assert!(consumer.is_ok(), "consumer: {:?}", consumer.err());
+        let producer = super::producer(&kafka);
+        assert!(producer.is_ok(), "producer: {:?}", producer.err());
     }
 }
