@@ -484,8 +484,9 @@ impl IngestConfig {
         })
     }
 
-    /// Checks values that types alone cannot.
-    pub fn check(&self) -> Result<(), ConfigError> {
+    /// Checks values that types alone cannot, all but whether the identity secret is set (a file
+    /// may leave it to the environment, a mounted file or a flag: see `config check`).
+    pub fn check_settings(&self) -> Result<(), ConfigError> {
         let invalid = |field, message: &str| {
             Err(ConfigError::Invalid {
                 field,
@@ -575,13 +576,28 @@ impl IngestConfig {
             }
         }
         match self.identity.secret.as_ref().map(Secret::expose) {
-            None | Some("") => invalid(
-                "identity.secret",
-                "is not set: pass --identity-secret, set HAOCHAPING_IDENTITY_SECRET, or [identity] secret in the config file",
-            ),
-            Some(s) if s.len() < 16 => invalid("identity.secret", "must be at least 16 bytes"),
-            Some(_) => Ok(()),
+            Some(s) if !s.is_empty() && s.len() < 16 => {
+                invalid("identity.secret", "must be at least 16 bytes")
+            }
+            _ => Ok(()),
         }
+    }
+
+    /// [`Self::check_settings`], and the identity secret is set: what `ingest` runs with.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.check_settings()?;
+        if self
+            .identity
+            .secret
+            .as_ref()
+            .is_none_or(|s| s.expose().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                field: "identity.secret",
+                message: "is not set: pass --identity-secret, set HAOCHAPING_IDENTITY_SECRET, or [identity] secret in the config file".into(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -66,16 +66,20 @@ impl Alerting {
     async fn refresh_history(&mut self, now_us: i64) {
         if self.refreshing.as_ref().is_some_and(|t| t.is_finished()) {
             if let Some(task) = self.refreshing.take() {
-                match task.await {
-                    Ok(Ok(history)) => match self.rules.absorb(&history, now_us) {
-                        Ok(new) => tracing::debug!(
-                            new,
-                            held = self.rules.history_len(),
-                            "alert look-back read again from the lake"
-                        ),
-                        Err(error) => tracing::warn!(%error, "alert look-back not refreshed"),
-                    },
-                    Ok(Err(error)) => tracing::warn!(%error, "alert look-back not refreshed"),
+                let absorbed = match task.await {
+                    Ok(Ok(history)) => self
+                        .rules
+                        .absorb(&history, now_us)
+                        .map_err(|e| e.to_string()),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                match absorbed {
+                    Ok(new) => tracing::debug!(
+                        new,
+                        held = self.rules.history_len(),
+                        "alert look-back read again from the lake"
+                    ),
                     Err(error) => tracing::warn!(%error, "alert look-back not refreshed"),
                 }
             }

@@ -292,9 +292,10 @@ impl Ingest {
                         continue;
                     };
                     let tp = Tp { stream, partition };
-                    // Dropping the open batch, and the one still encoding, is safe: neither is in
-                    // the lake nor in the group's offsets, and the partition's next owner replays
-                    // them. The encoding task finishes on its own and its files are discarded.
+                    // Dropping the open batch is safe: it is neither in the lake nor in the
+                    // group's offsets, and the partition's next owner replays it. A batch still
+                    // committing goes on in its task; the lake's log makes it land before the next
+                    // owner's claim or fences it (see below).
                     self.parked.remove(&tp);
                     self.fence_streaks.remove(&tp);
                     let Some(state) = self.partitions.remove(&tp) else {
@@ -638,20 +639,7 @@ impl Ingest {
                 tracing::debug!(topic = %self.sources[tp.stream].topic, partition = tp.partition, held, "fetching held while the previous batch commits");
             }
         }
-        let held = self.partitions.values().filter(|s| s.held).count();
-        crate::telemetry::partitions_backpressured(held);
-        crate::telemetry::dedup_keys(self.partitions.values().map(|s| s.dedup.len()).sum());
-        let health = &self.stats.health;
-        health
-            .joined
-            .store(self.context.joined(), std::sync::atomic::Ordering::Relaxed);
-        health.partitions.store(
-            self.partitions.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        health
-            .held
-            .store(held as u64, std::sync::atomic::Ordering::Relaxed);
+        self.report_health();
         if !flush.is_empty() {
             self.flush(flush).await?;
         }
@@ -668,6 +656,20 @@ impl Ingest {
             self.last_eviction = Instant::now();
         }
         Ok(())
+    }
+
+    /// Brings what `/ready` and the gauges show up to date with the partitions' state.
+    fn report_health(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let held = self.partitions.values().filter(|s| s.held).count();
+        crate::telemetry::partitions_backpressured(held);
+        crate::telemetry::dedup_keys(self.partitions.values().map(|s| s.dedup.len()).sum());
+        let health = &self.stats.health;
+        health.joined.store(self.context.joined(), Relaxed);
+        health
+            .partitions
+            .store(self.partitions.len() as u64, Relaxed);
+        health.held.store(held as u64, Relaxed);
     }
 
     /// Commits every open batch and waits until all of them are in the lake (or fenced).

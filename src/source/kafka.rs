@@ -2,8 +2,9 @@
 //!
 //! Offsets are never auto-committed or auto-stored: the pipeline commits a partition's offset only
 //! after the lake holds the batch (see [`crate::lake`]). Rebalance callbacks run inside
-//! `recv()`, on the pipeline's own task, so no flush is ever in flight while partitions move; the
-//! callbacks only record what moved, and the pipeline acts on it before the next message.
+//! `recv()`, on the pipeline's own task; they only record what moved, and the pipeline acts on it
+//! before the next message. A batch still committing when its partition moves finishes in its own
+//! task, and the lake's log fences it if the next owner has claimed the partition first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
