@@ -45,6 +45,16 @@ one_window AS (
     GROUP BY dept_code, staff_id, slot
     HAVING count(*) >= {{burst_min_reviews}}
 ),
+-- Keys with enough bad reviews, counted first: the distinct counts and lists below cost per group,
+-- and almost every key has one review in a month.
+frequent_bad_reviewers AS (
+    SELECT evaluator_key
+    FROM evaluations
+    WHERE dt >= '{{period_start}}' AND dt < '{{period_end}}' AND bad_review
+      AND evaluator_key IS NOT NULL
+    GROUP BY evaluator_key
+    HAVING count(*) >= {{bad_min_reviews}}
+),
 bad_reviewers AS (
     SELECT
         'bad_reviews_across_departments' AS signal, 'evaluator' AS entity_type,
@@ -56,7 +66,7 @@ bad_reviewers AS (
         array_agg(DISTINCT evaluator_key ORDER BY evaluator_key) AS evaluator_keys
     FROM evaluations
     WHERE dt >= '{{period_start}}' AND dt < '{{period_end}}' AND bad_review
-      AND evaluator_key IS NOT NULL
+      AND evaluator_key IN (SELECT evaluator_key FROM frequent_bad_reviewers)
     GROUP BY evaluator_key
     HAVING count(*) >= {{bad_min_reviews}} AND count(DISTINCT dept_code) >= {{bad_min_departments}}
 ),

@@ -64,13 +64,19 @@ entity_counts AS (
         sum(CASE WHEN in_window THEN 1 ELSE 0 END)                 AS evaluations,
         sum(CASE WHEN in_window AND bad THEN 1 ELSE 0 END)         AS bad_reviews,
         sum(CASE WHEN NOT in_window THEN 1 ELSE 0 END)             AS baseline_evaluations,
-        sum(CASE WHEN NOT in_window AND bad THEN 1 ELSE 0 END)     AS baseline_bad_reviews,
-        array_agg(CASE WHEN in_window AND bad THEN tags END
-                  ORDER BY assessed_at, text)                      AS window_tags,
-        array_agg(CASE WHEN in_window AND bad THEN text END
-                  ORDER BY assessed_at, text)                      AS window_texts
+        sum(CASE WHEN NOT in_window AND bad THEN 1 ELSE 0 END)     AS baseline_bad_reviews
     FROM entity_rows
     WHERE entity_id IS NOT NULL
+    GROUP BY entity_type, entity_id
+),
+-- The window's bad reviews of each entity, in time order, for the "why" (top tags and terms):
+-- aggregated apart over those few rows, since an ordered array_agg costs per row it sees.
+entity_lists AS (
+    SELECT entity_type, entity_id,
+        array_agg(tags ORDER BY assessed_at, text)                 AS window_tags,
+        array_agg(text ORDER BY assessed_at, text)                 AS window_texts
+    FROM entity_rows
+    WHERE entity_id IS NOT NULL AND in_window AND bad
     GROUP BY entity_type, entity_id
 ),
 tag_counts AS (
@@ -80,15 +86,19 @@ tag_counts AS (
         sum(CASE WHEN c.in_window THEN 1 ELSE 0 END)               AS bad_reviews,
         t.baseline_evaluations                                     AS baseline_evaluations,
         sum(CASE WHEN NOT c.in_window THEN 1 ELSE 0 END)           AS baseline_bad_reviews,
-        array_agg(CASE WHEN c.in_window THEN c.tags END
-                  ORDER BY c.assessed_at, c.text)                  AS window_tags,
-        array_agg(CASE WHEN c.in_window THEN c.text END
-                  ORDER BY c.assessed_at, c.text)                  AS window_texts
+        array_agg(c.tags ORDER BY c.assessed_at, c.text)
+            FILTER (WHERE c.in_window)                             AS window_tags,
+        array_agg(c.text ORDER BY c.assessed_at, c.text)
+            FILTER (WHERE c.in_window)                             AS window_texts
     FROM tag_rows c CROSS JOIN totals t
     GROUP BY c.entity_type, c.entity_id, c.entity_name, t.window_evaluations, t.baseline_evaluations
 ),
 all_counts AS (
-    SELECT * FROM entity_counts UNION ALL SELECT * FROM tag_counts
+    SELECT c.*, l.window_tags, l.window_texts
+    FROM entity_counts c
+    LEFT JOIN entity_lists l ON l.entity_type = c.entity_type AND l.entity_id = c.entity_id
+    UNION ALL
+    SELECT * FROM tag_counts
 ),
 peers AS (
     SELECT entity_type,

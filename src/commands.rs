@@ -120,8 +120,16 @@ async fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         .timestamp_micros();
     let policies = policies(args.policies)?;
     let report = crate::analytics::refresh_with(&args.lake, now, &args.thresholds.config()).await?;
-    let defaults = crate::analytics::defaults::rebuild(&args.lake, now, &policies).await?;
-    let looped = crate::analytics::closed_loop::rebuild(&args.lake, now, &policies).await?;
+    let defaults = crate::telemetry::analytics_step(
+        "defaults",
+        crate::analytics::defaults::rebuild(&args.lake, now, &policies),
+    )
+    .await?;
+    let looped = crate::telemetry::analytics_step(
+        "closed_loop",
+        crate::analytics::closed_loop::rebuild(&args.lake, now, &policies),
+    )
+    .await?;
     let mut report = if looped.exclusions_added > 0 {
         // The new exclusions change past periods' rankings.
         crate::analytics::refresh_with(&args.lake, now, &args.thresholds.config()).await?

@@ -173,42 +173,44 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     let horizon = (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc();
     let mut cases = Vec::new();
     let mut workflow = Vec::new();
-    let produced = generate::produce(
-        &producer,
-        topic,
-        &mut generator,
-        args.events,
-        None,
-        |event| {
+    let paced = Paced {
+        stats: &stats,
+        bar: &ingested_bar,
+        ingest: &ingest,
+    };
+    let mut produced = ProduceReport::default();
+    while produced.produced < args.events {
+        let slice = (args.events - produced.produced).min(Paced::SLICE);
+        let report = generate::produce(&producer, topic, &mut generator, slice, None, |event| {
             produce_bar.inc(1);
             cases.extend(generate::case_lifecycle(event));
             workflow.extend(generate::workflow_of(event, horizon));
-        },
-    )
-    .await?;
+        })
+        .await?;
+        produced.absorb(report);
+        paced
+            .wait_until(produced.produced.saturating_sub(Paced::LEAD), args.events)
+            .await?;
+    }
     for _ in 0..args.events / 20 {
         cases.extend(generator.next_unevaluated_case());
     }
     produced_bar.finish();
-    let wait_for = |total: u64| {
-        let (stats, ingested_bar, ingest) = (&stats, &ingested_bar, &ingest);
-        async move {
-            ingested_bar.set_length(total);
-            loop {
-                let seen = stats.snapshot();
-                ingested_bar.set_position((seen.received + seen.already_in_lake).min(total));
-                if seen.received + seen.already_in_lake >= total || ingest.is_finished() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    // Every review is read before its workflow is produced.
+    paced.wait_until(produced.produced, args.events).await?;
+    let total = produced.produced + (cases.len() + workflow.len()) as u64;
+    let mut sent = produced.produced;
+    for (stream, records) in [("cases", &cases), ("workflow", &workflow)] {
+        for slice in records.chunks(Paced::SLICE as usize) {
+            generate::produce_records(&producer, stream, slice).await?;
+            sent += slice.len() as u64;
+            paced
+                .wait_until(sent.saturating_sub(Paced::LEAD), total)
+                .await?;
         }
-    };
-    wait_for(produced.produced).await;
-    generate::produce_records(&producer, "cases", &cases).await?;
-    generate::produce_records(&producer, "workflow", &workflow).await?;
+    }
     // Wait until every produced message has been read, then let the job flush and commit.
-    wait_for(produced.produced + (cases.len() + workflow.len()) as u64).await;
+    paced.wait_until(total, total).await?;
     let _ = stop_tx.send(());
     let ingested = ingest.await??;
     ingested_bar.finish();
@@ -231,6 +233,44 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
 }
 
 /// Prints a line above the progress bars, or plainly when they are hidden (not a terminal).
+/// Keeps the demo's producer close behind the engine. The embedded broker (librdkafka's mock
+/// cluster) keeps only about 5 MiB a partition and deletes the oldest records beyond that, read or
+/// not: a producer far ahead of the engine would lose records before they are read, as a real
+/// broker's retention would.
+struct Paced<'a> {
+    stats: &'a Stats,
+    bar: &'a ProgressBar,
+    ingest: &'a tokio::task::JoinHandle<Result<StatsSnapshot, engine::EngineError>>,
+}
+
+impl Paced<'_> {
+    /// Records produced at once.
+    const SLICE: u64 = 5_000;
+    /// Records produced but not yet read, at most (across all partitions of a topic).
+    const LEAD: u64 = 20_000;
+
+    /// Waits until the engine has read `target` messages (showing progress against `total`); fails
+    /// if the job ended or the broker deleted records before they were read.
+    async fn wait_until(&self, target: u64, total: u64) -> anyhow::Result<()> {
+        self.bar.set_length(total);
+        loop {
+            let seen = self.stats.snapshot();
+            let read = seen.received + seen.already_in_lake;
+            self.bar.set_position(read.min(total));
+            if seen.offsets_skipped > 0 {
+                anyhow::bail!(
+                    "the embedded broker deleted {} records before the engine read them (its log keeps about 5 MiB a partition)",
+                    seen.offsets_skipped
+                );
+            }
+            if read >= target || self.ingest.is_finished() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 fn print_above(bars: &MultiProgress, line: &str) {
     if bars.is_hidden() {
         println!("{line}");
@@ -284,7 +324,7 @@ async fn print_notice_and_hotspots(lake: &Path) {
     }
     match crate::analytics::query_lake(
         lake,
-        "SELECT entity_type, entity_name, \"window\", bad_reviews, evaluations, \
+        "SELECT entity_type, coalesce(entity_name, entity_id) AS entity, \"window\", bad_reviews, evaluations, \
          round(bad_rate * 100, 1) AS bad_pct, round(lift, 1) AS lift, top_tags \
          FROM hotspots ORDER BY lift DESC NULLS LAST, bad_reviews DESC LIMIT 5",
     )

@@ -892,6 +892,17 @@ impl ProduceReport {
     pub fn dead_lettered(&self) -> u64 {
         self.dead_letters.values().sum()
     }
+
+    /// Adds what another run produced (a producer that works in slices).
+    pub fn absorb(&mut self, other: ProduceReport) {
+        self.produced += other.produced;
+        self.accepted += other.accepted;
+        self.duplicates += other.duplicates;
+        self.bytes += other.bytes;
+        for (reason, count) in other.dead_letters {
+            *self.dead_letters.entry(reason).or_default() += count;
+        }
+    }
 }
 
 /// Creates topics that do not exist yet (an existing topic is left as it is).

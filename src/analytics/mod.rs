@@ -38,6 +38,8 @@ pub mod alerts;
 
 use std::path::Path;
 
+use crate::telemetry::analytics_step as step;
+
 use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
@@ -468,23 +470,41 @@ pub async fn refresh_with(
     report.touched_days = touched.len();
     let existing_rolling = rankings::existing_rolling(lake_root);
     let periods = rankings::touched_periods(&touched, &all_days, &existing_rolling);
-    for period in &periods {
-        rankings::rebuild(&ctx, lake_root, *period, config).await?;
-        report
-            .rankings_rebuilt
-            .push(format!("{}/{}", period.period_type().name(), period.name()));
-    }
+    step("rankings", async {
+        for period in &periods {
+            rankings::rebuild(&ctx, lake_root, *period, config).await?;
+            report.rankings_rebuilt.push(format!(
+                "{}/{}",
+                period.period_type().name(),
+                period.name()
+            ));
+        }
+        Ok::<_, AnalyticsError>(())
+    })
+    .await?;
     // Warnings read the rankings just written: a new session lists them.
     let ctx = open(lake_root).await?;
-    report.warnings = rankings::rebuild_warnings(&ctx, lake_root, config).await?;
-    for month in periods
-        .iter()
-        .filter(|p| p.period_type() == periods::PeriodType::Month)
-    {
-        fraud::rebuild(&ctx, lake_root, *month, config).await?;
-        report.fraud_months_rebuilt.push(month.name());
-    }
-    let diff = hotspots::rebuild(&ctx, lake_root, now_us, config).await?;
+    report.warnings = step(
+        "warnings",
+        rankings::rebuild_warnings(&ctx, lake_root, config),
+    )
+    .await?;
+    step("fraud", async {
+        for month in periods
+            .iter()
+            .filter(|p| p.period_type() == periods::PeriodType::Month)
+        {
+            fraud::rebuild(&ctx, lake_root, *month, config).await?;
+            report.fraud_months_rebuilt.push(month.name());
+        }
+        Ok::<_, AnalyticsError>(())
+    })
+    .await?;
+    let diff = step(
+        "hotspots",
+        hotspots::rebuild(&ctx, lake_root, now_us, config),
+    )
+    .await?;
     report.hotspots = diff.current;
     report.hotspots_opened = diff.opened;
     report.hotspots_closed = diff.closed;

@@ -77,8 +77,16 @@ pub async fn analyze_round(
     now_us: i64,
 ) -> Result<usize, EngineError> {
     crate::analytics::refresh(root, now_us).await?;
-    crate::analytics::defaults::rebuild(root, now_us, policies).await?;
-    let looped = crate::analytics::closed_loop::rebuild(root, now_us, policies).await?;
+    crate::telemetry::analytics_step(
+        "defaults",
+        crate::analytics::defaults::rebuild(root, now_us, policies),
+    )
+    .await?;
+    let looped = crate::telemetry::analytics_step(
+        "closed_loop",
+        crate::analytics::closed_loop::rebuild(root, now_us, policies),
+    )
+    .await?;
     if looped.exclusions_added > 0 {
         // New exclusions change past periods: rebuild them now rather than next round.
         crate::analytics::refresh(root, now_us).await?;

@@ -492,7 +492,8 @@ impl Ingest {
                         received = offset,
                         "offset gap: records between were not delivered"
                     );
-                    self.stats.offset_gap();
+                    self.stats
+                        .offset_gap(u64::try_from(offset - expected).unwrap_or(0));
                 }
                 Admission::Process => {}
             }

@@ -32,6 +32,9 @@ pub struct Stats {
     pub partitions_fenced: AtomicU64,
     pub alerts_sent: AtomicU64,
     pub alerts_rate_limited: AtomicU64,
+    /// Offsets the broker skipped between two messages of a partition (retention deleted them
+    /// before they were read, compaction, transaction markers).
+    pub offsets_skipped: AtomicU64,
     /// What `/ready` answers from; the run loop keeps it current.
     pub health: Health,
 }
@@ -124,9 +127,11 @@ impl Stats {
         metrics::counter!("haochaping_lake_partitions_fenced_total").increment(1);
     }
 
-    /// The broker skipped offsets between two messages of a partition.
-    pub fn offset_gap(&self) {
+    /// The broker skipped `skipped` offsets between two messages of a partition.
+    pub fn offset_gap(&self, skipped: u64) {
+        self.offsets_skipped.fetch_add(skipped, Ordering::Relaxed);
         metrics::counter!("haochaping_offset_gaps_total").increment(1);
+        metrics::counter!("haochaping_offsets_skipped_total").increment(skipped);
     }
 
     /// An alert was produced (its delivery is confirmed before its batch commits).
@@ -168,6 +173,7 @@ impl Stats {
             partitions_fenced: get(&self.partitions_fenced),
             alerts_sent: get(&self.alerts_sent),
             alerts_rate_limited: get(&self.alerts_rate_limited),
+            offsets_skipped: get(&self.offsets_skipped),
         }
     }
 }
@@ -202,6 +208,7 @@ pub struct StatsSnapshot {
     pub partitions_fenced: u64,
     pub alerts_sent: u64,
     pub alerts_rate_limited: u64,
+    pub offsets_skipped: u64,
 }
 
 /// A compaction run rewrote `files_rewritten` files into `files_written` (see
@@ -271,6 +278,25 @@ pub fn lake_commit_took(table: &str, elapsed: std::time::Duration) {
 /// How long a batch was open (its first message's arrival to its flush).
 pub fn batch_flushed(age: std::time::Duration) {
     metrics::histogram!("haochaping_batch_age_seconds").record(age.as_secs_f64());
+}
+
+/// Runs one step of refreshing the derived tables (`rankings`, `warnings`, `fraud`, `hotspots`,
+/// `defaults`, `closed_loop`) and records how long it took (logged at debug level too).
+pub async fn analytics_step<T>(
+    step: &'static str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let started = std::time::Instant::now();
+    let output = work.await;
+    let elapsed = started.elapsed();
+    tracing::debug!(
+        step,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "derived tables refreshed"
+    );
+    metrics::histogram!("haochaping_analytics_step_duration_seconds", "step" => step)
+        .record(elapsed.as_secs_f64());
+    output
 }
 
 /// How long a partition's recovery from the lake took.
