@@ -58,7 +58,7 @@ fn alerts(c: &mut Criterion) {
         .unwrap_or(10_000);
     runtime
         .block_on(generate::ensure_topics(
-            &brokers,
+            &haochaping::config::KafkaConfig::with_brokers(&brokers),
             &[("evaluations", 4), ("evaluations.dlq", 1), ("alerts", 1)],
         ))
         .expect("topics");
@@ -89,7 +89,9 @@ fn alerts(c: &mut Criterion) {
     let load_task = {
         let (brokers, stop) = (brokers.clone(), stop_load.clone());
         runtime.spawn(async move {
-            let producer = generate::producer(&brokers).expect("producer");
+            let producer =
+                generate::producer(&haochaping::config::KafkaConfig::with_brokers(&brokers))
+                    .expect("producer");
             let mut generator = support::generator(3, 0.0, 0.0);
             while !stop.load(Ordering::Relaxed) {
                 generate::produce(

@@ -60,12 +60,14 @@ fn topic(runtime: &tokio::runtime::Runtime) -> Topic {
             let events = count("HAOCHAPING_BENCH_EVENTS").unwrap_or(100_000);
             runtime.block_on(async {
                 generate::ensure_topics(
-                    &brokers,
+                    &haochaping::config::KafkaConfig::with_brokers(&brokers),
                     &[("evaluations", 4), ("evaluations.dlq", 1), ("alerts", 1)],
                 )
                 .await
                 .expect("topics");
-                let producer = generate::producer(&brokers).expect("producer");
+                let producer =
+                    generate::producer(&haochaping::config::KafkaConfig::with_brokers(&brokers))
+                        .expect("producer");
                 let mut generator = support::generator(7, 0.01, 0.005);
                 generate::produce(
                     &producer,

@@ -237,6 +237,9 @@ pub struct KafkaArgs {
     /// The evaluations topic.
     #[arg(long, env = "HAOCHAPING_TOPIC")]
     pub topic: Option<String>,
+    /// Extra librdkafka setting, key=value (repeatable; TLS, SASL …).
+    #[arg(long = "kafka-property", env = "HAOCHAPING_KAFKA_PROPERTIES", value_delimiter = ';', value_parser = parse_key_value)]
+    pub properties: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]
@@ -255,9 +258,6 @@ pub struct IngestArgs {
     /// Longest time the broker may hold an empty fetch [default: 10ms].
     #[arg(long, env = "HAOCHAPING_FETCH_MAX_WAIT", value_parser = humantime::parse_duration)]
     pub fetch_max_wait: Option<Duration>,
-    /// Extra librdkafka setting, key=value (repeatable).
-    #[arg(long = "kafka-property", env = "HAOCHAPING_KAFKA_PROPERTIES", value_delimiter = ';', value_parser = parse_key_value)]
-    pub kafka_properties: Vec<(String, String)>,
     /// Lake root folder.
     #[arg(long, env = "HAOCHAPING_LAKE")]
     pub lake: Option<PathBuf>,
@@ -309,10 +309,10 @@ pub struct IngestArgs {
     /// A folder of region policy files (with a default.toml) instead of the shipped presets.
     #[arg(long, env = "HAOCHAPING_POLICIES")]
     pub policies: Option<PathBuf>,
-    /// Serve /metrics (Prometheus), /health and /ready on this address (e.g. 127.0.0.1:9464)
-    /// [default: not served].
+    /// Serve /metrics (Prometheus), /health and /ready on this address, or `off`
+    /// [default: 127.0.0.1:9464].
     #[arg(long, env = "HAOCHAPING_METRICS_ADDR")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub metrics_addr: Option<crate::config::MetricsAddr>,
     /// Also read the case lifecycle (办件) from this topic, into the `cases` table [default: not read].
     #[arg(long, env = "HAOCHAPING_CASES_TOPIC")]
     pub cases_topic: Option<String>,
@@ -379,7 +379,7 @@ impl IngestArgs {
         config
             .kafka
             .properties
-            .extend(self.kafka_properties.iter().cloned());
+            .extend(self.kafka.properties.iter().cloned());
         if let Some(lake) = &self.lake {
             config.lake.path.clone_from(lake);
         }
@@ -443,8 +443,8 @@ impl IngestArgs {
         if self.cases_topic.is_some() {
             config.streams.cases_topic.clone_from(&self.cases_topic);
         }
-        if self.metrics_addr.is_some() {
-            config.metrics.addr = self.metrics_addr;
+        if let Some(addr) = self.metrics_addr {
+            config.metrics.addr = addr;
         }
         if self.workflow_topic.is_some() {
             config

@@ -160,7 +160,7 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     let stats = Arc::new(Stats::default());
-    if let Some(addr) = config.metrics.addr {
+    if let Some(addr) = config.metrics.addr.0 {
         // One recorder per process: installed here, by the command, not by the engine that tests
         // and the demo run many times in one process.
         crate::telemetry::http::serve(addr, stats.clone()).await?;
@@ -221,11 +221,15 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
 }
 
 async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let brokers = args
-        .kafka
-        .brokers
-        .clone()
-        .unwrap_or_else(|| "localhost:9092".into());
+    let kafka = crate::config::KafkaConfig {
+        brokers: args
+            .kafka
+            .brokers
+            .clone()
+            .unwrap_or_else(|| "localhost:9092".into()),
+        properties: args.kafka.properties.iter().cloned().collect(),
+        ..Default::default()
+    };
     let topic = args
         .kafka
         .topic
@@ -260,7 +264,7 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     generate::ensure_topics(
-        &brokers,
+        &kafka,
         &[
             (topic.as_str(), args.partitions),
             (&format!("{topic}.dlq"), 1),
@@ -274,7 +278,7 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         .flatten()
     {
         generate::ensure_topics(
-            &brokers,
+            &kafka,
             &[
                 (topic.as_str(), args.partitions),
                 (&format!("{topic}.dlq"), 1),
@@ -282,7 +286,7 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         )
         .await?;
     }
-    let producer = generate::producer(&brokers)?;
+    let producer = generate::producer(&kafka)?;
     let bar = ProgressBar::new(args.events).with_style(
         ProgressStyle::with_template("{bar:40.cyan/blue} {pos:>9}/{len:9} {per_sec:>12} {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -158,6 +158,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let kafka = config.kafka.clone();
     let ingest = tokio::spawn(engine::run(
         config,
         RunOptions::default(),
@@ -166,7 +167,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
             let _ = stop_rx.await;
         },
     ));
-    let producer = generate::producer(&brokers)?;
+    let producer = generate::producer(&kafka)?;
     let produce_bar = produced_bar.clone();
     // Each case's lifecycle and each bad review's workflow up to now, produced once the reviews
     // they belong to have been read (a workflow event before its review is parked as unknown).

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use crate::config::KafkaConfig;
 use chrono::{NaiveDate, NaiveDateTime};
 use governor::{Quota, RateLimiter};
 use rand::rngs::StdRng;
@@ -17,7 +18,6 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use serde::Serialize;
@@ -905,11 +905,14 @@ impl ProduceReport {
     }
 }
 
-/// Creates topics that do not exist yet (an existing topic is left as it is).
-pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), GenerateError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+/// Creates topics that do not exist yet (an existing topic is left as it is), with the operator's
+/// `kafka.properties` (TLS, SASL) like every other client.
+pub async fn ensure_topics(
+    kafka: &KafkaConfig,
+    topics: &[(&str, i32)],
+) -> Result<(), GenerateError> {
+    let admin: AdminClient<DefaultClientContext> =
+        crate::source::kafka::client_config(kafka).create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
@@ -923,17 +926,18 @@ pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), 
     Ok(())
 }
 
-/// A producer for generated events (idempotent, batched).
-pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("message.timeout.ms", "300000")
-        .create()
+/// A producer for generated events: the engine's idempotent producer with larger batches and
+/// queue, and the operator's `kafka.properties` last.
+pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+    crate::source::kafka::producer_with(
+        kafka,
+        &[
+            ("batch.num.messages", "10000"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("queue.buffering.max.kbytes", "1048576"),
+            ("message.timeout.ms", "300000"),
+        ],
+    )
 }
 
 /// Produces `events` events at up to `rate` events/s (`None`: as fast as the broker takes them),

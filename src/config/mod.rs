@@ -47,9 +47,50 @@ pub struct IngestConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// `host:port` of the exporter (`http://host:port/metrics`); unset, no exporter runs and the
-    /// counters are only summed up in the run's summary.
-    pub addr: Option<std::net::SocketAddr>,
+    /// `host:port` of the exporter (`http://host:port/metrics`, `/health`, `/ready`), or `off`.
+    pub addr: MetricsAddr,
+}
+
+/// Where the exporter listens: an address, or `off` (the counters are then only summed up in the
+/// run's summary). Defaults to 127.0.0.1:9464, local only: exposing it is the operator's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MetricsAddr(pub Option<std::net::SocketAddr>);
+
+impl Default for MetricsAddr {
+    fn default() -> Self {
+        Self(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))))
+    }
+}
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "off" => Ok(Self(None)),
+            addr => addr.parse().map(|addr| Self(Some(addr))).map_err(|_| {
+                format!("expected host:port (e.g. 127.0.0.1:9464) or off, got {text:?}")
+            }),
+        }
+    }
+}
+
+impl TryFrom<String> for MetricsAddr {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<MetricsAddr> for String {
+    fn from(addr: MetricsAddr) -> Self {
+        match addr.0 {
+            Some(addr) => addr.to_string(),
+            None => "off".into(),
+        }
+    }
 }
 
 /// The streams beside evaluations (`[streams]`), each read from its topic into its own lake table
@@ -286,6 +327,14 @@ pub const PROTECTED_KAFKA_PROPERTIES: [(&str, &str); 9] = [
 ];
 
 impl KafkaConfig {
+    /// The defaults, with these bootstrap servers.
+    pub fn with_brokers(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.into(),
+            ..Self::default()
+        }
+    }
+
     /// One line naming the first of `properties` the protocol does not let an operator change.
     pub fn check_properties(&self) -> Result<(), ConfigError> {
         for key in self.properties.keys() {
@@ -604,6 +653,30 @@ impl IngestConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metrics_address_is_local_by_default_and_can_be_turned_off() {
+        let local = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)));
+        assert_eq!(IngestConfig::default().metrics.addr.0, local);
+        for (text, expected) in [
+            ("off", Ok(None)),
+            (" off ", Ok(None)),
+            ("0.0.0.0:9464", Ok(Some("0.0.0.0:9464".parse().unwrap()))),
+            ("[::1]:9000", Ok(Some("[::1]:9000".parse().unwrap()))),
+            ("9464", Err(())),
+            ("localhost:9464", Err(())),
+            ("", Err(())),
+        ] {
+            let parsed = text.parse::<MetricsAddr>().map(|a| a.0).map_err(|_| ());
+            assert_eq!(parsed, expected, "{text:?}");
+        }
+        let off = IngestConfig::from_toml("[metrics]\naddr = \"off\"\n").unwrap();
+        assert_eq!(off.metrics.addr.0, None);
+        let error = IngestConfig::from_toml("[metrics]\naddr = \"nowhere\"\n").unwrap_err();
+        assert!(error.to_string().contains("host:port"), "{error}");
+        // `config show` writes what it read.
+        assert_eq!(String::from(MetricsAddr(None)), "off");
+    }
 
     #[test]
     fn full_file_parses_with_defaults_for_the_rest() {

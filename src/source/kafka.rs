@@ -96,7 +96,8 @@ impl ConsumerContext for IngestContext {
     }
 }
 
-fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+/// The settings every client shares: the brokers, then the operator's `kafka.properties`.
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.brokers);
     for (key, value) in &kafka.properties {

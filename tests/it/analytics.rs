@@ -769,7 +769,7 @@ async fn an_empty_lake_has_empty_tables() {
 }
 
 fn haochaping(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_haochaping"))
+    crate::support::haochaping()
         .args(args)
         .env("HAOCHAPING_IDENTITY_SECRET", SECRET)
         .env("HAOCHAPING_LOG", "warn")

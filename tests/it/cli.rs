@@ -1,10 +1,8 @@
 //! The command line as an operator meets it: bad arguments and bad config give one line naming the
 //! field, and exit 2.
 
-use std::process::Command;
-
 fn haochaping(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_haochaping"))
+    let output = crate::support::haochaping()
         .args(args)
         .env_remove("HAOCHAPING_IDENTITY_SECRET")
         .output()
@@ -33,6 +31,7 @@ fn bad_input_gives_one_line_naming_the_field() {
         ),
         (vec!["ingest", "--flush-rows", "many"], "--flush-rows"),
         (vec!["generate", "--bad-rate", "1.5"], "--bad-rate"),
+        (vec!["ingest", "--metrics-addr", "nowhere"], "--metrics-addr"),
         (vec!["ingest", "--no-such-flag"], "--no-such-flag"),
         (
             vec!["ingest", "--config", typo.to_str().unwrap()],
@@ -63,9 +62,30 @@ fn bad_input_gives_one_line_naming_the_field() {
     }
 }
 
+/// `generate` builds its clients from the same `kafka.properties` as `ingest` (TLS, SASL …): a
+/// setting librdkafka does not know reaches librdkafka, which names it.
+#[test]
+fn generate_passes_kafka_properties_to_its_clients() {
+    let output = crate::support::haochaping()
+        .args([
+            "generate",
+            "--brokers",
+            "127.0.0.1:1",
+            "--events",
+            "1",
+            "--kafka-property",
+            "no.such.setting=1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("no.such.setting"), "{stderr}");
+}
+
 #[test]
 fn help_lists_every_flag_with_its_environment_variable() {
-    let output = Command::new(env!("CARGO_BIN_EXE_haochaping"))
+    let output = crate::support::haochaping()
         .args(["ingest", "--help"])
         .output()
         .unwrap();
@@ -93,7 +113,10 @@ fn the_example_config_loads() {
     config.check().unwrap();
     assert_eq!(config.streams.cases_topic.as_deref(), Some("cases"));
     assert_eq!(config.streams.workflow_topic.as_deref(), Some("workflow"));
-    assert_eq!(config.metrics.addr, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(
+        config.metrics.addr.0,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
     assert!(config.policy.load().is_ok());
 }
 
@@ -133,7 +156,7 @@ fn config_check_and_show() {
         ),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_haochaping"))
+    let output = crate::support::haochaping()
         .args([
             "config",
             "show",

@@ -68,7 +68,7 @@ async fn default_evaluations_follow_each_regions_policy_and_feed_the_evaluation_
     );
     assert_eq!(summary["dead_lettered"], 0);
 
-    let analyze = std::process::Command::new(env!("CARGO_BIN_EXE_haochaping"))
+    let analyze = crate::support::haochaping()
         .args([
             "analyze",
             "--lake",
@@ -291,7 +291,7 @@ async fn default_evaluations_follow_each_regions_policy_and_feed_the_evaluation_
     .output()
     .unwrap();
     assert!(again.status.success());
-    let analyze = std::process::Command::new(env!("CARGO_BIN_EXE_haochaping"))
+    let analyze = crate::support::haochaping()
         .args([
             "analyze",
             "--lake",

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -111,7 +111,9 @@ fn env_vars(text: &str) -> BTreeSet<String> {
 
 /// The engine with none of this process's `HAOCHAPING_*` variables, and `env` on top.
 fn haochaping(args: &[String], env: &[(String, String)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_haochaping"));
+    let mut command = crate::support::haochaping();
+    // The deployed files say where metrics go: not the tests' `off`.
+    command.env_remove("HAOCHAPING_METRICS_ADDR");
     for (name, _) in std::env::vars() {
         if name.starts_with("HAOCHAPING_") {
             command.env_remove(name);
@@ -833,7 +835,7 @@ fn the_kubernetes_objects_fit_together() {
     let container = ingest_container();
     assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(2));
     let config = haochaping::config::IngestConfig::from_toml(&configmap_toml()).unwrap();
-    let port = config.metrics.addr.expect("[metrics] addr").port();
+    let port = config.metrics.addr.0.expect("[metrics] addr").port();
     let ports = container["ports"].as_vec().unwrap();
     assert!(ports.iter().any(|p| p["name"].as_str() == Some("metrics")
         && p["containerPort"].as_i64() == Some(i64::from(port))));

@@ -186,7 +186,7 @@ async fn compact_leaves_every_row_once_in_few_files() {
         .await
         .unwrap();
     let before = parquet_files(&config.lake.path.join("evaluations")).len();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_haochaping"))
+    let output = crate::support::haochaping()
         .args(["compact", "--quiet-for", "0s", "--lake"])
         .arg(&config.lake.path)
         .output()
@@ -229,7 +229,7 @@ fn json_logs_are_one_object_a_line_without_identity() {
     let input = dir.path().join("day.ndjson");
     let mut produced = Produced::new();
     write_events(&input, 9, 500, &mut produced);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_haochaping"))
+    let output = crate::support::haochaping()
         .args(["--log-format", "json", "ingest", "--from-file"])
         .arg(&input)
         .arg("--lake")

@@ -235,7 +235,7 @@ async fn offline_rejected_lines_survive_a_kill_before_their_batch_commits() {
     }
     std::fs::write(&input, &lines).unwrap();
     let run = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_haochaping"));
+        let mut command = crate::support::haochaping();
         command
             .args(["ingest", "--from-file"])
             .arg(&input)

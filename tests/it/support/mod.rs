@@ -398,8 +398,16 @@ pub fn expected_by_reason(report: &ProduceReport) -> BTreeMap<String, u64> {
 }
 
 /// The `haochaping` binary with `ingest` arguments for a broker and lake.
-pub fn ingest_command(brokers: &str, lake: &Path, group: &str, extra: &[&str]) -> Command {
+/// The binary, with its metrics exporter off unless a test asks for one: tests run side by side,
+/// and each would otherwise listen on the default port.
+pub fn haochaping() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_haochaping"));
+    command.env("HAOCHAPING_METRICS_ADDR", "off");
+    command
+}
+
+pub fn ingest_command(brokers: &str, lake: &Path, group: &str, extra: &[&str]) -> Command {
+    let mut command = haochaping();
     command
         .args([
             "ingest",
