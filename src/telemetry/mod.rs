@@ -70,27 +70,58 @@ impl Health {
     }
 }
 
+/// Where counted events came from: the labels `stream` (its table: evaluations, cases, workflow)
+/// and `partition` (the Kafka partition; an offline file's is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub table: &'static str,
+    pub partition: i32,
+}
+
+impl Source {
+    fn labels(self) -> [(&'static str, String); 2] {
+        [
+            ("stream", self.table.to_owned()),
+            ("partition", self.partition.to_string()),
+        ]
+    }
+}
+
 impl Stats {
-    /// Counts processed messages; called once per chunk, not per message (the counters are shared
-    /// between threads, and the `metrics` recorder is not free).
-    pub fn processed(&self, received: u64, bytes: u64, accepted: u64, duplicates: u64) {
+    /// Counts processed messages of one partition; called once per run of a chunk, not per
+    /// message (the counters are shared between threads, and the `metrics` recorder is not free).
+    pub fn processed(
+        &self,
+        source: Source,
+        received: u64,
+        bytes: u64,
+        accepted: u64,
+        duplicates: u64,
+    ) {
         self.received.fetch_add(received, Ordering::Relaxed);
         self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.accepted.fetch_add(accepted, Ordering::Relaxed);
         self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-        metrics::counter!("haochaping_events_received_total").increment(received);
-        metrics::counter!("haochaping_events_received_bytes_total").increment(bytes);
-        metrics::counter!("haochaping_events_accepted_total").increment(accepted);
-        metrics::counter!("haochaping_events_duplicate_total").increment(duplicates);
+        let labels = source.labels();
+        metrics::counter!("haochaping_events_received_total", &labels).increment(received);
+        metrics::counter!("haochaping_events_received_bytes_total", &labels).increment(bytes);
+        metrics::counter!("haochaping_events_accepted_total", &labels).increment(accepted);
+        metrics::counter!("haochaping_events_duplicate_total", &labels).increment(duplicates);
     }
 
-    pub fn dead_lettered(&self, reason: Reason) {
+    pub fn dead_lettered(&self, source: Source, reason: Reason) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
         if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
             self.by_reason[i].fetch_add(1, Ordering::Relaxed);
         }
-        metrics::counter!("haochaping_events_dead_lettered_total", "reason" => reason.code())
-            .increment(1);
+        let [stream, partition] = source.labels();
+        metrics::counter!(
+            "haochaping_events_dead_lettered_total",
+            "reason" => reason.code(),
+            stream.0 => stream.1,
+            partition.0 => partition.1
+        )
+        .increment(1);
     }
 
     pub fn already_in_lake(&self) {

@@ -108,6 +108,8 @@ impl Processor {
     }
 }
 
+pub use crate::telemetry::Source;
+
 /// One message of a partition, as the stages see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
@@ -119,6 +121,8 @@ pub struct Message<'a> {
 /// A contiguous run of one partition's messages after [`prepare_parallel`]: the rows of the valid
 /// ones (before dedup) and, per message, its candidate or rejection.
 pub struct PreparedPart<'m> {
+    /// The stream's table (the `stream` label of the event counters).
+    pub table: &'static str,
     pub partition: i32,
     pub messages: &'m [Message<'m>],
     pub rows: Box<dyn TableRows>,
@@ -134,7 +138,19 @@ impl<'m> PreparedPart<'m> {
         notice: impl FnMut(&Message<'m>, Notice),
     ) -> (Box<dyn TableRows>, BooleanArray) {
         let mut keep = BooleanBuilder::with_capacity(self.rows.len());
-        decide(self.messages, self.results, dedup, stats, &mut keep, notice);
+        let source = Source {
+            table: self.table,
+            partition: self.partition,
+        };
+        decide(
+            source,
+            self.messages,
+            self.results,
+            dedup,
+            stats,
+            &mut keep,
+            notice,
+        );
         (self.rows, keep.finish())
     }
 }
@@ -162,6 +178,7 @@ pub fn prepare_parallel<'m>(
     let prepare = |(partition, messages): (i32, &'m [Message<'m>])| {
         let Prepared { rows, results } = stream.prepare_part(partition, messages, now_us);
         PreparedPart {
+            table: stream.table(),
             partition,
             messages,
             rows,
@@ -262,6 +279,7 @@ pub enum Notice {
 /// counts every outcome in `stats`, and tells `notice` of each rejection (invalid, or a conflicting
 /// evaluation of a taken slot) and each accepted bad review. Returns how many rows it kept.
 pub fn decide<'m>(
+    source: Source,
     messages: &[Message<'m>],
     results: Vec<Result<Candidate, Rejection>>,
     dedup: &mut DedupState,
@@ -295,10 +313,16 @@ pub fn decide<'m>(
                 }
             },
         };
-        stats.dead_lettered(rejection.reason);
+        stats.dead_lettered(source, rejection.reason);
         notice(message, Notice::Rejected(rejection));
     }
-    stats.processed(messages.len() as u64, bytes as u64, kept as u64, duplicates);
+    stats.processed(
+        source,
+        messages.len() as u64,
+        bytes as u64,
+        kept as u64,
+        duplicates,
+    );
     kept
 }
 

@@ -31,7 +31,10 @@ fn bad_input_gives_one_line_naming_the_field() {
         ),
         (vec!["ingest", "--flush-rows", "many"], "--flush-rows"),
         (vec!["generate", "--bad-rate", "1.5"], "--bad-rate"),
-        (vec!["ingest", "--metrics-addr", "nowhere"], "--metrics-addr"),
+        (
+            vec!["ingest", "--metrics-addr", "nowhere"],
+            "--metrics-addr",
+        ),
         (vec!["ingest", "--no-such-flag"], "--no-such-flag"),
         (
             vec!["ingest", "--config", typo.to_str().unwrap()],

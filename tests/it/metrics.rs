@@ -134,6 +134,16 @@ async fn ingest_serves_its_counters_to_prometheus() {
         .map(|v| v as u64)
         .sum();
     assert_eq!(dead, produced.report.dead_lettered());
+    // Events by stream and partition: one series for each of the two partitions, adding up.
+    for partition in 0..2 {
+        let series = format!(
+            "haochaping_events_received_total{{stream=\"evaluations\",partition=\"{partition}\"}}"
+        );
+        assert!(
+            metric_value(&scrape, &series).unwrap_or(0) > 0,
+            "{series}:\n{scrape}"
+        );
+    }
     assert!(scrape.contains("# TYPE haochaping_events_received_total counter"));
 }
 

@@ -544,12 +544,17 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
         .map(|(_, body)| body.to_owned())
 }
 
-/// The value of an unlabelled counter in a scrape.
+/// A metric's value in a scrape, summed over its series: `name` takes `name value` and every
+/// `name{…} value`; a name with labels (`name{a="b"}`) takes that series only. `None` if absent.
 pub fn metric_value(scrape: &str, name: &str) -> Option<u64> {
-    scrape
+    let values: Vec<f64> = scrape
         .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
+        .filter(|l| {
+            l.strip_prefix(name).is_some_and(|rest| {
+                rest.starts_with(' ') || (!name.contains('{') && rest.starts_with('{'))
+            })
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() as u64)
 }
