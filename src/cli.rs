@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 
 use crate::config::{ConfigError, IngestConfig, Secret};
 use crate::decode::Reason;
@@ -228,20 +229,34 @@ fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map_err(|e| format!("expected an RFC 3339 time such as 2026-10-20T10:00:00+08:00: {e}"))
 }
 
-/// Kafka connection flags shared by the commands that talk to a broker.
-#[derive(Debug, Clone, Args)]
+/// Kafka connection flags shared by the commands that talk to a broker (`[kafka]` for `ingest`).
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct KafkaArgs {
     /// Bootstrap servers, host:port[,host:port…].
     #[arg(long, env = "HAOCHAPING_BROKERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub brokers: Option<String>,
     /// The evaluations topic.
     #[arg(long, env = "HAOCHAPING_TOPIC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
     /// Extra librdkafka setting, key=value (repeatable; TLS, SASL …).
     #[arg(long = "kafka-property", env = "HAOCHAPING_KAFKA_PROPERTIES", value_delimiter = ';', value_parser = parse_key_value)]
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "as_map")]
     pub properties: Vec<(String, String)>,
 }
 
+/// `key=value` pairs as the table `kafka.properties` is.
+fn as_map<S: serde::Serializer>(
+    pairs: &[(String, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
+/// `ingest`'s flags. Each group below is a section of [`IngestConfig`] whose fields carry the
+/// section's key names: the set ones are layered over the file by figment (file < environment <
+/// flags; clap puts a flag over its variable), so a new key needs its field here and nothing else.
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// TOML config file (flags and HAOCHAPING_* variables override it).
@@ -249,34 +264,143 @@ pub struct IngestArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub consumer: ConsumerFlags,
+    #[command(flatten)]
+    pub lake: LakeFlags,
+    #[command(flatten)]
+    pub validation: ValidationFlags,
+    #[command(flatten)]
+    pub dedup: DedupFlags,
+    #[command(flatten)]
+    pub secrets: SecretFlags,
+    #[command(flatten)]
+    pub dlq: DlqFlags,
+    #[command(flatten)]
+    pub alerts: AlertsFlags,
+    #[command(flatten)]
+    pub policy: PolicyFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlags,
+    #[command(flatten)]
+    pub streams: StreamsFlags,
+    /// Stop once the topic has been idle this long and everything is committed (backfills, tests).
+    #[arg(long, env = "HAOCHAPING_EXIT_WHEN_IDLE", value_parser = humantime::parse_duration)]
+    pub exit_when_idle: Option<Duration>,
+    /// Ingest a newline-delimited JSON file instead of Kafka (same stages, same commit protocol).
+    #[arg(long, env = "HAOCHAPING_FROM_FILE")]
+    pub from_file: Option<PathBuf>,
+}
+
+/// `[kafka]`: the consumer's group and the engine's topics.
+#[derive(Debug, Args, Serialize)]
+pub struct ConsumerFlags {
     /// Consumer group; every instance writing the same lake uses the same group.
-    #[arg(long, env = "HAOCHAPING_GROUP")]
+    #[arg(long = "group", id = "group", env = "HAOCHAPING_GROUP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Dead-letter topic [default: <topic>.dlq].
-    #[arg(long, env = "HAOCHAPING_DLQ_TOPIC")]
+    #[arg(long = "dlq-topic", id = "dlq_topic", env = "HAOCHAPING_DLQ_TOPIC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dlq_topic: Option<String>,
     /// Longest time the broker may hold an empty fetch [default: 10ms].
-    #[arg(long, env = "HAOCHAPING_FETCH_MAX_WAIT", value_parser = humantime::parse_duration)]
+    #[arg(long = "fetch-max-wait", id = "fetch_max_wait", env = "HAOCHAPING_FETCH_MAX_WAIT", value_parser = humantime::parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
     pub fetch_max_wait: Option<Duration>,
-    /// Lake root folder.
-    #[arg(long, env = "HAOCHAPING_LAKE")]
-    pub lake: Option<PathBuf>,
-    /// Longest time an accepted event waits before its batch is committed [default: 30s].
-    #[arg(long, env = "HAOCHAPING_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
-    pub flush_interval: Option<Duration>,
-    /// Commit a partition's batch once it holds this many rows [default: 200000].
-    #[arg(long, env = "HAOCHAPING_FLUSH_ROWS")]
-    pub flush_rows: Option<usize>,
-    /// …or once its messages add up to this many bytes [default: 268435456, at most 1 GiB].
-    #[arg(long, env = "HAOCHAPING_FLUSH_BYTES")]
-    pub flush_bytes: Option<usize>,
     /// Continue when the broker no longer holds offsets up to the lake's position (a recreated
     /// topic, a moved cluster): adopt the broker's offsets; dedup still drops what the lake holds.
-    #[arg(long, env = "HAOCHAPING_ACCEPT_OFFSET_RESET")]
+    #[arg(
+        long = "accept-offset-reset",
+        id = "accept_offset_reset",
+        env = "HAOCHAPING_ACCEPT_OFFSET_RESET"
+    )]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub accept_offset_reset: bool,
+}
+
+/// `[lake]`.
+#[derive(Debug, Args, Serialize)]
+pub struct LakeFlags {
+    /// Lake root folder.
+    #[arg(long = "lake", id = "lake", env = "HAOCHAPING_LAKE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Longest time an accepted event waits before its batch is committed [default: 30s].
+    #[arg(long = "flush-interval", id = "flush_interval", env = "HAOCHAPING_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub flush_interval: Option<Duration>,
+    /// Commit a partition's batch once it holds this many rows [default: 200000].
+    #[arg(long = "flush-rows", id = "flush_rows", env = "HAOCHAPING_FLUSH_ROWS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_rows: Option<usize>,
+    /// …or once its messages add up to this many bytes [default: 268435456, at most 1 GiB].
+    #[arg(
+        long = "flush-bytes",
+        id = "flush_bytes",
+        env = "HAOCHAPING_FLUSH_BYTES"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_bytes: Option<usize>,
+    /// Most messages a second this instance takes (a backfill that must spare the cluster)
+    /// [default: no limit].
+    #[arg(
+        long = "max-events-per-second",
+        id = "max_events_per_second",
+        env = "HAOCHAPING_MAX_EVENTS_PER_SECOND"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_events_per_second: Option<std::num::NonZeroU32>,
+    /// Compact the lake in the background this often; 0s turns it off [default: 1h].
+    #[arg(long = "compact-every", id = "compact_every", env = "HAOCHAPING_COMPACT_EVERY", value_parser = humantime::parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub compact_every: Option<Duration>,
+    /// Compact only folders that received no new file for this long [default: 1h].
+    #[arg(long = "compact-quiet-for", id = "compact_quiet_for", env = "HAOCHAPING_COMPACT_QUIET_FOR", value_parser = humantime::parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub compact_quiet_for: Option<Duration>,
+}
+
+/// `[validation]`.
+#[derive(Debug, Args, Serialize)]
+pub struct ValidationFlags {
+    /// How far in the future an assessTime may lie [default: 5m].
+    #[arg(long = "max-clock-skew", id = "max_clock_skew", env = "HAOCHAPING_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub max_clock_skew: Option<Duration>,
+}
+
+/// `[dedup]`.
+#[derive(Debug, Args, Serialize)]
+pub struct DedupFlags {
     /// Days back the one-evaluation-per-case rule is enforced [default: 120].
-    #[arg(long, env = "HAOCHAPING_DEDUP_WINDOW_DAYS")]
-    pub dedup_window_days: Option<u16>,
+    #[arg(
+        long = "dedup-window-days",
+        id = "dedup_window_days",
+        env = "HAOCHAPING_DEDUP_WINDOW_DAYS"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_days: Option<u16>,
+}
+
+/// The secrets, applied after the layers (not serialized: a [`Secret`] shows only `<secret>`): a
+/// secret given here replaces the file's, whether the file gave the secret or a path to it.
+#[derive(Debug, Args)]
+pub struct SecretFlags {
     /// HMAC secret for evaluator identities (at least 16 bytes).
     #[arg(long, env = "HAOCHAPING_IDENTITY_SECRET", hide_env_values = true)]
     pub identity_secret: Option<Secret>,
@@ -290,55 +414,124 @@ pub struct IngestArgs {
     /// A file holding the dead-letter key.
     #[arg(long, env = "HAOCHAPING_DLQ_KEY_FILE")]
     pub dlq_key_file: Option<PathBuf>,
+}
+
+impl SecretFlags {
+    fn apply(&self, config: &mut IngestConfig) {
+        let identity = &mut config.identity;
+        if self.identity_secret.is_some() {
+            identity.secret.clone_from(&self.identity_secret);
+            identity.secret_file = None;
+        }
+        if self.identity_secret_file.is_some() {
+            identity.secret = None;
+            identity.secret_file.clone_from(&self.identity_secret_file);
+        }
+        let dlq = &mut config.dlq;
+        if self.dlq_key.is_some() {
+            dlq.encryption_key.clone_from(&self.dlq_key);
+            dlq.encryption_key_file = None;
+        }
+        if self.dlq_key_file.is_some() {
+            dlq.encryption_key = None;
+            dlq.encryption_key_file.clone_from(&self.dlq_key_file);
+        }
+    }
+}
+
+/// `[dlq]`.
+#[derive(Debug, Args, Serialize)]
+pub struct DlqFlags {
     /// Largest dead-letter payload; larger records are parked as a bounded head [default: 900000].
-    #[arg(long, env = "HAOCHAPING_DLQ_MAX_RECORD_BYTES")]
-    pub dlq_max_record_bytes: Option<usize>,
+    #[arg(
+        long = "dlq-max-record-bytes",
+        id = "dlq_max_record_bytes",
+        env = "HAOCHAPING_DLQ_MAX_RECORD_BYTES"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_record_bytes: Option<usize>,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Args, Serialize)]
+pub struct AlertsFlags {
     /// Produce real-time alerts (queries/alerts/*.sql) [default: true].
-    #[arg(long, env = "HAOCHAPING_ALERTS_ENABLED")]
-    pub alerts_enabled: Option<bool>,
+    #[arg(
+        long = "alerts-enabled",
+        id = "alerts_enabled",
+        env = "HAOCHAPING_ALERTS_ENABLED"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     /// The alerts topic [default: alerts].
-    #[arg(long, env = "HAOCHAPING_ALERTS_TOPIC")]
-    pub alerts_topic: Option<String>,
+    #[arg(
+        long = "alerts-topic",
+        id = "alerts_topic",
+        env = "HAOCHAPING_ALERTS_TOPIC"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
     /// Most alerts of one rule for one department per minute; the excess is summarised [default: 60].
-    #[arg(long, env = "HAOCHAPING_ALERTS_MAX_PER_MINUTE")]
-    pub alerts_max_per_minute: Option<u32>,
+    #[arg(
+        long = "alerts-max-per-minute",
+        id = "alerts_max_per_minute",
+        env = "HAOCHAPING_ALERTS_MAX_PER_MINUTE"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_minute: Option<u32>,
     /// How often to refresh the derived tables and announce hotspots that opened or closed; 0s
     /// turns it off [default: 5m].
-    #[arg(long, env = "HAOCHAPING_ALERTS_HOTSPOTS_EVERY", value_parser = humantime::parse_duration)]
-    pub alerts_hotspots_every: Option<Duration>,
+    #[arg(long = "alerts-hotspots-every", id = "alerts_hotspots_every", env = "HAOCHAPING_ALERTS_HOTSPOTS_EVERY", value_parser = humantime::parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub hotspots_every: Option<Duration>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Args, Serialize)]
+pub struct PolicyFlags {
     /// A folder of region policy files (with a default.toml) instead of the shipped presets.
-    #[arg(long, env = "HAOCHAPING_POLICIES")]
-    pub policies: Option<PathBuf>,
+    #[arg(long = "policies", id = "policies", env = "HAOCHAPING_POLICIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Args, Serialize)]
+pub struct MetricsFlags {
     /// Serve /metrics (Prometheus), /health and /ready on this address, or `off`
     /// [default: 127.0.0.1:9464].
-    #[arg(long, env = "HAOCHAPING_METRICS_ADDR")]
-    pub metrics_addr: Option<crate::config::MetricsAddr>,
+    #[arg(
+        long = "metrics-addr",
+        id = "metrics_addr",
+        env = "HAOCHAPING_METRICS_ADDR"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<crate::config::MetricsAddr>,
+}
+
+/// `[streams]`.
+#[derive(Debug, Args, Serialize)]
+pub struct StreamsFlags {
     /// Also read the case lifecycle (办件) from this topic, into the `cases` table [default: not read].
-    #[arg(long, env = "HAOCHAPING_CASES_TOPIC")]
+    #[arg(
+        long = "cases-topic",
+        id = "cases_topic",
+        env = "HAOCHAPING_CASES_TOPIC"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cases_topic: Option<String>,
     /// Also read the bad-review workflow from this topic, into the `workflow` table [default: not
     /// read].
-    #[arg(long, env = "HAOCHAPING_WORKFLOW_TOPIC")]
+    #[arg(
+        long = "workflow-topic",
+        id = "workflow_topic",
+        env = "HAOCHAPING_WORKFLOW_TOPIC"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow_topic: Option<String>,
-    /// How far in the future an assessTime may lie [default: 5m].
-    #[arg(long, env = "HAOCHAPING_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration)]
-    pub max_clock_skew: Option<Duration>,
-    /// Stop once the topic has been idle this long and everything is committed (backfills, tests).
-    #[arg(long, env = "HAOCHAPING_EXIT_WHEN_IDLE", value_parser = humantime::parse_duration)]
-    pub exit_when_idle: Option<Duration>,
-    /// Ingest a newline-delimited JSON file instead of Kafka (same stages, same commit protocol).
-    #[arg(long, env = "HAOCHAPING_FROM_FILE")]
-    pub from_file: Option<PathBuf>,
-    /// Most messages a second this instance takes (a backfill that must spare the cluster)
-    /// [default: no limit].
-    #[arg(long, env = "HAOCHAPING_MAX_EVENTS_PER_SECOND")]
-    pub max_events_per_second: Option<std::num::NonZeroU32>,
-    /// Compact the lake in the background this often; 0s turns it off [default: 1h].
-    #[arg(long, env = "HAOCHAPING_COMPACT_EVERY", value_parser = humantime::parse_duration)]
-    pub compact_every: Option<Duration>,
-    /// Compact only folders that received no new file for this long [default: 1h].
-    #[arg(long, env = "HAOCHAPING_COMPACT_QUIET_FOR", value_parser = humantime::parse_duration)]
-    pub compact_quiet_for: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -358,109 +551,29 @@ pub struct CompactArgs {
 impl IngestArgs {
     /// The config file (if any) with flags and environment applied, checked.
     pub fn resolve(&self) -> Result<IngestConfig, ConfigError> {
-        let mut config = match &self.config {
-            Some(path) => IngestConfig::from_file(path)?,
-            None => IngestConfig::default(),
-        };
-        let set = |target: &mut String, value: &Option<String>| {
-            if let Some(value) = value {
-                target.clone_from(value);
-            }
-        };
-        set(&mut config.kafka.brokers, &self.kafka.brokers);
-        set(&mut config.kafka.topic, &self.kafka.topic);
-        set(&mut config.kafka.group, &self.group);
-        if self.dlq_topic.is_some() {
-            config.kafka.dlq_topic.clone_from(&self.dlq_topic);
+        use figment::providers::{Format, Serialized, Toml};
+        let mut layers = figment::Figment::new();
+        if let Some(path) = &self.config {
+            // Parsed alone first: its errors name the line; unknown keys are rejected there.
+            IngestConfig::from_file(path)?;
+            layers = layers.merge(Toml::file_exact(path));
         }
-        if let Some(v) = self.fetch_max_wait {
-            config.kafka.fetch_max_wait = v;
-        }
-        config
-            .kafka
-            .properties
-            .extend(self.kafka.properties.iter().cloned());
-        if let Some(lake) = &self.lake {
-            config.lake.path.clone_from(lake);
-        }
-        if let Some(v) = self.flush_interval {
-            config.lake.flush_interval = v;
-        }
-        if let Some(v) = self.flush_rows {
-            config.lake.flush_rows = v;
-        }
-        if let Some(v) = self.flush_bytes {
-            config.lake.flush_bytes = v;
-        }
-        if self.accept_offset_reset {
-            config.kafka.accept_offset_reset = true;
-        }
-        if let Some(v) = self.dedup_window_days {
-            config.dedup.window_days = v;
-        }
-        // A secret given here replaces the file's, whether the file gave it or a path to it.
-        if self.identity_secret.is_some() {
-            config.identity.secret.clone_from(&self.identity_secret);
-            config.identity.secret_file = None;
-        }
-        if self.dlq_key.is_some() {
-            config.dlq.encryption_key.clone_from(&self.dlq_key);
-            config.dlq.encryption_key_file = None;
-        }
-        if self.identity_secret_file.is_some() {
-            config.identity.secret = None;
-            config
-                .identity
-                .secret_file
-                .clone_from(&self.identity_secret_file);
-        }
-        if self.dlq_key_file.is_some() {
-            config.dlq.encryption_key = None;
-            config
-                .dlq
-                .encryption_key_file
-                .clone_from(&self.dlq_key_file);
-        }
-        if let Some(v) = self.dlq_max_record_bytes {
-            config.dlq.max_record_bytes = v;
-        }
-        if let Some(v) = self.max_clock_skew {
-            config.validation.max_clock_skew = v;
-        }
-        if let Some(v) = self.alerts_enabled {
-            config.alerts.enabled = v;
-        }
-        set(&mut config.alerts.topic, &self.alerts_topic);
-        if let Some(v) = self.alerts_max_per_minute {
-            config.alerts.max_per_minute = v;
-        }
-        if let Some(v) = self.alerts_hotspots_every {
-            config.alerts.hotspots_every = v;
-        }
-        if self.policies.is_some() {
-            config.policy.dir.clone_from(&self.policies);
-        }
-        if self.cases_topic.is_some() {
-            config.streams.cases_topic.clone_from(&self.cases_topic);
-        }
-        if let Some(addr) = self.metrics_addr {
-            config.metrics.addr = addr;
-        }
-        if self.workflow_topic.is_some() {
-            config
-                .streams
-                .workflow_topic
-                .clone_from(&self.workflow_topic);
-        }
-        if self.max_events_per_second.is_some() {
-            config.lake.max_events_per_second = self.max_events_per_second;
-        }
-        if let Some(v) = self.compact_every {
-            config.lake.compact_every = v;
-        }
-        if let Some(v) = self.compact_quiet_for {
-            config.lake.compact_quiet_for = v;
-        }
+        layers = layers
+            .merge(Serialized::default("kafka", &self.kafka))
+            .merge(Serialized::default("kafka", &self.consumer))
+            .merge(Serialized::default("lake", &self.lake))
+            .merge(Serialized::default("validation", &self.validation))
+            .merge(Serialized::default("dedup", &self.dedup))
+            .merge(Serialized::default("dlq", &self.dlq))
+            .merge(Serialized::default("alerts", &self.alerts))
+            .merge(Serialized::default("policy", &self.policy))
+            .merge(Serialized::default("metrics", &self.metrics))
+            .merge(Serialized::default("streams", &self.streams));
+        let mut config: IngestConfig = layers.extract().map_err(|e| ConfigError::Invalid {
+            field: "flags",
+            message: e.to_string().replace('\n', " "),
+        })?;
+        self.secrets.apply(&mut config);
         config.read_secret_files()?;
         config.check()?;
         Ok(config)
@@ -625,6 +738,90 @@ fn parse_share(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every layer, key by key: a flag beats the file, the file beats the default, a table
+    /// (`kafka.properties`) is merged key by key, and a flag's secret replaces the file's path to one.
+    #[test]
+    fn each_flag_lands_on_its_key_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\ngroup = \"g\"\ndlq_topic = \"file.dlq\"\n[kafka.properties]\n\"client.id\" = \"file\"\n\"socket.timeout.ms\" = \"9000\"\n\
+             [lake]\nflush_rows = 100\nzstd_level = 5\n[alerts]\ntopic = \"file-alerts\"\nmax_per_minute = 7\n\
+             [identity]\nsecret_file = \"/nonexistent/secret\"\n[metrics]\naddr = \"off\"\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "haochaping",
+            "ingest",
+            "--config",
+            file.to_str().unwrap(),
+            "--flush-rows",
+            "300",
+            "--alerts-topic",
+            "flag-alerts",
+            "--kafka-property",
+            "client.id=flag",
+            "--max-clock-skew",
+            "90s",
+            "--dedup-window-days",
+            "30",
+            "--accept-offset-reset",
+            "--metrics-addr",
+            "127.0.0.1:9999",
+            "--policies",
+            "/p",
+            "--cases-topic",
+            "cases",
+            "--alerts-hotspots-every",
+            "0s",
+            "--identity-secret",
+            "0123456789abcdef",
+            "--max-events-per-second",
+            "50",
+            "--dlq-max-record-bytes",
+            "2000",
+        ])
+        .unwrap();
+        let Command::Ingest(args) = cli.command else {
+            panic!()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            (c.kafka.group.as_str(), c.kafka.dlq_topic.as_deref()),
+            ("g", Some("file.dlq"))
+        );
+        let properties: Vec<(&str, &str)> = c
+            .kafka
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            properties,
+            [("client.id", "flag"), ("socket.timeout.ms", "9000")]
+        );
+        assert_eq!((c.lake.flush_rows, c.lake.zstd_level), (300, 5));
+        assert_eq!(
+            (c.alerts.topic.as_str(), c.alerts.max_per_minute),
+            ("flag-alerts", 7)
+        );
+        assert!(c.alerts.hotspots_every.is_zero());
+        assert_eq!(c.validation.max_clock_skew, Duration::from_secs(90));
+        assert_eq!(c.dedup.window_days, 30);
+        assert!(c.kafka.accept_offset_reset);
+        assert_eq!(c.metrics.addr.0, Some("127.0.0.1:9999".parse().unwrap()));
+        assert_eq!(c.policy.dir, Some(PathBuf::from("/p")));
+        assert_eq!(c.streams.cases_topic.as_deref(), Some("cases"));
+        assert_eq!(c.lake.max_events_per_second.map(|n| n.get()), Some(50));
+        assert_eq!(c.dlq.max_record_bytes, 2000);
+        assert_eq!(c.identity.secret_file, None);
+        assert_eq!(
+            c.identity.secret.as_ref().map(|s| s.expose()),
+            Some("0123456789abcdef")
+        );
+    }
 
     #[test]
     fn flags_override_the_file() {

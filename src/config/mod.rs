@@ -1,6 +1,7 @@
 //! Typed configuration of `ingest`: a TOML file (unknown keys rejected), then `HAOCHAPING_*`
-//! environment variables and flags on top (see [`crate::cli`]). Every value has a default except the
-//! identity secret.
+//! environment variables and flags on top, layered by figment: each flag group of [`crate::cli`]
+//! is a section of this file, with its keys' names. Every value has a default except the identity
+//! secret.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
