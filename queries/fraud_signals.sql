@@ -19,31 +19,63 @@ WITH top AS (
     FROM evaluations
     WHERE dt >= '{{period_start}}' AND dt < '{{period_end}}' AND satisfaction = 5
 ),
-few_keys AS (
-    SELECT
-        'good_burst_few_keys' AS signal, 'department' AS entity_type, dept_code AS entity_id,
-        max(dept_name) AS entity_name, slot,
-        min(assessed_at) AS first_at, max(assessed_at) AS last_at,
-        count(*) AS reviews, count(DISTINCT evaluator_key) AS evaluator_keys_count,
-        count(DISTINCT dept_code) AS departments,
-        array_agg(DISTINCT evaluator_key ORDER BY evaluator_key) AS evaluator_keys
+-- Each group's reviews counted per evaluator key first, then per group: a distinct count per group
+-- keeps a hash set for every department's every slot (gigabytes over a province's month), while
+-- these are plain sums. The keys' lists are gathered only for the groups that raised a signal.
+dept_slot_keys AS (
+    SELECT dept_code, slot, evaluator_key, count(*) AS n, max(dept_name) AS dept_name,
+           min(assessed_at) AS first_at, max(assessed_at) AS last_at
     FROM top
     WHERE evaluator_key IS NOT NULL
+    GROUP BY dept_code, slot, evaluator_key
+),
+few_keys_groups AS (
+    SELECT dept_code, slot, max(dept_name) AS entity_name,
+           min(first_at) AS first_at, max(last_at) AS last_at,
+           sum(n) AS reviews, count(*) AS evaluator_keys_count
+    FROM dept_slot_keys
     GROUP BY dept_code, slot
-    HAVING count(*) >= {{burst_min_reviews}} AND count(DISTINCT evaluator_key) <= {{burst_max_keys}}
+    HAVING sum(n) >= {{burst_min_reviews}} AND count(*) <= {{burst_max_keys}}
+),
+few_keys AS (
+    SELECT
+        'good_burst_few_keys' AS signal, 'department' AS entity_type, g.dept_code AS entity_id,
+        g.entity_name, g.slot, g.first_at, g.last_at, g.reviews, g.evaluator_keys_count,
+        CAST(1 AS BIGINT) AS departments,
+        array_agg(k.evaluator_key ORDER BY k.evaluator_key) AS evaluator_keys
+    FROM few_keys_groups g
+    JOIN dept_slot_keys k ON k.dept_code = g.dept_code AND k.slot = g.slot
+    GROUP BY g.dept_code, g.entity_name, g.slot, g.first_at, g.last_at, g.reviews,
+             g.evaluator_keys_count
+),
+-- The same for one window; anonymous reviews count towards the reviews, not the keys.
+window_slot_keys AS (
+    SELECT dept_code, staff_id, slot, evaluator_key, count(*) AS n, max(dept_name) AS dept_name,
+           min(assessed_at) AS first_at, max(assessed_at) AS last_at
+    FROM top
+    WHERE channel = 'hall_window' AND staff_id IS NOT NULL
+    GROUP BY dept_code, staff_id, slot, evaluator_key
+),
+one_window_groups AS (
+    SELECT dept_code, staff_id, slot, max(dept_name) AS entity_name,
+           min(first_at) AS first_at, max(last_at) AS last_at,
+           sum(n) AS reviews, count(evaluator_key) AS evaluator_keys_count
+    FROM window_slot_keys
+    GROUP BY dept_code, staff_id, slot
+    HAVING sum(n) >= {{burst_min_reviews}}
 ),
 one_window AS (
     SELECT
         'good_burst_one_window' AS signal, 'staff' AS entity_type,
-        dept_code || '/' || staff_id AS entity_id, max(dept_name) AS entity_name, slot,
-        min(assessed_at) AS first_at, max(assessed_at) AS last_at,
-        count(*) AS reviews, count(DISTINCT evaluator_key) AS evaluator_keys_count,
-        count(DISTINCT dept_code) AS departments,
-        array_agg(DISTINCT evaluator_key ORDER BY evaluator_key) AS evaluator_keys
-    FROM top
-    WHERE channel = 'hall_window' AND staff_id IS NOT NULL
-    GROUP BY dept_code, staff_id, slot
-    HAVING count(*) >= {{burst_min_reviews}}
+        g.dept_code || '/' || g.staff_id AS entity_id, g.entity_name, g.slot,
+        g.first_at, g.last_at, g.reviews, g.evaluator_keys_count,
+        CAST(1 AS BIGINT) AS departments,
+        array_agg(k.evaluator_key ORDER BY k.evaluator_key) AS evaluator_keys
+    FROM one_window_groups g
+    JOIN window_slot_keys k
+      ON k.dept_code = g.dept_code AND k.staff_id = g.staff_id AND k.slot = g.slot
+    GROUP BY g.dept_code, g.staff_id, g.entity_name, g.slot, g.first_at, g.last_at, g.reviews,
+             g.evaluator_keys_count
 ),
 -- Keys with enough bad reviews, counted first: the distinct counts and lists below cost per group,
 -- and almost every key has one review in a month.
