@@ -386,9 +386,7 @@ fn lake_month(c: &mut Criterion) {
         ))
         .expect("snapshots");
     let with_snapshot = recover(&lake);
-    group.bench_function(SNAPSHOT, |b| {
-        b.iter(|| black_box(recover(&lake)))
-    });
+    group.bench_function(SNAPSHOT, |b| b.iter(|| black_box(recover(&lake))));
     group.finish();
 
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
