@@ -848,7 +848,9 @@ impl Ingest {
         Ok(())
     }
 
-    /// Stops or restarts fetching one partition.
+    /// Stops or restarts fetching one partition. No seek is needed on resume: librdkafka drops what
+    /// it had fetched but not delivered, and takes the position after the last message delivered to
+    /// this process as the next fetch position (`rd_kafka_toppar_op_pause_resume`).
     fn pause(&self, tp: Tp, pause: bool) -> Result<(), EngineError> {
         let mut list = TopicPartitionList::new();
         list.add_partition(&self.sources[tp.stream].topic, tp.partition);
