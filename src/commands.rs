@@ -119,29 +119,13 @@ async fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(chrono::Utc::now)
         .timestamp_micros();
     let policies = policies(args.policies)?;
-    let report = crate::analytics::refresh_with(&args.lake, now, &args.thresholds.config()).await?;
-    let defaults = crate::telemetry::analytics_step(
-        "defaults",
-        crate::analytics::defaults::rebuild(&args.lake, now, &policies),
-    )
-    .await?;
-    let looped = crate::telemetry::analytics_step(
-        "closed_loop",
-        crate::analytics::closed_loop::rebuild(&args.lake, now, &policies),
-    )
-    .await?;
-    let mut report = if looped.exclusions_added > 0 {
-        // The new exclusions change past periods' rankings.
-        crate::analytics::refresh_with(&args.lake, now, &args.thresholds.config()).await?
-    } else {
-        report
-    };
-    report.full |= looped.exclusions_added > 0;
-    let mut report = serde_json::to_value(&report)?;
-    report["default_evaluations"] = serde_json::to_value(&defaults)?;
-    report["bad_reviews"] = serde_json::to_value(&looped)?;
+    let done = crate::analytics::refresh_all(&args.lake, now, &args.thresholds.config(), &policies)
+        .await?;
+    let mut report = serde_json::to_value(&done.tables)?;
+    report["default_evaluations"] = serde_json::to_value(&done.defaults)?;
+    report["bad_reviews"] = serde_json::to_value(&done.closed_loop)?;
     // Alerts go out from ingest's rounds (they need the broker); here only how many are due.
-    report["bad_reviews"]["alerts_due"] = looped.alerts.len().into();
+    report["bad_reviews"]["alerts_due"] = done.closed_loop.alerts.len().into();
     println!("{report}");
     Ok(())
 }

@@ -233,7 +233,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     Ok(report)
 }
 
-/// Prints a line above the progress bars, or plainly when they are hidden (not a terminal).
 /// Keeps the demo's producer close behind the engine. The embedded broker (librdkafka's mock
 /// cluster) keeps only about 5 MiB a partition and deletes the oldest records beyond that, read or
 /// not: a producer far ahead of the engine would lose records before they are read, as a real
@@ -272,6 +271,7 @@ impl Paced<'_> {
     }
 }
 
+/// Prints a line above the progress bars, or plainly when they are hidden (not a terminal).
 fn print_above(bars: &MultiProgress, line: &str) {
     if bars.is_hidden() {
         println!("{line}");

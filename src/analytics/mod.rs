@@ -427,6 +427,41 @@ pub struct RefreshReport {
     pub hotspots_closed: Vec<String>,
 }
 
+/// What [`refresh_all`] did: the derived tables, the default evaluations and the closed loop.
+#[derive(Debug)]
+pub struct FullRefresh {
+    pub tables: RefreshReport,
+    pub defaults: defaults::DefaultsReport,
+    pub closed_loop: closed_loop::LoopReport,
+}
+
+/// Every derived table, then the default evaluations by region policy, then the closed loop of every
+/// bad review; when the closed loop adds exclusions, the tables again (the exclusions change past
+/// periods). What `ingest`'s rounds and `haochaping analyze` both run.
+pub async fn refresh_all(
+    lake_root: &Path,
+    now_us: i64,
+    config: &AnalyticsConfig,
+    policies: &crate::policy::Policies,
+) -> Result<FullRefresh, AnalyticsError> {
+    let mut tables = refresh_with(lake_root, now_us, config).await?;
+    let defaults = step("defaults", defaults::rebuild(lake_root, now_us, policies)).await?;
+    let closed_loop = step(
+        "closed_loop",
+        closed_loop::rebuild(lake_root, now_us, policies),
+    )
+    .await?;
+    if closed_loop.exclusions_added > 0 {
+        tables = refresh_with(lake_root, now_us, config).await?;
+        tables.full = true;
+    }
+    Ok(FullRefresh {
+        tables,
+        defaults,
+        closed_loop,
+    })
+}
+
 /// Brings every derived table of a local lake up to date with the default thresholds; `now_us`
 /// (UTC microseconds) is the end of the hotspot windows. Meant to be called by `ingest` on a
 /// schedule and by `haochaping analyze`.

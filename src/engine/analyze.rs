@@ -76,23 +76,15 @@ pub async fn analyze_round(
     policies: &Policies,
     now_us: i64,
 ) -> Result<usize, EngineError> {
-    crate::analytics::refresh(root, now_us).await?;
-    crate::telemetry::analytics_step(
-        "defaults",
-        crate::analytics::defaults::rebuild(root, now_us, policies),
+    let done = crate::analytics::refresh_all(
+        root,
+        now_us,
+        &crate::analytics::AnalyticsConfig::default(),
+        policies,
     )
     .await?;
-    let looped = crate::telemetry::analytics_step(
-        "closed_loop",
-        crate::analytics::closed_loop::rebuild(root, now_us, policies),
-    )
-    .await?;
-    if looped.exclusions_added > 0 {
-        // New exclusions change past periods: rebuild them now rather than next round.
-        crate::analytics::refresh(root, now_us).await?;
-    }
     let hotspots = announce_hotspots(root, sink, stats, now_us).await?;
-    let loops = announce_loop(root, sink, stats, looped.alerts, now_us).await?;
+    let loops = announce_loop(root, sink, stats, done.closed_loop.alerts, now_us).await?;
     Ok(hotspots + loops)
 }
 
