@@ -76,7 +76,7 @@ fn alerts(c: &mut Criterion) {
     let mut config = IngestConfig::default();
     config.kafka.brokers.clone_from(&brokers);
     config.kafka.group = "bench-alerts".into();
-    config.lake.path = lake.path().to_owned();
+    config.lake.path = lake.path().into();
     config.identity.secret = Some(support::SECRET.into());
     // Every measured review is of one department: the per-department limit (60 a minute) would
     // hold the measured alerts back into a summary (the first run here lost one alert of 83 to

@@ -128,7 +128,7 @@ fn engine(runtime: &tokio::runtime::Runtime, topic: &Topic, alerts: bool) -> u64
     config.kafka.brokers = topic.brokers.clone();
     config.kafka.topic = topic.name.clone();
     config.kafka.group = fresh_group("engine");
-    config.lake.path = lake.path().to_owned();
+    config.lake.path = lake.path().into();
     config.identity.secret = Some(support::SECRET.into());
     config.alerts.enabled = alerts;
     let options = RunOptions {

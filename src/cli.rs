@@ -126,9 +126,9 @@ pub enum CalendarCommand {
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Lake root folder.
+    /// Lake root: a folder or an object store URL (s3://bucket/prefix, gs://…, az://…).
     #[arg(long, env = "HAOCHAPING_LAKE", default_value = "lake")]
-    pub lake: PathBuf,
+    pub lake: crate::lake::LakeLocation,
     /// Output format.
     #[arg(long, env = "HAOCHAPING_FORMAT", value_enum, default_value = "table")]
     pub format: crate::analytics::output::Format,
@@ -193,9 +193,9 @@ impl ThresholdArgs {
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// Lake root folder.
+    /// Lake root: a folder or an object store URL (s3://bucket/prefix, gs://…, az://…).
     #[arg(long, env = "HAOCHAPING_LAKE", default_value = "lake")]
-    pub lake: PathBuf,
+    pub lake: crate::lake::LakeLocation,
     /// End of the hotspot windows, RFC 3339 (e.g. 2026-10-20T10:00:00+08:00) [default: now].
     #[arg(long, env = "HAOCHAPING_AS_OF", value_parser = parse_instant)]
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
@@ -209,9 +209,9 @@ pub struct AnalyzeArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Lake root folder.
+    /// Lake root: a folder or an object store URL (s3://bucket/prefix, gs://…, az://…).
     #[arg(long, env = "HAOCHAPING_LAKE", default_value = "lake")]
-    pub lake: PathBuf,
+    pub lake: crate::lake::LakeLocation,
     /// The period: a month (2026-10), half-year (2026-H2), year (2026) or the last day of a rolling
     /// 30 days (2026-10-31).
     #[arg(long, env = "HAOCHAPING_PERIOD")]
@@ -324,10 +324,12 @@ pub struct ConsumerFlags {
 /// `[lake]`.
 #[derive(Debug, Args, Serialize)]
 pub struct LakeFlags {
-    /// Lake root folder.
+    /// Lake root: a folder or an object store URL (s3://bucket/prefix, gs://…, az://…); an object
+    /// store takes its credentials from its provider's variables (AWS_*, GOOGLE_*, AZURE_*) and
+    /// options from `[lake.storage]` [default: lake].
     #[arg(long = "lake", id = "lake", env = "HAOCHAPING_LAKE")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
+    pub path: Option<crate::lake::LakeLocation>,
     /// Longest time an accepted event waits before its batch is committed [default: 30s].
     #[arg(long = "flush-interval", id = "flush_interval", env = "HAOCHAPING_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
     #[serde(
@@ -536,9 +538,9 @@ pub struct StreamsFlags {
 
 #[derive(Debug, Args)]
 pub struct CompactArgs {
-    /// Lake root folder.
+    /// Lake root: a folder or an object store URL (s3://bucket/prefix, gs://…, az://…).
     #[arg(long, env = "HAOCHAPING_LAKE")]
-    pub lake: PathBuf,
+    pub lake: crate::lake::LakeLocation,
     /// Compact only folders that received no new file for this long; 0s compacts everything
     /// committed.
     #[arg(long, env = "HAOCHAPING_COMPACT_QUIET_FOR", default_value = "1h", value_parser = humantime::parse_duration)]

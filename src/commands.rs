@@ -12,6 +12,7 @@ use crate::cli::{
 use crate::config::IngestConfig;
 use crate::engine::{self, RunOptions};
 use crate::generate::{self, Generator, GeneratorConfig};
+use crate::lake::{LakeLocation, LakeRoot};
 use crate::telemetry::Stats;
 
 pub async fn execute(command: Command) -> anyhow::Result<()> {
@@ -105,8 +106,20 @@ fn emit(bytes: &[u8], output: Option<&std::path::Path>) -> anyhow::Result<()> {
     }
 }
 
+/// An existing lake: a local folder that is not there is an error (a typo must not read as an empty
+/// lake); an object store takes its options from its provider's environment variables.
+fn existing_lake(location: &LakeLocation) -> anyhow::Result<LakeRoot> {
+    if let Some(path) = location.local_path() {
+        if !path.is_dir() {
+            anyhow::bail!("--lake {}: no such folder", path.display());
+        }
+    }
+    LakeRoot::open(location, &Default::default()).with_context(|| format!("--lake {location}"))
+}
+
 async fn query(args: QueryArgs) -> anyhow::Result<()> {
-    let (schema, batches) = crate::analytics::query_read_only(&args.lake, &args.sql)
+    let lake = existing_lake(&args.lake)?;
+    let (schema, batches) = crate::analytics::query_read_only(&lake, &args.sql)
         .await
         .context("query")?;
     let bytes = crate::analytics::output::render(&schema, &batches, args.format)?;
@@ -119,8 +132,9 @@ async fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(chrono::Utc::now)
         .timestamp_micros();
     let policies = policies(args.policies)?;
-    let done = crate::analytics::refresh_all(&args.lake, now, &args.thresholds.config(), &policies)
-        .await?;
+    let lake = existing_lake(&args.lake)?;
+    let done =
+        crate::analytics::refresh_all(&lake, now, &args.thresholds.config(), &policies).await?;
     let mut report = serde_json::to_value(&done.tables)?;
     report["default_evaluations"] = serde_json::to_value(&done.defaults)?;
     report["bad_reviews"] = serde_json::to_value(&done.closed_loop)?;
@@ -132,8 +146,8 @@ async fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
 
 async fn report(args: ReportArgs) -> anyhow::Result<()> {
     let period = crate::analytics::report::parse_period(&args.period)?;
-    let notice =
-        crate::analytics::report::report(&args.lake, period, &args.thresholds.config()).await?;
+    let lake = existing_lake(&args.lake)?;
+    let notice = crate::analytics::report::report(&lake, period, &args.thresholds.config()).await?;
     if args.format == crate::analytics::output::Format::Table {
         println!("{}", notice.title);
     }
@@ -187,8 +201,10 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
     if args.dedup_window_days == 0 {
         anyhow::bail!("--dedup-window-days must be at least 1");
     }
-    let lake = crate::lake::Lake::open_local(&args.lake, crate::sink::parquet::EVALUATIONS_TABLE)
-        .with_context(|| format!("--lake {}", args.lake.display()))?;
+    let lake = crate::lake::Lake::open(
+        &existing_lake(&args.lake)?,
+        crate::sink::parquet::EVALUATIONS_TABLE,
+    );
     let options = crate::lake::compact::CompactOptions {
         quiet_for: args.quiet_for,
         ..Default::default()

@@ -4,6 +4,8 @@
 //! result.
 
 use std::path::{Path, PathBuf};
+
+use crate::lake::LakeRoot;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,7 +121,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     config.kafka.brokers.clone_from(&brokers);
     config.kafka.topic = topic.into();
     config.kafka.group = "haochaping-demo".into();
-    config.lake.path.clone_from(&args.lake);
+    config.lake.path = crate::lake::LakeLocation::Local(args.lake.clone());
     config.lake.flush_interval = Duration::from_secs(5);
     config.identity.secret = Some("demo-secret-not-for-production".into());
     config.streams.cases_topic = Some("cases".into());
@@ -282,7 +284,7 @@ fn print_above(bars: &MultiProgress, line: &str) {
 
 /// Refreshes the derived tables, then prints the month's public notice (the worst-ranked
 /// departments first) and the strongest hotspots.
-async fn print_notice_and_hotspots(lake: &Path) {
+async fn print_notice_and_hotspots(lake: &LakeRoot) {
     use crate::analytics::periods::{Period, PeriodType};
     let now = chrono::Utc::now().timestamp_micros();
     if let Err(e) = crate::analytics::refresh(lake, now).await {
@@ -342,7 +344,7 @@ async fn print_notice_and_hotspots(lake: &Path) {
 
 /// The closed loop of the day's bad reviews: the alerts due now by rule (ingest sends them from its
 /// rounds), and the indicators per department.
-async fn print_closed_loop(lake: &Path, now: i64, policies: &crate::policy::Policies) {
+async fn print_closed_loop(lake: &LakeRoot, now: i64, policies: &crate::policy::Policies) {
     // The day's reviews are hours old: show what falls due within a week if nothing else happens,
     // then leave the table as of now.
     let week = now + 7 * 86_400_000_000;
@@ -474,8 +476,15 @@ async fn print_report(report: &DemoReport) {
     );
     let lake = report.lake.display();
     println!("lake             {lake}/evaluations/dt=…/city=…/*.parquet");
+    let root = match LakeRoot::local(&report.lake) {
+        Ok(root) => root,
+        Err(e) => {
+            println!("the lake: {e}");
+            return;
+        }
+    };
     match crate::analytics::query_lake(
-        &report.lake,
+        &root,
         "SELECT city, count(*) AS evaluations, round(avg(satisfaction), 2) AS avg_satisfaction, \
          sum(CASE WHEN bad_review THEN 1 ELSE 0 END) AS bad_reviews \
          FROM evaluations GROUP BY city ORDER BY evaluations DESC LIMIT 5",
@@ -489,7 +498,7 @@ async fn print_report(report: &DemoReport) {
         }
         Err(e) => println!("querying the lake failed: {e}"),
     }
-    print_notice_and_hotspots(&report.lake).await;
+    print_notice_and_hotspots(&root).await;
     println!("query it with DuckDB:");
     println!(
         "  duckdb -c \"SELECT dt, city, count(*), avg(satisfaction) FROM read_parquet('{lake}/evaluations/**/*.parquet', hive_partitioning=true) GROUP BY ALL ORDER BY 3 DESC LIMIT 10\""

@@ -146,7 +146,17 @@ pub async fn ingest_file(
         .health
         .partitions
         .store(1, std::sync::atomic::Ordering::Relaxed);
-    let lake = Lake::open_local(&config.lake.path, EVALUATIONS_TABLE)?;
+    // The rejected lines are appended to a file beside the lake while the run goes, and cut back
+    // to the committed position on recovery: that needs a local folder.
+    let Some(lake_path) = config.lake.path.local_path() else {
+        return Err(EngineError::Config(crate::config::ConfigError::Invalid {
+            field: "lake.path",
+            message: "ingest --from-file writes to a local lake folder; an object store lake is \
+                      written by the Kafka path"
+                .into(),
+        }));
+    };
+    let lake = Lake::open_local(lake_path, EVALUATIONS_TABLE)?;
     let hash = content_hash(path).await?;
     let topic = format!("{OFFLINE_SOURCE_PREFIX}{hash}");
     let stem = path
@@ -178,7 +188,7 @@ pub async fn ingest_file(
     let start = recovery.next_offset.unwrap_or(0);
     let mut lease = recovery.lease;
 
-    let rejected_dir = config.lake.path.join("_haochaping/rejected");
+    let rejected_dir = lake_path.join("_haochaping/rejected");
     std::fs::create_dir_all(&rejected_dir).map_err(io_error(&rejected_dir))?;
     let rejected_path = rejected_dir.join(format!("{stem}.{}.ndjson", &hash[..16]));
     let mut rejected =

@@ -29,7 +29,7 @@
 //! | `appeal`, `review_apply` | the forwarding (the department is told) |
 //! | `appeal_audit` / `review_decide` | the appeal / the review application |
 
-use std::path::Path;
+use crate::lake::LakeRoot;
 
 use serde::{Deserialize, Serialize};
 
@@ -430,7 +430,7 @@ fn period_of(
 
 /// Rebuilds `bad_reviews` as of `as_of`, adds new exclusions, and returns every alert due.
 pub async fn rebuild(
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     as_of: i64,
     policies: &Policies,
 ) -> Result<LoopReport, AnalyticsError> {
@@ -558,7 +558,7 @@ pub async fn rebuild(
 
 /// Appends the exclusions the table does not hold yet; returns how many.
 async fn add_exclusions(
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     ctx: &datafusion::prelude::SessionContext,
     found: Vec<Exclusion>,
 ) -> Result<usize, AnalyticsError> {

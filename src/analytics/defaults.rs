@@ -14,8 +14,8 @@
 //! A case whose period runs into a year the calendar has no data for gets no default yet (counted
 //! as `undecidable`, never a guessed date).
 
+use crate::lake::LakeRoot;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -152,7 +152,7 @@ fn level_name(level: DefaultLevel) -> &'static str {
 
 /// Rebuilds the `default_evaluations` table of a local lake as of `now_us`.
 pub async fn rebuild(
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     now_us: i64,
     policies: &Policies,
 ) -> Result<DefaultsReport, AnalyticsError> {
@@ -181,14 +181,10 @@ pub async fn rebuild(
         }
     }
     // Months that had defaults and have none now (their cases were evaluated since) are removed.
-    let folder = table_dir(lake_root, TABLE);
-    if let Ok(entries) = std::fs::read_dir(&folder) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(month) = name.strip_prefix("month=") {
-                if !by_month.contains_key(month) {
-                    delete_file(lake_root, &file_path(month)).await?;
-                }
+    for name in lake_root.child_folders(&table_dir(TABLE)).await? {
+        if let Some(month) = name.strip_prefix("month=") {
+            if !by_month.contains_key(month) {
+                delete_file(lake_root, &file_path(month)).await?;
             }
         }
     }

@@ -4,7 +4,7 @@
 //! (`tables/exclusions/<content hash>.parquet`), so the table only grows and a repeated call is a
 //! no-op. The next refresh sees the changed listing and rebuilds every period.
 
-use std::path::Path;
+use crate::lake::LakeRoot;
 use std::sync::Arc;
 
 use arrow::array::{Int8Array, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -73,7 +73,7 @@ pub fn to_batch(rows: &[Exclusion]) -> Result<RecordBatch, AnalyticsError> {
 }
 
 /// Adds exclusions to the lake as one new file named by its content.
-pub async fn append(lake_root: &Path, rows: &[Exclusion]) -> Result<(), AnalyticsError> {
+pub async fn append(lake_root: &LakeRoot, rows: &[Exclusion]) -> Result<(), AnalyticsError> {
     if rows.is_empty() {
         return Ok(());
     }

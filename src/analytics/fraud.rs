@@ -2,7 +2,7 @@
 //! and malicious bad reviewers (恶意差评), one file per month at
 //! `tables/fraud_signals/period=<yyyy-mm>/data.parquet`, rebuilt when the month's data changes.
 
-use std::path::Path;
+use crate::lake::LakeRoot;
 
 use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
@@ -57,7 +57,7 @@ pub async fn compute(
 /// Recomputes one month and replaces its file (removes it when the month has no signal).
 pub async fn rebuild(
     ctx: &SessionContext,
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     month: Period,
     config: &AnalyticsConfig,
 ) -> Result<usize, AnalyticsError> {

@@ -4,8 +4,8 @@
 //! stable (entity type, entity id, window, rule), so [`diff`] of two refreshes names the hotspots
 //! that opened and closed.
 
+use crate::lake::LakeRoot;
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -174,7 +174,7 @@ pub async fn current_ids(ctx: &SessionContext) -> Result<BTreeSet<String>, Analy
 /// Recomputes the table as of a time and replaces it; returns which ids opened and closed.
 pub async fn rebuild(
     ctx: &SessionContext,
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     as_of_us: i64,
     config: &AnalyticsConfig,
 ) -> Result<HotspotDiff, AnalyticsError> {

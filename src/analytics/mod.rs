@@ -36,15 +36,13 @@ pub mod terms;
 
 pub mod alerts;
 
-use std::path::Path;
+use crate::lake::LakeRoot;
 
 use crate::telemetry::analytics_step as step;
 
 use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
-use object_store::local::LocalFileSystem;
-use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::sink::parquet::{encode_parquet, TableError};
@@ -65,6 +63,8 @@ pub enum AnalyticsError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("lake store: {0}")]
     Store(#[from] object_store::Error),
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -341,14 +341,17 @@ pub async fn collect(
 
 /// Runs one SQL text (the last statement's rows are returned) against a lake, with every table
 /// registered.
-pub async fn query_lake(lake_root: &Path, sql: &str) -> Result<Vec<RecordBatch>, DataFusionError> {
+pub async fn query_lake(
+    lake_root: &LakeRoot,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, DataFusionError> {
     let ctx = open(lake_root).await?;
     ctx.sql(sql).await?.collect().await
 }
 
 /// Runs a user's read-only SQL (no DDL, no DML, one statement).
 pub async fn query_read_only(
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     sql: &str,
 ) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>), AnalyticsError> {
     let ctx = open(lake_root).await?;
@@ -363,7 +366,7 @@ pub async fn query_read_only(
 
 /// Puts one file of a derived table (a single put: readers see the old file or the new one).
 pub async fn put_file(
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     relative: &str,
     schema: &arrow::datatypes::SchemaRef,
     batches: &[RecordBatch],
@@ -375,37 +378,16 @@ pub async fn put_file(
 
 /// Puts bytes at a path relative to the lake root.
 pub async fn put_bytes(
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     relative: &str,
     bytes: bytes::Bytes,
 ) -> Result<(), AnalyticsError> {
-    std::fs::create_dir_all(lake_root).map_err(|source| AnalyticsError::Io {
-        path: lake_root.display().to_string(),
-        source,
-    })?;
-    let store = LocalFileSystem::new_with_prefix(lake_root)?;
-    store
-        .put(
-            &object_store::path::Path::from(relative),
-            PutPayload::from(bytes),
-        )
-        .await?;
-    Ok(())
+    Ok(lake_root.put(relative, bytes).await?)
 }
 
 /// Removes a file of a derived table if it exists.
-pub async fn delete_file(lake_root: &Path, relative: &str) -> Result<(), AnalyticsError> {
-    if !lake_root.join(relative).exists() {
-        return Ok(());
-    }
-    let store = LocalFileSystem::new_with_prefix(lake_root)?;
-    match store
-        .delete(&object_store::path::Path::from(relative))
-        .await
-    {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+pub async fn delete_file(lake_root: &LakeRoot, relative: &str) -> Result<(), AnalyticsError> {
+    Ok(lake_root.delete(relative).await?)
 }
 
 /// What a refresh did.
@@ -439,7 +421,7 @@ pub struct FullRefresh {
 /// bad review; when the closed loop adds exclusions, the tables again (the exclusions change past
 /// periods). What `ingest`'s rounds and `haochaping analyze` both run.
 pub async fn refresh_all(
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     now_us: i64,
     config: &AnalyticsConfig,
     policies: &crate::policy::Policies,
@@ -465,7 +447,7 @@ pub async fn refresh_all(
 /// Brings every derived table of a local lake up to date with the default thresholds; `now_us`
 /// (UTC microseconds) is the end of the hotspot windows. Meant to be called by `ingest` on a
 /// schedule and by `haochaping analyze`.
-pub async fn refresh(lake_root: &Path, now_us: i64) -> Result<RefreshReport, AnalyticsError> {
+pub async fn refresh(lake_root: &LakeRoot, now_us: i64) -> Result<RefreshReport, AnalyticsError> {
     refresh_with(lake_root, now_us, &AnalyticsConfig::default()).await
 }
 
@@ -482,14 +464,14 @@ pub async fn refresh(lake_root: &Path, now_us: i64) -> Result<RefreshReport, Ana
 ///    fraud signals and the hotspots.
 /// 4. Save the state last: a crash before it repeats the work, never skips it.
 pub async fn refresh_with(
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     now_us: i64,
     config: &AnalyticsConfig,
 ) -> Result<RefreshReport, AnalyticsError> {
     config.check()?;
     let ctx = open(lake_root).await?;
-    let previous = state::RefreshState::load(lake_root)?;
-    let current = state::RefreshState::scan(lake_root, config)?;
+    let previous = state::RefreshState::load(lake_root).await?;
+    let current = state::RefreshState::scan(lake_root, config).await?;
     let mut report = RefreshReport::default();
     let all_days = current.days();
     let mut touched = match &previous {
@@ -503,7 +485,7 @@ pub async fn refresh_with(
         touched.extend(rankings::days_of_replaced_firsts(&ctx, &touched).await?);
     }
     report.touched_days = touched.len();
-    let existing_rolling = rankings::existing_rolling(lake_root);
+    let existing_rolling = rankings::existing_rolling(lake_root).await?;
     let periods = rankings::touched_periods(&touched, &all_days, &existing_rolling);
     step("rankings", async {
         for period in &periods {

@@ -2,8 +2,8 @@
 //! `tables/rankings/period_type=<type>/period=<period>/data.parquet`, and the `warnings` table
 //! (`queries/warnings.sql`) derived from them.
 
+use crate::lake::LakeRoot;
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use arrow::array::{AsArray, RecordBatch};
 use datafusion::prelude::SessionContext;
@@ -80,7 +80,7 @@ pub fn conform(
 /// Recomputes one period and replaces its file (removes it when the period has no rows).
 pub async fn rebuild(
     ctx: &SessionContext,
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     period: Period,
     config: &AnalyticsConfig,
 ) -> Result<usize, AnalyticsError> {
@@ -96,20 +96,18 @@ pub async fn rebuild(
 }
 
 /// Last days of the rolling windows already written.
-pub fn existing_rolling(lake_root: &Path) -> BTreeSet<i32> {
-    let dir = table_dir(lake_root, "rankings")
-        .join(format!("period_type={}", PeriodType::Rolling30.name()));
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("period="))
-                .and_then(parse_day)
-        })
-        .collect()
+pub async fn existing_rolling(lake_root: &LakeRoot) -> Result<BTreeSet<i32>, AnalyticsError> {
+    let folder = format!(
+        "{}/period_type={}",
+        table_dir("rankings"),
+        PeriodType::Rolling30.name()
+    );
+    Ok(lake_root
+        .child_folders(&folder)
+        .await?
+        .iter()
+        .filter_map(|name| name.strip_prefix("period=").and_then(parse_day))
+        .collect())
 }
 
 /// The periods to rebuild when the given days changed.
@@ -204,7 +202,7 @@ pub fn warnings_sql(config: &AnalyticsConfig) -> Result<String, AnalyticsError> 
 /// Recomputes the whole `warnings` table from `rankings` (`tables/warnings/data.parquet`).
 pub async fn rebuild_warnings(
     ctx: &SessionContext,
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     config: &AnalyticsConfig,
 ) -> Result<usize, AnalyticsError> {
     let (_, batches) = collect(ctx, &warnings_sql(config)?).await?;

@@ -2,7 +2,7 @@
 //! rows for the same data, whenever it runs) and returns the public notice (通报): per department,
 //! evaluations, good and bad rate and rank (`queries/notice.sql`).
 
-use std::path::Path;
+use crate::lake::LakeRoot;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -45,7 +45,7 @@ pub fn notice_sql(period: Period) -> Result<String, AnalyticsError> {
 
 /// Rebuilds the period's rankings and reads its notice back from the table.
 pub async fn report(
-    lake_root: &Path,
+    lake_root: &LakeRoot,
     period: Period,
     config: &AnalyticsConfig,
 ) -> Result<Notice, AnalyticsError> {

@@ -15,7 +15,6 @@
 //! fixed schema, so a lake without a table's folder yet answers with an empty table instead of an
 //! error; partition columns are Utf8 and a filter on them prunes the listing.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Int8Array, RecordBatch, StringArray};
@@ -35,13 +34,14 @@ use crate::stream::cases::{cases_schema, CASES_TABLE};
 use crate::stream::workflow::{workflow_schema, WORKFLOW_TABLE};
 
 use super::sql;
+use crate::lake::LakeRoot;
 
 /// Where derived tables live under the lake root.
 pub const TABLES_FOLDER: &str = "tables";
 
-/// A derived table's folder under the lake root.
-pub fn table_dir(lake_root: &Path, table: &str) -> PathBuf {
-    lake_root.join(TABLES_FOLDER).join(table)
+/// A derived table's folder, relative to the lake root.
+pub fn table_dir(table: &str) -> String {
+    format!("{TABLES_FOLDER}/{table}")
 }
 
 /// The lake tables `haochaping query` can read, in the order `--help` lists them.
@@ -304,70 +304,71 @@ pub fn fraud_signals_schema() -> SchemaRef {
 /// A table's schema and Hive partition columns.
 struct TableSpec {
     name: &'static str,
-    folder: PathBuf,
+    /// Relative to the lake root.
+    folder: String,
     schema: SchemaRef,
     partitions: &'static [&'static str],
 }
 
-fn specs(lake_root: &Path) -> Vec<TableSpec> {
+fn specs() -> Vec<TableSpec> {
     vec![
         TableSpec {
             name: EVALUATIONS_TABLE,
-            folder: lake_root.join(EVALUATIONS_TABLE),
+            folder: EVALUATIONS_TABLE.to_owned(),
             schema: evaluations_schema(),
             partitions: &["dt", "city"],
         },
         TableSpec {
             name: CASES_TABLE,
-            folder: lake_root.join(CASES_TABLE),
+            folder: CASES_TABLE.to_owned(),
             schema: cases_schema(),
             partitions: &["dt", "city"],
         },
         TableSpec {
             name: WORKFLOW_TABLE,
-            folder: lake_root.join(WORKFLOW_TABLE),
+            folder: WORKFLOW_TABLE.to_owned(),
             schema: workflow_schema(),
             partitions: &["dt", "city"],
         },
         TableSpec {
             name: "bad_reviews",
-            folder: table_dir(lake_root, "bad_reviews"),
+            folder: table_dir("bad_reviews"),
             schema: bad_reviews_schema(),
             partitions: &[],
         },
         TableSpec {
             name: "default_evaluations",
-            folder: table_dir(lake_root, "default_evaluations"),
+            folder: table_dir("default_evaluations"),
             schema: default_evaluations_schema(),
             partitions: &["month"],
         },
         TableSpec {
             name: "exclusions",
-            folder: table_dir(lake_root, "exclusions"),
+            folder: table_dir("exclusions"),
             schema: exclusions_schema(),
             partitions: &[],
         },
         TableSpec {
             name: "rankings",
-            folder: table_dir(lake_root, "rankings"),
+            folder: table_dir("rankings"),
             schema: rankings_schema(),
             partitions: &["period_type", "period"],
         },
         TableSpec {
             name: "warnings",
-            folder: table_dir(lake_root, "warnings"),
+            folder: table_dir("warnings"),
             schema: warnings_schema(),
             partitions: &[],
         },
         TableSpec {
             name: "hotspots",
-            folder: table_dir(lake_root, "hotspots"),
+            folder: table_dir("hotspots"),
             schema: hotspots_schema(),
             partitions: &[],
         },
         TableSpec {
             name: "fraud_signals",
-            folder: table_dir(lake_root, "fraud_signals"),
+            folder: table_dir("fraud_signals"),
             schema: fraud_signals_schema(),
             partitions: &["period"],
         },
@@ -378,8 +379,15 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
     DataFusionError::External(Box::new(e))
 }
 
-fn table(spec: &TableSpec) -> Result<Arc<dyn TableProvider>, DataFusionError> {
-    if !spec.folder.is_dir() {
+async fn table(
+    lake_root: &LakeRoot,
+    spec: &TableSpec,
+) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    if !lake_root
+        .has_objects(&spec.folder)
+        .await
+        .map_err(external)?
+    {
         // No folder yet: an empty table with the same columns, partition columns included.
         let mut fields: Vec<Field> = spec
             .schema
@@ -395,8 +403,12 @@ fn table(spec: &TableSpec) -> Result<Arc<dyn TableProvider>, DataFusionError> {
         let schema = Arc::new(Schema::new(fields));
         return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
     }
-    let folder = spec.folder.canonicalize().map_err(external)?;
-    let url = ListingTableUrl::parse(format!("{}/", folder.display()))?;
+    let url = ListingTableUrl::parse(
+        lake_root
+            .folder_url(&spec.folder)
+            .map_err(external)?
+            .as_str(),
+    )?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(
@@ -483,30 +495,29 @@ fn tag_meanings_table() -> Result<MemTable, DataFusionError> {
     MemTable::try_new(schema, vec![vec![batch]])
 }
 
-/// Registers only `evaluations` (partitioned by `dt`, `city`) of a local lake root on a session
-/// (for callers with a session of their own, such as the alert rules).
-pub async fn register_lake(ctx: &SessionContext, lake_root: &Path) -> Result<(), DataFusionError> {
-    let spec = specs(lake_root)
+/// Registers only `evaluations` (partitioned by `dt`, `city`) of a lake on a session (for callers
+/// with a session of their own, such as the alert rules).
+pub async fn register_lake(
+    ctx: &SessionContext,
+    lake_root: &LakeRoot,
+) -> Result<(), DataFusionError> {
+    let spec = specs()
         .into_iter()
         .find(|s| s.name == EVALUATIONS_TABLE)
         .ok_or_else(|| DataFusionError::Internal("no evaluations table spec".into()))?;
-    ctx.register_table(spec.name, table(&spec)?)?;
+    lake_root.register(ctx);
+    ctx.register_table(spec.name, table(lake_root, &spec).await?)?;
     Ok(())
 }
 
-/// A session over a lake root with every table, the reference tables and the
-/// `effective_evaluations` view registered. The root must exist.
-pub async fn open(lake_root: &Path) -> Result<SessionContext, DataFusionError> {
-    if !lake_root.is_dir() {
-        return Err(DataFusionError::Plan(format!(
-            "lake folder {} does not exist",
-            lake_root.display()
-        )));
-    }
+/// A session over a lake with every table, the reference tables and the `effective_evaluations`
+/// view registered.
+pub async fn open(lake_root: &LakeRoot) -> Result<SessionContext, DataFusionError> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
-    for spec in specs(lake_root) {
-        ctx.register_table(spec.name, table(&spec)?)?;
+    lake_root.register(&ctx);
+    for spec in specs() {
+        ctx.register_table(spec.name, table(lake_root, &spec).await?)?;
     }
     ctx.register_table("regions", Arc::new(regions_table()?))?;
     ctx.register_table("tag_meanings", Arc::new(tag_meanings_table()?))?;

@@ -1,8 +1,8 @@
 //! The refresh state: which files of `evaluations` and `exclusions` the derived tables were last
 //! built from, and from which SQL and thresholds (`_haochaping/analytics/state.json`).
 
+use crate::lake::LakeRoot;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,34 +34,24 @@ pub fn definition(config: &AnalyticsConfig) -> String {
     format!("{:032x}", hasher.digest128())
 }
 
-/// Every `.parquet` file below a folder, with its size, by path relative to that folder.
-fn list_parquet(folder: &Path) -> Result<BTreeMap<String, u64>, AnalyticsError> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![folder.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(AnalyticsError::Io {
-                    path: dir.display().to_string(),
-                    source,
-                })
-            }
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                if let Ok(relative) = path.strip_prefix(folder) {
-                    files.insert(relative.to_string_lossy().into_owned(), meta.len());
-                }
-            }
-        }
-    }
-    Ok(files)
+/// Every `.parquet` file below a folder of the lake, with its size, by path relative to that folder.
+async fn list_parquet(
+    lake_root: &LakeRoot,
+    folder: &str,
+) -> Result<BTreeMap<String, u64>, AnalyticsError> {
+    let below = format!("{folder}/");
+    Ok(lake_root
+        .list(folder)
+        .await?
+        .into_iter()
+        .filter_map(|meta| {
+            let path = meta.location.as_ref();
+            let relative = path.strip_prefix(&below)?;
+            relative
+                .ends_with(".parquet")
+                .then(|| (relative.to_owned(), meta.size))
+        })
+        .collect())
 }
 
 /// The day of a file from its `dt=yyyy-mm-dd` folder.
@@ -73,35 +63,31 @@ pub fn day_of_path(path: &str) -> Option<i32> {
 
 impl RefreshState {
     /// The lake as it is now.
-    pub fn scan(lake_root: &Path, config: &AnalyticsConfig) -> Result<Self, AnalyticsError> {
+    pub async fn scan(
+        lake_root: &LakeRoot,
+        config: &AnalyticsConfig,
+    ) -> Result<Self, AnalyticsError> {
         Ok(Self {
             definition: definition(config),
-            evaluations: list_parquet(&lake_root.join(EVALUATIONS_TABLE))?,
-            exclusions: list_parquet(&super::session::table_dir(lake_root, "exclusions"))?,
+            evaluations: list_parquet(lake_root, EVALUATIONS_TABLE).await?,
+            exclusions: list_parquet(lake_root, &super::session::table_dir("exclusions")).await?,
         })
     }
 
     /// The last saved state, if any.
-    pub fn load(lake_root: &Path) -> Result<Option<Self>, AnalyticsError> {
-        let path = lake_root.join(STATE_PATH);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|source| AnalyticsError::State {
-                        path: path.display().to_string(),
-                        source,
-                    })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(AnalyticsError::Io {
-                path: path.display().to_string(),
+    pub async fn load(lake_root: &LakeRoot) -> Result<Option<Self>, AnalyticsError> {
+        let Some(bytes) = lake_root.get(STATE_PATH).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| AnalyticsError::State {
+                path: format!("{lake_root}/{STATE_PATH}"),
                 source,
-            }),
-        }
+            })
     }
 
-    pub async fn save(&self, lake_root: &Path) -> Result<(), AnalyticsError> {
+    pub async fn save(&self, lake_root: &LakeRoot) -> Result<(), AnalyticsError> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|source| AnalyticsError::State {
             path: STATE_PATH.into(),
             source,

@@ -362,8 +362,13 @@ impl KafkaConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LakeConfig {
-    /// Lake root folder.
-    pub path: PathBuf,
+    /// Lake root: a folder, or an object store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
+    pub path: crate::lake::LakeLocation,
+    /// Object store options (file-only), over the provider's environment variables: `aws_endpoint`,
+    /// `aws_region`, `aws_allow_http`, … (the keys `object_store` knows for the URL's store).
+    /// Credentials are better left to the environment; values whose key names a secret, key, token
+    /// or password are masked by `config show`.
+    pub storage: BTreeMap<String, String>,
     /// Longest time an accepted event waits in memory before its batch is committed.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
@@ -414,7 +419,8 @@ impl LakeConfig {
 impl Default for LakeConfig {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("lake"),
+            path: crate::lake::LakeLocation::default(),
+            storage: BTreeMap::new(),
             flush_interval: Duration::from_secs(30),
             flush_rows: 200_000,
             flush_bytes: 256 << 20,
@@ -490,14 +496,22 @@ impl IngestConfig {
     }
 
     /// The effective configuration as TOML, every secret shown as `<secret>` (and so are the
-    /// values of `kafka.properties` whose key names a password, secret or key).
+    /// values of `kafka.properties` and `lake.storage` whose key names a password, secret, key or
+    /// token).
     pub fn show(&self) -> String {
         let mut shown = self.clone();
-        for (key, value) in shown.kafka.properties.iter_mut() {
-            if ["password", "secret", "key"]
+        let sensitive = |key: &str| {
+            ["password", "secret", "key", "token"]
                 .iter()
                 .any(|w| key.contains(w))
-            {
+        };
+        for (key, value) in shown
+            .kafka
+            .properties
+            .iter_mut()
+            .chain(shown.lake.storage.iter_mut())
+        {
+            if sensitive(key) {
                 *value = "<secret>".into();
             }
         }
@@ -553,6 +567,17 @@ impl IngestConfig {
             return invalid("kafka.group", "must not be empty");
         }
         self.kafka.check_properties()?;
+        if let crate::lake::LakeLocation::Remote(_) = &self.lake.path {
+            // Builds the store's client (nothing is contacted): a bad option or URL shows here.
+            if let Err(e) = crate::lake::LakeRoot::open(&self.lake.path, &self.lake.storage) {
+                return invalid("lake", &e.to_string());
+            }
+        } else if let Some(key) = self.lake.storage.keys().next() {
+            return invalid(
+                "lake.storage",
+                &format!("{key}: storage options are for an object store lake"),
+            );
+        }
         if self.kafka.dlq_topic() == self.kafka.topic {
             return invalid("kafka.dlq_topic", "must differ from kafka.topic");
         }

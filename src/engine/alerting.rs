@@ -25,7 +25,7 @@ pub struct Alerting {
     rules: AlertRules,
     sink: AlertSink,
     /// The lake the rules' look-back is read from again every `history_refresh`.
-    lake: std::path::PathBuf,
+    lake: crate::lake::LakeRoot,
     history_refresh: std::time::Duration,
     last_refresh: std::time::Instant,
     /// A read of the lake's bad reviews in flight (in the background: never on the chunk's path).
@@ -35,12 +35,15 @@ pub struct Alerting {
 impl Alerting {
     /// The alert stage of an ingest configuration, if alerts are enabled: the rules planned once,
     /// their history loaded from the lake.
-    pub async fn from_config(config: &IngestConfig) -> Result<Option<Self>, EngineError> {
+    pub async fn from_config(
+        config: &IngestConfig,
+        lake: &crate::lake::LakeRoot,
+    ) -> Result<Option<Self>, EngineError> {
         if !config.alerts.enabled {
             return Ok(None);
         }
         let policies = std::sync::Arc::new(config.policy.load()?);
-        let history = load_history(&config.lake.path, super::now_us()).await?;
+        let history = load_history(lake, super::now_us()).await?;
         let rules = AlertRules::new(RULES, history, policies).await?;
         tracing::info!(
             topic = %config.alerts.topic,
@@ -53,7 +56,7 @@ impl Alerting {
             processor: Processor::from_config(config),
             rules,
             sink,
-            lake: config.lake.path.clone(),
+            lake: lake.clone(),
             history_refresh: config.alerts.history_refresh,
             last_refresh: std::time::Instant::now(),
             refreshing: None,

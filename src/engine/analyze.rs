@@ -7,13 +7,13 @@
 //! next one; it never stops the ingest.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::analytics::alerts::hotspot::Announcements;
 use crate::analytics::alerts::outbox::SentOnce;
 use crate::analytics::closed_loop::LoopAlert;
 use crate::config::IngestConfig;
+use crate::lake::LakeRoot;
 use crate::policy::Policies;
 use crate::sink::alerts::AlertSink;
 use crate::telemetry::Stats;
@@ -23,6 +23,7 @@ use super::EngineError;
 /// Starts the background rounds, unless alerts or the schedule are off.
 pub fn background_analytics(
     config: &IngestConfig,
+    root: &LakeRoot,
     stats: Arc<Stats>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let every = config.alerts.hotspots_every;
@@ -43,7 +44,7 @@ pub fn background_analytics(
             return None;
         }
     };
-    let root = config.lake.path.clone();
+    let root = root.clone();
     Some(tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -70,7 +71,7 @@ const LOOP_SENT_KEPT_US: i64 = 400 * 86_400_000_000;
 /// announce what is due: hotspots that opened or closed, and the closed loop's overdue, escalation
 /// and revisit alerts, each once. Returns how many alerts went out.
 pub async fn analyze_round(
-    root: &Path,
+    root: &LakeRoot,
     sink: &AlertSink,
     stats: &Stats,
     policies: &Policies,
@@ -90,21 +91,17 @@ pub async fn analyze_round(
 
 /// The closed loop's alerts due now and never sent: saved, produced, confirmed, marked sent.
 async fn announce_loop(
-    root: &Path,
+    root: &LakeRoot,
     sink: &AlertSink,
     stats: &Stats,
     due: Vec<LoopAlert>,
     now_us: i64,
 ) -> Result<usize, EngineError> {
-    let io = |source: std::io::Error| EngineError::Io {
-        path: root.join(LOOP_STATE_FILE),
-        source,
-    };
-    let mut state = SentOnce::<LoopAlert>::load(root, LOOP_STATE_FILE).map_err(io)?;
+    let mut state = SentOnce::<LoopAlert>::load(root, LOOP_STATE_FILE).await?;
     state.plan(due);
     state.forget_before(now_us - LOOP_SENT_KEPT_US);
     // Saved before anything is produced: a crash from here on re-sends the same alerts.
-    state.save(root, LOOP_STATE_FILE).map_err(io)?;
+    state.save(root, LOOP_STATE_FILE).await?;
     if state.outbox.is_empty() {
         return Ok(0);
     }
@@ -115,27 +112,23 @@ async fn announce_loop(
     )
     .await?;
     state.mark_sent(now_us);
-    state.save(root, LOOP_STATE_FILE).map_err(io)?;
+    state.save(root, LOOP_STATE_FILE).await?;
     Ok(sent)
 }
 
 /// Hotspots that opened or closed since the last round: decided and saved, produced, confirmed,
 /// the outbox saved empty.
 async fn announce_hotspots(
-    root: &Path,
+    root: &LakeRoot,
     sink: &AlertSink,
     stats: &Stats,
     now_us: i64,
 ) -> Result<usize, EngineError> {
-    let io = |source: std::io::Error| EngineError::Io {
-        path: root.join(crate::analytics::alerts::hotspot::STATE_FILE),
-        source,
-    };
     let current = hotspot_rows(root).await?;
-    let mut announcements = Announcements::load(root).map_err(io)?;
+    let mut announcements = Announcements::load(root).await?;
     announcements.plan(&current, now_us);
     // Saved before anything is produced: a crash from here on re-sends the same alerts.
-    announcements.save(root).map_err(io)?;
+    announcements.save(root).await?;
     if announcements.outbox.is_empty() {
         return Ok(0);
     }
@@ -149,7 +142,7 @@ async fn announce_hotspots(
     )
     .await?;
     announcements.outbox.clear();
-    announcements.save(root).map_err(io)?;
+    announcements.save(root).await?;
     Ok(sent)
 }
 
@@ -170,7 +163,7 @@ async fn send_confirmed<'a, A: serde::Serialize + 'a>(
 }
 
 /// The `hotspots` table now, by hotspot id, each row as a JSON object.
-async fn hotspot_rows(root: &Path) -> Result<BTreeMap<String, serde_json::Value>, EngineError> {
+async fn hotspot_rows(root: &LakeRoot) -> Result<BTreeMap<String, serde_json::Value>, EngineError> {
     let ctx = crate::analytics::session::open(root)
         .await
         .map_err(crate::analytics::AnalyticsError::from)?;

@@ -28,7 +28,7 @@ use super::partition::{
 use super::recovery::{recover_partition, DedupScope};
 use super::{today, EngineError};
 use crate::config::IngestConfig;
-use crate::lake::{BatchRange, Lake};
+use crate::lake::{BatchRange, Lake, LakeRoot};
 use crate::sink::dlq::{DeadLetters, SourcePosition};
 use crate::sink::parquet::{finish_parts, TableError};
 use crate::source::kafka::{self, IngestContext, PartitionEvent};
@@ -59,10 +59,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<StatsSnapshot, EngineError> {
     config.check()?;
+    let root = LakeRoot::open(&config.lake.path, &config.lake.storage)?;
     let reviews = match &config.streams.workflow_topic {
         Some(_) => {
             let reviews = crate::stream::workflow::load_registry(
-                &config.lake.path,
+                &root,
                 config.dedup.window_days,
                 super::now_us(),
             )
@@ -75,21 +76,21 @@ pub async fn run(
         }
         None => None,
     };
-    let sources = Source::all(&config, reviews.clone())?;
+    let sources = Source::all(&config, &root, reviews.clone())?;
     let context = IngestContext::default();
     let consumer = Arc::new(kafka::consumer(&config.kafka, context.clone())?);
     let topics: Vec<&str> = sources.iter().map(|s| s.topic.as_str()).collect();
     consumer.subscribe(&topics)?;
-    tracing::info!(topics = ?topics, group = %config.kafka.group, lake = %config.lake.path.display(), "ingest started");
+    tracing::info!(topics = ?topics, group = %config.kafka.group, lake = %root, "ingest started");
 
-    let alerting = Alerting::from_config(&config).await?;
+    let alerting = Alerting::from_config(&config, &root).await?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ingest_throttle = config
         .lake
         .max_events_per_second
         .map(super::throttle::Throttle::new);
     let compaction = background_compaction(&config, &sources);
-    let analytics = super::analyze::background_analytics(&config, stats.clone());
+    let analytics = super::analyze::background_analytics(&config, &root, stats.clone());
     let mut ingest = Ingest {
         workers,
         config,
@@ -188,13 +189,14 @@ impl Source {
     /// The streams the configuration runs, each with its lake table and dead-letter topic.
     fn all(
         config: &IngestConfig,
+        root: &LakeRoot,
         reviews: Option<Arc<crate::stream::workflow::BadReviews>>,
     ) -> Result<Vec<Source>, EngineError> {
-        crate::stream::configured(config, reviews)
+        crate::stream::configured(config, root, reviews)
             .into_iter()
             .map(|c| {
                 Ok(Source {
-                    lake: Lake::open_local(&config.lake.path, c.stream.table())?,
+                    lake: Lake::open(root, c.stream.table()),
                     dead_letters: DeadLetters::for_topic(config, c.dlq_topic)?,
                     topic: c.topic,
                     stream: c.stream,

@@ -79,13 +79,13 @@
 
 pub mod compact;
 pub mod log;
+pub mod root;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
@@ -94,6 +94,7 @@ use arrow::array::RecordBatch;
 use crate::sink::parquet::{encode_parquet, parse_day, PartitionKey, TableError};
 pub use log::{BatchRange, BatchRecord};
 use log::{LogRecord, RecordKind};
+pub use root::{LakeLocation, LakeRoot};
 
 /// The folder of the partitions' logs, beside the tables.
 pub const LOG_FOLDER: &str = "_haochaping/log";
@@ -151,6 +152,11 @@ pub enum LakeError {
     },
     #[error("log record {path}: {source}")]
     Record {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("state file {path}: {source}")]
+    State {
         path: String,
         source: serde_json::Error,
     },
@@ -292,23 +298,17 @@ fn now_us() -> i64 {
 impl Lake {
     /// Opens a lake at a local folder (created if missing).
     pub fn open_local(root: impl Into<PathBuf>, table: &str) -> Result<Self, LakeError> {
-        let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|source| LakeError::Io {
-            path: root.clone(),
-            source,
-        })?;
-        let root = root.canonicalize().map_err(|source| LakeError::Io {
-            path: root.clone(),
-            source,
-        })?;
-        let store = LocalFileSystem::new_with_prefix(&root)
-            .map_err(|e| LakeError::Location(root.display().to_string(), e.to_string()))?;
-        Ok(Self {
-            store: Arc::new(store),
-            local_root: Some(root),
+        Ok(Self::open(&LakeRoot::local(root)?, table))
+    }
+
+    /// Opens one table of a lake, local or on an object store.
+    pub fn open(root: &LakeRoot, table: &str) -> Self {
+        Self {
+            store: root.store().clone(),
+            local_root: root.local_path().map(ToOwned::to_owned),
             table: table.to_owned(),
             writer: new_writer_id(),
-        })
+        }
     }
 
     /// Opens a lake on any object store (in-memory in tests, S3 in production).

@@ -37,6 +37,7 @@ pub struct Configured {
 /// registry of bad reviews (loaded from the lake), when the workflow is read.
 pub fn configured(
     config: &IngestConfig,
+    root: &crate::lake::LakeRoot,
     reviews: Option<Arc<workflow::BadReviews>>,
 ) -> Vec<Configured> {
     let mut processor = Processor::from_config(config);
@@ -62,7 +63,7 @@ pub fn configured(
             stream: Arc::new(
                 workflow::Workflow::new(config.validation.clone(), reviews).reloading(Arc::new(
                     workflow::Reload::new(
-                        config.lake.path.clone(),
+                        root.clone(),
                         config.dedup.window_days,
                         // Another instance's reviews are in the lake after its next flush.
                         config

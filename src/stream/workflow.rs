@@ -444,7 +444,7 @@ fn step_conflict() -> Rejection {
 /// once per `every`.
 #[derive(Debug)]
 pub struct Reload {
-    lake_root: std::path::PathBuf,
+    lake_root: crate::lake::LakeRoot,
     window_days: u16,
     every: std::time::Duration,
     last: std::sync::Mutex<Option<std::time::Instant>>,
@@ -453,7 +453,7 @@ pub struct Reload {
 
 impl Reload {
     pub fn new(
-        lake_root: std::path::PathBuf,
+        lake_root: crate::lake::LakeRoot,
         window_days: u16,
         every: std::time::Duration,
     ) -> Self {
@@ -703,7 +703,7 @@ fn dedup_entries(
 /// Loads the registry from the lake: the bad reviews of the last `window_days` days and every step
 /// the `workflow` table holds for them.
 pub async fn load_registry(
-    lake_root: &std::path::Path,
+    lake_root: &crate::lake::LakeRoot,
     window_days: u16,
     now_us: i64,
 ) -> Result<Arc<BadReviews>, crate::analytics::AnalyticsError> {
@@ -724,9 +724,6 @@ pub async fn load_registry(
         event_at: i64,
     }
     let registry = BadReviews::new();
-    if !lake_root.is_dir() {
-        return Ok(registry);
-    }
     let since = crate::sink::parquet::format_day(cst_day(now_us) - i32::from(window_days));
     let ctx = crate::analytics::open(lake_root).await?;
     let sql = format!(

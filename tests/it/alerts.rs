@@ -90,7 +90,7 @@ async fn the_look_back_takes_in_what_other_instances_committed() {
     )
     .unwrap();
     let mut config = haochaping::config::IngestConfig::default();
-    config.lake.path = lake.clone();
+    config.lake.path = lake.clone().into();
     config.identity.secret = Some(SECRET.into());
     haochaping::offline::ingest_file(config, &elsewhere, std::sync::Arc::new(Stats::default()))
         .await
@@ -110,7 +110,7 @@ async fn the_look_back_takes_in_what_other_instances_committed() {
             .await
             .unwrap();
             if refresh {
-                let history = haochaping::analytics::alerts::load_history(lake, now)
+                let history = haochaping::analytics::alerts::load_history(&root(lake), now)
                     .await
                     .unwrap();
                 assert_eq!(rules.absorb(&history, now).unwrap(), 1);
@@ -482,19 +482,25 @@ async fn hotspots_that_open_and_close_are_announced_once() {
     let stats = Stats::default();
     let as_of = crate::analytics::AS_OF_US;
 
-    let opened = analyze_round(&lake, &sink, &stats, &policies, as_of)
+    let opened = analyze_round(&root(&lake), &sink, &stats, &policies, as_of)
         .await
         .unwrap();
     assert!(opened > 0);
     assert_eq!(
-        analyze_round(&lake, &sink, &stats, &policies, as_of)
+        analyze_round(&root(&lake), &sink, &stats, &policies, as_of)
             .await
             .unwrap(),
         0
     );
-    let later = analyze_round(&lake, &sink, &stats, &policies, as_of + 3 * 86_400_000_000)
-        .await
-        .unwrap();
+    let later = analyze_round(
+        &root(&lake),
+        &sink,
+        &stats,
+        &policies,
+        as_of + 3 * 86_400_000_000,
+    )
+    .await
+    .unwrap();
     assert!(later > 0);
 
     let validator = schema();

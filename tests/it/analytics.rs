@@ -14,7 +14,7 @@ use haochaping::analytics::AnalyticsConfig;
 use haochaping::config::IngestConfig;
 use haochaping::telemetry::Stats;
 
-use crate::support::SECRET;
+use crate::support::{root, SECRET};
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,7 +58,7 @@ pub fn fixture_exclusions() -> Vec<Exclusion> {
 pub async fn fixture_lake(dir: &Path) -> PathBuf {
     let lake = dir.join("lake");
     let mut config = IngestConfig::default();
-    config.lake.path = lake.clone();
+    config.lake.path = lake.clone().into();
     config.identity.secret = Some(SECRET.into());
     let summary = haochaping::offline::ingest_file(
         config,
@@ -72,7 +72,7 @@ pub async fn fixture_lake(dir: &Path) -> PathBuf {
         (fixture_rows().len() as u64, 0),
         "every fixture line is a valid evaluation"
     );
-    haochaping::analytics::exclusions::append(&lake, &fixture_exclusions())
+    haochaping::analytics::exclusions::append(&root(&lake), &fixture_exclusions())
         .await
         .unwrap();
     lake
@@ -247,7 +247,7 @@ fn expected_month(month: &str, previous: &str, min: i64) -> BTreeMap<(String, St
 }
 
 pub async fn sql(lake: &Path, query: &str) -> Vec<RecordBatch> {
-    haochaping::analytics::query_lake(lake, query)
+    haochaping::analytics::query_lake(&root(lake), query)
         .await
         .unwrap_or_else(|e| panic!("{query}: {e}"))
 }
@@ -283,7 +283,7 @@ fn floats(batch: &RecordBatch, name: &str) -> Vec<Option<f64>> {
 
 async fn refreshed_fixture(dir: &Path) -> PathBuf {
     let lake = fixture_lake(dir).await;
-    haochaping::analytics::refresh_with(&lake, AS_OF_US, &fixture_config())
+    haochaping::analytics::refresh_with(&root(&lake), AS_OF_US, &fixture_config())
         .await
         .unwrap();
     lake
@@ -425,7 +425,7 @@ async fn warnings_name_the_department_three_months_at_the_bottom() {
         periods_in_row: 4,
         ..fixture_config()
     };
-    let report = haochaping::analytics::refresh_with(&lake2, AS_OF_US, &config)
+    let report = haochaping::analytics::refresh_with(&root(&lake2), AS_OF_US, &config)
         .await
         .unwrap();
     assert_eq!(report.warnings, 0);
@@ -526,7 +526,7 @@ async fn on_a_lake_s_first_day_hotspots_compare_each_entity_with_its_peers() {
     let end_of_day = chrono::DateTime::parse_from_rfc3339("2026-11-03T00:00:00+08:00")
         .unwrap()
         .timestamp_micros();
-    haochaping::analytics::refresh_with(dir.path(), end_of_day, &AnalyticsConfig::default())
+    haochaping::analytics::refresh_with(&root(dir.path()), end_of_day, &AnalyticsConfig::default())
         .await
         .unwrap();
     let day = sql(
@@ -657,7 +657,7 @@ async fn refresh_is_incremental_and_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let lake = fixture_lake(dir.path()).await;
     let config = fixture_config();
-    let first = haochaping::analytics::refresh_with(&lake, AS_OF_US, &config)
+    let first = haochaping::analytics::refresh_with(&root(&lake), AS_OF_US, &config)
         .await
         .unwrap();
     assert!(first.full);
@@ -667,7 +667,7 @@ async fn refresh_is_incremental_and_reproducible() {
     let october = lake.join("tables/rankings/period_type=month/period=2026-10/data.parquet");
     let bytes = std::fs::read(&october).unwrap();
 
-    let second = haochaping::analytics::refresh_with(&lake, AS_OF_US, &config)
+    let second = haochaping::analytics::refresh_with(&root(&lake), AS_OF_US, &config)
         .await
         .unwrap();
     assert!(!second.full);
@@ -676,7 +676,7 @@ async fn refresh_is_incremental_and_reproducible() {
     assert!(second.hotspots_opened.is_empty() && second.hotspots_closed.is_empty());
 
     let period = haochaping::analytics::report::parse_period("2026-10").unwrap();
-    let notice = haochaping::analytics::report::report(&lake, period, &config)
+    let notice = haochaping::analytics::report::report(&root(&lake), period, &config)
         .await
         .unwrap();
     assert_eq!(
@@ -698,13 +698,13 @@ async fn refresh_is_incremental_and_reproducible() {
         .replace("2026-08-01 09:10:00", "2026-10-30 09:10:00");
     std::fs::write(&extra, line + "\n").unwrap();
     let mut ingest = IngestConfig::default();
-    ingest.lake.path = lake.clone();
+    ingest.lake.path = lake.clone().into();
     ingest.identity.secret = Some(SECRET.into());
     haochaping::offline::ingest_file(ingest, &extra, Arc::new(Stats::default()))
         .await
         .unwrap();
     let later = AS_OF_US + 3 * 86_400_000_000;
-    let third = haochaping::analytics::refresh_with(&lake, later, &config)
+    let third = haochaping::analytics::refresh_with(&root(&lake), later, &config)
         .await
         .unwrap();
     assert_eq!(third.touched_days, 1);
@@ -760,12 +760,17 @@ async fn an_empty_lake_has_empty_tables() {
     )
     .await;
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
-    let report = haochaping::analytics::refresh(dir.path(), AS_OF_US)
+    let report = haochaping::analytics::refresh(&root(dir.path()), AS_OF_US)
         .await
         .unwrap();
     assert_eq!((report.hotspots, report.warnings), (0, 0));
-    let missing = haochaping::analytics::query_lake(&dir.path().join("nope"), "SELECT 1").await;
-    assert!(missing.unwrap_err().to_string().contains("does not exist"));
+    // A lake folder that is not there is an error, not an empty lake (nor created by a query).
+    let nope = dir.path().join("nope");
+    let missing = haochaping(&["query", "--lake", nope.to_str().unwrap(), "SELECT 1"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("no such folder"), "{stderr}");
+    assert!(!nope.exists());
 }
 
 fn haochaping(args: &[&str]) -> std::process::Output {

@@ -31,7 +31,7 @@ fn cst(us: i64) -> String {
 }
 
 async fn query(lake: &std::path::Path, sql: &str) -> Vec<RecordBatch> {
-    haochaping::analytics::query_lake(lake, sql)
+    haochaping::analytics::query_lake(&root(lake), sql)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{sql}"))
 }
@@ -481,12 +481,12 @@ async fn the_closed_loop_of_a_month_across_the_spring_festival() {
     };
     let stats = Stats::default();
     let sink = AlertSink::from_config(&kafka, &AlertsConfig::default()).unwrap();
-    let sent = analyze_round(lake.path(), &sink, &stats, &policies, as_of)
+    let sent = analyze_round(&root(lake.path()), &sink, &stats, &policies, as_of)
         .await
         .unwrap();
     assert_eq!(sent, 13);
     assert_eq!(
-        analyze_round(lake.path(), &sink, &stats, &policies, as_of)
+        analyze_round(&root(lake.path()), &sink, &stats, &policies, as_of)
             .await
             .unwrap(),
         0
@@ -495,7 +495,7 @@ async fn the_closed_loop_of_a_month_across_the_spring_festival() {
     drop(sink);
     let sink = AlertSink::from_config(&kafka, &AlertsConfig::default()).unwrap();
     assert_eq!(
-        analyze_round(lake.path(), &sink, &stats, &policies, as_of)
+        analyze_round(&root(lake.path()), &sink, &stats, &policies, as_of)
             .await
             .unwrap(),
         0
@@ -625,7 +625,7 @@ async fn the_closed_loop_of_a_month_across_the_spring_festival() {
     assert_eq!(ingest("loop")["accepted"], 1);
     let later = as_of + 86_400_000_000;
     assert_eq!(
-        analyze_round(lake.path(), &sink, &stats, &policies, later)
+        analyze_round(&root(lake.path()), &sink, &stats, &policies, later)
             .await
             .unwrap(),
         0,

@@ -563,9 +563,9 @@ fn the_compose_stack_fits_together() {
     assert!(
         volumes
             .iter()
-            .any(|v| v.ends_with(&format!(":{}", config.lake.path.display()))),
+            .any(|v| v.ends_with(&format!(":{}", config.lake.path))),
         "the lake ({}) is a volume: {volumes:?}",
-        config.lake.path.display()
+        config.lake.path
     );
     let secrets = texts(&ingest["secrets"]);
     let secret_path = text(&ingest["environment"]["HAOCHAPING_IDENTITY_SECRET_FILE"]);
@@ -897,8 +897,8 @@ fn the_kubernetes_objects_fit_together() {
         Some(format!("{}/haochaping.toml", mount("config")).as_str())
     );
     assert_eq!(
-        Path::new(&mount("lake")),
-        config.lake.path,
+        Some(Path::new(&mount("lake"))),
+        config.lake.path.local_path(),
         "the lake path is the claim's mount"
     );
     let claim = k8s("k8s/deployment.yaml", "PersistentVolumeClaim");

@@ -130,7 +130,7 @@ fn config(brokers: &str, lake: &std::path::Path, key: Option<&str>) -> IngestCon
     let mut config = IngestConfig::default();
     config.kafka.brokers = brokers.to_owned();
     config.kafka.group = "dlq-test".into();
-    config.lake.path = lake.to_owned();
+    config.lake.path = lake.into();
     config.lake.flush_interval = Duration::from_millis(300);
     config.identity.secret = Some(SECRET.into());
     config.dlq.encryption_key = key.map(Secret::new);

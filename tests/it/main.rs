@@ -19,6 +19,7 @@ mod dlq;
 mod fuzz_decode;
 mod metrics;
 mod mock_cluster;
+mod object_store;
 mod offline;
 mod outage;
 mod queries;

@@ -17,7 +17,7 @@ fn config(brokers: &str, lake: &std::path::Path) -> IngestConfig {
     let mut config = IngestConfig::default();
     config.kafka.brokers = brokers.to_owned();
     config.kafka.group = "mock-test".into();
-    config.lake.path = lake.to_owned();
+    config.lake.path = lake.into();
     config.lake.flush_interval = Duration::from_millis(500);
     config.identity.secret = Some(SECRET.into());
     config

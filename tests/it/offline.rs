@@ -36,9 +36,13 @@ fn write_events(path: &std::path::Path, seed: u64, count: usize, produced: &mut 
     }
 }
 
+fn lake_dir(config: &IngestConfig) -> &std::path::Path {
+    config.lake.path.local_path().unwrap()
+}
+
 fn offline_config(lake: std::path::PathBuf) -> IngestConfig {
     let mut config = IngestConfig::default();
-    config.lake.path = lake;
+    config.lake.path = lake.into();
     config.lake.flush_rows = 700;
     config.identity.secret = Some(SECRET.into());
     config
@@ -62,7 +66,7 @@ async fn a_new_file_under_an_old_name_is_ingested_whole() {
             .await
             .unwrap();
     assert_eq!((second.received, second.already_in_lake), (3_000, 0));
-    assert_exactly_once(&config.lake.path, &produced.slots);
+    assert_exactly_once(lake_dir(&config), &produced.slots);
 }
 
 /// Batches are bounded by bytes as well as rows (Arrow's string columns overflow at 2 GiB).
@@ -87,7 +91,7 @@ async fn batches_are_bounded_by_bytes_too() {
         size,
         stats.batches_committed
     );
-    assert_exactly_once(&config.lake.path, &produced.slots);
+    assert_exactly_once(lake_dir(&config), &produced.slots);
 }
 
 /// A file named like the Kafka topic does not share partition 0's log with it.
@@ -132,7 +136,7 @@ async fn a_file_lands_once_even_when_ingested_twice() {
     }
 
     let mut config = IngestConfig::default();
-    config.lake.path = dir.path().join("lake");
+    config.lake.path = dir.path().join("lake").into();
     config.lake.flush_rows = 700;
     config.identity.secret = Some(SECRET.into());
     let first =
@@ -143,10 +147,10 @@ async fn a_file_lands_once_even_when_ingested_twice() {
     assert_eq!(first.duplicates, produced.report.duplicates);
     // Batches are cut between chunks of at most flush_rows lines: several batches, none oversized.
     assert!(first.batches_committed >= 3, "{first:?}");
-    assert_exactly_once(&config.lake.path, &produced.slots);
+    assert_exactly_once(lake_dir(&config), &produced.slots);
 
     let rejected =
-        std::fs::read_to_string(rejected_file(&config.lake.path, "province_day")).unwrap();
+        std::fs::read_to_string(rejected_file(lake_dir(&config), "province_day")).unwrap();
     let mut by_reason = BTreeMap::new();
     for line in rejected.lines() {
         let record: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -168,7 +172,7 @@ async fn a_file_lands_once_even_when_ingested_twice() {
         (again.received, again.accepted, again.already_in_lake),
         (0, 0, 5_000)
     );
-    assert_exactly_once(&config.lake.path, &produced.slots);
+    assert_exactly_once(lake_dir(&config), &produced.slots);
 }
 
 /// `haochaping compact` on a lake of many small files: every row stays exactly once, the files
@@ -185,10 +189,10 @@ async fn compact_leaves_every_row_once_in_few_files() {
     haochaping::offline::ingest_file(config.clone(), &input, Arc::new(Stats::default()))
         .await
         .unwrap();
-    let before = parquet_files(&config.lake.path.join("evaluations")).len();
+    let before = parquet_files(&lake_dir(&config).join("evaluations")).len();
     let output = crate::support::haochaping()
         .args(["compact", "--quiet-for", "0s", "--lake"])
-        .arg(&config.lake.path)
+        .arg(lake_dir(&config))
         .output()
         .unwrap();
     assert!(
@@ -197,11 +201,11 @@ async fn compact_leaves_every_row_once_in_few_files() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let after = parquet_files(&config.lake.path.join("evaluations")).len();
+    let after = parquet_files(&lake_dir(&config).join("evaluations")).len();
     assert_eq!(report["files_before"], before as u64, "{report}");
     assert_eq!(report["files_after"], after as u64, "{report}");
     assert!(after * 5 < before, "{before} files became {after}");
-    assert_exactly_once(&config.lake.path, &produced.slots);
+    assert_exactly_once(lake_dir(&config), &produced.slots);
 
     let again =
         haochaping::offline::ingest_file(config.clone(), &input, Arc::new(Stats::default()))
@@ -218,7 +222,7 @@ async fn compact_leaves_every_row_once_in_few_files() {
             .await
             .unwrap();
     assert_eq!(copied.accepted, 0, "{copied:?}");
-    assert_exactly_once(&config.lake.path, &produced.slots);
+    assert_exactly_once(lake_dir(&config), &produced.slots);
 }
 
 /// `--log-format json`: every log line is one JSON object with its level and message, and none
@@ -279,5 +283,5 @@ async fn a_backfill_keeps_to_its_rate_limit() {
         elapsed >= std::time::Duration::from_millis(1_900),
         "{elapsed:?}"
     );
-    assert_exactly_once(&config.lake.path, &produced.slots);
+    assert_exactly_once(lake_dir(&config), &produced.slots);
 }

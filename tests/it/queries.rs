@@ -15,7 +15,7 @@ use haochaping::analytics::periods::Period;
 use crate::analytics::{
     effective, fixture_config, fixture_exclusions, fixture_lake, fixture_rows, AS_OF_US,
 };
-use crate::support;
+use crate::support::{self, root};
 
 /// The SQL of a query file, its template parameters filled for the fixture.
 fn fill(name: &str, text: &str) -> String {
@@ -79,17 +79,17 @@ fn text_column(batches: &[RecordBatch], name: &str) -> Vec<String> {
 async fn every_query_matches_its_golden_output() {
     let dir = tempfile::tempdir().unwrap();
     let lake = fixture_lake(dir.path()).await;
-    haochaping::analytics::refresh_with(&lake, AS_OF_US, &fixture_config())
+    haochaping::analytics::refresh_with(&root(&lake), AS_OF_US, &fixture_config())
         .await
         .unwrap();
     // The closed loop of the fixture's bad reviews (it has no workflow and no cases: every step is
     // missing, and the case queries are empty here; tests/it/closed_loop.rs checks them on fixtures
     // of their own against hand-computed values).
     let policies = haochaping::policy::Policies::shipped().unwrap();
-    haochaping::analytics::closed_loop::rebuild(&lake, AS_OF_US, &policies)
+    haochaping::analytics::closed_loop::rebuild(&root(&lake), AS_OF_US, &policies)
         .await
         .unwrap();
-    haochaping::analytics::defaults::rebuild(&lake, AS_OF_US, &policies)
+    haochaping::analytics::defaults::rebuild(&root(&lake), AS_OF_US, &policies)
         .await
         .unwrap();
     let bless = std::env::var_os("HAOCHAPING_BLESS").is_some();
@@ -105,7 +105,7 @@ async fn every_query_matches_its_golden_output() {
     for query in &queries {
         let name = query.file_stem().unwrap().to_str().unwrap().to_owned();
         let sql = fill(&name, &std::fs::read_to_string(query).unwrap());
-        let batches = haochaping::analytics::query_lake(&lake, &sql)
+        let batches = haochaping::analytics::query_lake(&root(&lake), &sql)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", query.display()));
         let output = arrow::util::pretty::pretty_format_batches(&batches)
@@ -213,7 +213,7 @@ async fn every_query_matches_its_golden_output() {
     assert_eq!(got, per_dept);
     // rankings.sql run directly equals what the refresh wrote for October.
     let written = haochaping::analytics::query_lake(
-        &lake,
+        &root(&lake),
         "SELECT count(*) AS n FROM rankings WHERE period_type = 'month' AND period = '2026-10'",
     )
     .await
@@ -237,7 +237,7 @@ async fn the_lake_is_readable_with_hive_partition_columns() {
     let dir = tempfile::tempdir().unwrap();
     support::fixture_lake(dir.path()).await;
     let batches = haochaping::analytics::query_lake(
-        dir.path(),
+        &root(dir.path()),
         "SELECT count(DISTINCT dt) AS days, sum(CASE WHEN substr(area_code, 1, 4) || '00' <> city AND city_code IS NOT NULL THEN 1 ELSE 0 END) AS misplaced FROM evaluations",
     )
     .await

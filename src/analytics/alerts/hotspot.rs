@@ -7,8 +7,8 @@
 //! outbox and saves it empty. A crash after the first save re-sends the same alerts (same ids);
 //! nothing decided is ever lost, and a refresh's own diff is not relied upon.
 
+use crate::lake::LakeRoot;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -114,13 +114,13 @@ impl Announcements {
 
     /// The saved state; none yet is an empty one. A damaged file is an error naming it: silently
     /// starting over would announce every open hotspot again under new ids.
-    pub fn load(lake_root: &Path) -> Result<Self, std::io::Error> {
-        super::outbox::load_json(lake_root, STATE_FILE)
+    pub async fn load(lake_root: &LakeRoot) -> Result<Self, crate::lake::LakeError> {
+        super::outbox::load_json(lake_root, STATE_FILE).await
     }
 
     /// Saves the state atomically.
-    pub fn save(&self, lake_root: &Path) -> Result<(), std::io::Error> {
-        super::outbox::save_json(lake_root, STATE_FILE, self)
+    pub async fn save(&self, lake_root: &LakeRoot) -> Result<(), crate::lake::LakeError> {
+        super::outbox::save_json(lake_root, STATE_FILE, self).await
     }
 }
 
@@ -179,21 +179,22 @@ mod tests {
         assert_eq!(state.outbox[0].hotspot["bad_reviews"], 5);
     }
 
-    #[test]
-    fn a_saved_outbox_survives_and_a_damaged_state_is_an_error() {
+    #[tokio::test]
+    async fn a_saved_outbox_survives_and_a_damaged_state_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
+        let root = LakeRoot::local(dir.path()).unwrap();
         assert_eq!(
-            Announcements::load(dir.path()).unwrap(),
+            Announcements::load(&root).await.unwrap(),
             Announcements::default()
         );
         let mut state = Announcements::default();
         state.plan(&rows(&[("a", 3)]), 7);
-        state.save(dir.path()).unwrap();
-        let loaded = Announcements::load(dir.path()).unwrap();
+        state.save(&root).await.unwrap();
+        let loaded = Announcements::load(&root).await.unwrap();
         assert_eq!(loaded, state);
         assert_eq!(loaded.outbox.len(), 1);
         std::fs::write(dir.path().join(STATE_FILE), b"{not json").unwrap();
-        let error = Announcements::load(dir.path()).unwrap_err().to_string();
+        let error = Announcements::load(&root).await.unwrap_err().to_string();
         assert!(error.contains("hotspots.json"), "{error}");
     }
 }

@@ -17,7 +17,7 @@ mod history;
 pub mod hotspot;
 pub mod outbox;
 
-use std::path::Path;
+use crate::lake::LakeRoot;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -276,8 +276,12 @@ fn read_fired(
 
 /// The bad reviews of the last [`HISTORY_DAYS`] days in the lake at `root` (all partitions: an
 /// evaluator's reviews spread over them), for [`AlertRules::new`]. An empty lake has none.
-pub async fn load_history(root: &Path, now_us: i64) -> Result<Vec<RecordBatch>, AlertError> {
-    if !root.join(crate::sink::parquet::EVALUATIONS_TABLE).is_dir() {
+pub async fn load_history(root: &LakeRoot, now_us: i64) -> Result<Vec<RecordBatch>, AlertError> {
+    if !root
+        .has_objects(crate::sink::parquet::EVALUATIONS_TABLE)
+        .await
+        .map_err(|e| AlertError::History(DataFusionError::External(Box::new(e))))?
+    {
         return Ok(Vec::new());
     }
     let ctx = SessionContext::new();

@@ -4,8 +4,8 @@
 //! again. A crash between the two saves re-sends the same alerts with the same ids; nothing decided
 //! is lost, and nothing confirmed is sent again by a later round or a restart.
 
+use crate::lake::{LakeError, LakeRoot};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -65,62 +65,50 @@ impl<T: Serialize + DeserializeOwned + Identified> SentOnce<T> {
         self.sent.retain(|_, at| *at >= before_us);
     }
 
-    pub fn load(lake_root: &Path, file: &str) -> Result<Self, std::io::Error> {
-        load_json(lake_root, file)
+    pub async fn load(lake_root: &LakeRoot, file: &str) -> Result<Self, LakeError> {
+        load_json(lake_root, file).await
     }
 
-    pub fn save(&self, lake_root: &Path, file: &str) -> Result<(), std::io::Error> {
-        save_json(lake_root, file, self)
+    pub async fn save(&self, lake_root: &LakeRoot, file: &str) -> Result<(), LakeError> {
+        save_json(lake_root, file, self).await
     }
 }
 
 /// A state file under the lake root; none yet is the default. A damaged file is an error naming
 /// it: silently starting over would send every alert again.
-pub fn load_json<T: DeserializeOwned + Default>(
-    lake_root: &Path,
+pub async fn load_json<T: DeserializeOwned + Default>(
+    lake_root: &LakeRoot,
     file: &str,
-) -> Result<T, std::io::Error> {
-    let path = lake_root.join(file);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
+) -> Result<T, LakeError> {
+    match lake_root.get(file).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|source| LakeError::State {
+            path: format!("{lake_root}/{file}"),
+            source,
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(e) => Err(e),
+        None => Ok(T::default()),
     }
 }
 
-/// Saves a state file atomically (a temporary file, fsynced, renamed over the old one, the folder
-/// fsynced).
-pub fn save_json<T: Serialize>(
-    lake_root: &Path,
+/// Saves a state file whole (one put: a reader sees the old state or the new one; on a local lake
+/// it is fsynced before this returns).
+pub async fn save_json<T: Serialize>(
+    lake_root: &LakeRoot,
     file: &str,
     value: &T,
-) -> Result<(), std::io::Error> {
-    let path = lake_root.join(file);
-    let folder = path.parent().unwrap_or(lake_root);
-    std::fs::create_dir_all(folder)?;
-    let temporary = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&temporary, &path)?;
-    std::fs::File::open(folder)?.sync_all()
+) -> Result<(), LakeError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| LakeError::State {
+        path: format!("{lake_root}/{file}"),
+        source,
+    })?;
+    lake_root.put(file, bytes.into()).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_alert_is_queued_until_sent_then_never_again() {
+    #[tokio::test]
+    async fn an_alert_is_queued_until_sent_then_never_again() {
         let mut state = SentOnce::<String>::default();
         let round = |ids: &[&str]| ids.iter().map(|i| i.to_string()).collect::<Vec<_>>();
         assert_eq!(state.plan(round(&["a", "b"])), 2);
@@ -135,13 +123,18 @@ mod tests {
         assert_eq!(state.sent.keys().collect::<Vec<_>>(), ["c"]);
 
         let dir = tempfile::tempdir().unwrap();
-        state.save(dir.path(), "x/state.json").unwrap();
+        let root = LakeRoot::local(dir.path()).unwrap();
+        state.save(&root, "x/state.json").await.unwrap();
         assert_eq!(
-            SentOnce::<String>::load(dir.path(), "x/state.json").unwrap(),
+            SentOnce::<String>::load(&root, "x/state.json")
+                .await
+                .unwrap(),
             state
         );
         std::fs::write(dir.path().join("x/state.json"), b"{").unwrap();
-        let error = SentOnce::<String>::load(dir.path(), "x/state.json").unwrap_err();
+        let error = SentOnce::<String>::load(&root, "x/state.json")
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("state.json"), "{error}");
     }
 }

@@ -327,7 +327,7 @@ async fn an_unknown_review_is_looked_up_in_the_lake_once_per_period() {
 
     let reviews = BadReviews::new();
     let reload = Arc::new(Reload::new(
-        dir.path().to_owned(),
+        crate::lake::LakeRoot::local(dir.path()).unwrap(),
         1_000,
         std::time::Duration::from_secs(3600),
     ));

@@ -216,21 +216,7 @@ pub fn lake_slots(lake: &Path) -> HashMap<(String, i8), usize> {
     let mut counts = HashMap::new();
     for file in parquet_files(&lake.join("evaluations")) {
         for batch in read_file(&file) {
-            let project = batch
-                .column_by_name("project_no")
-                .unwrap()
-                .as_string::<i32>()
-                .clone();
-            let number = batch
-                .column_by_name("assess_number")
-                .unwrap()
-                .as_primitive::<Int8Type>()
-                .clone();
-            for row in 0..batch.num_rows() {
-                *counts
-                    .entry((project.value(row).to_owned(), number.value(row)))
-                    .or_insert(0) += 1;
-            }
+            count_slots(&batch, &mut counts);
         }
     }
     counts
@@ -288,7 +274,28 @@ fn read_file(path: &Path) -> Vec<arrow::array::RecordBatch> {
 
 /// Asserts the lake holds exactly the expected slots, each once.
 pub fn assert_exactly_once(lake: &Path, expected: &HashSet<(String, i8)>) {
-    let counts = lake_slots(lake);
+    assert_slots_once(&lake_slots(lake), expected);
+}
+
+/// Counts each (`project_no`, `assess_number`) of some evaluation rows into `counts`.
+pub fn count_slots(batch: &arrow::array::RecordBatch, counts: &mut HashMap<(String, i8), usize>) {
+    let project = batch
+        .column_by_name("project_no")
+        .unwrap()
+        .as_string::<i32>();
+    let number = batch
+        .column_by_name("assess_number")
+        .unwrap()
+        .as_primitive::<Int8Type>();
+    for row in 0..batch.num_rows() {
+        *counts
+            .entry((project.value(row).to_owned(), number.value(row)))
+            .or_insert(0) += 1;
+    }
+}
+
+/// Asserts slot counts hold exactly the expected slots, each once.
+pub fn assert_slots_once(counts: &HashMap<(String, i8), usize>, expected: &HashSet<(String, i8)>) {
     let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(
         duplicated.is_empty(),
@@ -407,6 +414,11 @@ pub fn haochaping() -> Command {
 }
 
 pub fn ingest_command(brokers: &str, lake: &Path, group: &str, extra: &[&str]) -> Command {
+    ingest_command_at(brokers, lake.to_str().unwrap(), group, extra)
+}
+
+/// [`ingest_command`] for a lake given as the operator writes it (a folder or an `s3://` URL).
+pub fn ingest_command_at(brokers: &str, lake: &str, group: &str, extra: &[&str]) -> Command {
     let mut command = haochaping();
     command
         .args([
@@ -414,7 +426,7 @@ pub fn ingest_command(brokers: &str, lake: &Path, group: &str, extra: &[&str]) -
             "--brokers",
             brokers,
             "--lake",
-            lake.to_str().unwrap(),
+            lake,
             "--group",
             group,
         ])
@@ -557,4 +569,9 @@ pub fn metric_value(scrape: &str, name: &str) -> Option<u64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .collect();
     (!values.is_empty()).then(|| values.iter().sum::<f64>() as u64)
+}
+
+/// A local lake folder opened as the engine opens its lake.
+pub fn root(lake: &Path) -> haochaping::lake::LakeRoot {
+    haochaping::lake::LakeRoot::local(lake).unwrap()
 }
