@@ -197,11 +197,7 @@ pub async fn load_dedup_state(
         .buffer_unordered(parallelism)
         .try_collect()
         .await?;
-    let mut state = DedupState::with_capacity(loaded.iter().map(Vec::len).sum());
-    for (key, fingerprint, day) in loaded.into_iter().flatten() {
-        state.insert(key, fingerprint, day);
-    }
-    Ok(state)
+    Ok(DedupState::from_rows(loaded.into_iter().flatten()))
 }
 
 /// The dedup entries of one data file: only the rule's columns are decoded.

@@ -73,62 +73,303 @@ pub fn fingerprint(e: &Evaluation<'_>, evaluator_key: Option<&str>) -> u64 {
     h.digest()
 }
 
-/// The dedup state of one Kafka partition.
-#[derive(Debug, Default, Clone)]
+/// Bits of a key that choose its bucket; the other 48 are stored.
+const BUCKET_BITS: u32 = 16;
+const BUCKETS: usize = 1 << BUCKET_BITS;
+const LOW_BITS: u32 = 64 - BUCKET_BITS;
+const LOW_MASK: u64 = (1 << LOW_BITS) - 1;
+/// Below this many keys the recent table is merged at this size (not at a share of the sorted part).
+const MIN_MERGE: usize = 4096;
+/// The recent table is merged once it holds this share of the sorted part's keys.
+const MERGE_SHARE: usize = 32;
+
+fn pack(fingerprint: u64, day: u16) -> u64 {
+    (u64::from(day) << FINGERPRINT_BITS) | (fingerprint & FINGERPRINT_MASK)
+}
+
+fn day_of(value: u64) -> u16 {
+    (value >> FINGERPRINT_BITS) as u16
+}
+
+fn bucket_of(key: u64) -> usize {
+    (key >> LOW_BITS) as usize
+}
+
+/// One entry of the sorted part, 14 bytes: the key's low 48 bits (its bucket gives the rest) and the
+/// packed day and fingerprint. `u16`s, so that a `Vec` of them has no padding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Packed([u16; 7]);
+
+impl Packed {
+    fn new(key: u64, value: u64) -> Self {
+        let w = |x: u64, i: u32| (x >> (16 * i)) as u16;
+        Self([
+            w(key, 0),
+            w(key, 1),
+            w(key, 2),
+            w(value, 0),
+            w(value, 1),
+            w(value, 2),
+            w(value, 3),
+        ])
+    }
+
+    fn low(self) -> u64 {
+        let p = self.0;
+        u64::from(p[0]) | u64::from(p[1]) << 16 | u64::from(p[2]) << 32
+    }
+
+    fn value(self) -> u64 {
+        let p = self.0;
+        u64::from(p[3]) | u64::from(p[4]) << 16 | u64::from(p[5]) << 32 | u64::from(p[6]) << 48
+    }
+}
+
+/// The dedup state of one Kafka partition: key → day and fingerprint, at most 16 bytes a key.
+///
+/// A hash table costs 29–31 bytes a key at its load factor, and twice that while it resizes. Here
+/// the keys live in a sorted array of 14-byte entries, split into 65 536 buckets by the key's top
+/// 16 bits (the keys are xxh3, uniform), so each entry stores only the low 48 bits and a lookup is a
+/// binary search of about `len / 65 536` entries. New keys go to a small hash table first, merged
+/// into the array in place (bucket by bucket, from the back, after one exact reallocation) once it
+/// holds 1/32 of the array's keys: about 1 byte a key on top of the 14, and no copy of the whole.
+#[derive(Debug, Clone, Default)]
 pub struct DedupState {
-    slots: HashMap<u64, u64, BuildNoHashHasher<u64>>,
+    /// Bucket by bucket, each sorted by its keys' low bits.
+    sorted: Vec<Packed>,
+    /// `starts[b]..starts[b + 1]` is bucket `b` in `sorted`; empty while `sorted` is.
+    starts: Vec<u32>,
+    /// Keys added since the last merge, by full key.
+    recent: HashMap<u64, u64, BuildNoHashHasher<u64>>,
 }
 
 impl DedupState {
+    /// A state for about `capacity` keys added one by one (bulk loads use [`Self::from_entries`]).
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            slots: HashMap::with_capacity_and_hasher(capacity, BuildNoHashHasher::default()),
+            sorted: Vec::with_capacity(capacity),
+            ..Self::default()
         }
+    }
+
+    /// Builds a state from (key, packed day and fingerprint) entries at once: a counting pass by
+    /// bucket, a scatter, and a sort of each small bucket. Of entries with the same key the first
+    /// is kept.
+    fn from_entries(entries: Vec<(u64, u64)>) -> Self {
+        if entries.is_empty() {
+            return Self::default();
+        }
+        let mut starts = vec![0u32; BUCKETS + 1];
+        for (key, _) in &entries {
+            starts[bucket_of(*key) + 1] += 1;
+        }
+        for b in 0..BUCKETS {
+            starts[b + 1] += starts[b];
+        }
+        let mut cursor: Vec<u32> = starts[..BUCKETS].to_vec();
+        let mut sorted = vec![Packed::default(); entries.len()];
+        for (key, value) in entries {
+            let at = &mut cursor[bucket_of(key)];
+            sorted[*at as usize] = Packed::new(key, value);
+            *at += 1;
+        }
+        let mut state = Self {
+            sorted,
+            starts,
+            recent: HashMap::default(),
+        };
+        // Stable, so that of equal keys the first stays first and is the one kept.
+        state.retain_by_bucket(|bucket| {
+            bucket.sort_by_key(|p| p.low());
+        });
+        state
+    }
+
+    /// Runs `prepare` on each bucket, then drops entries repeating the key before them, compacting
+    /// the array in place and recomputing `starts`.
+    fn retain_by_bucket(&mut self, mut prepare: impl FnMut(&mut [Packed])) {
+        self.retain_entries(|_, _| true, &mut prepare);
+    }
+
+    /// Keeps the entries for which `keep(key, value)` holds (and the first of equal keys), bucket
+    /// order kept; `prepare` runs on each bucket before it is filtered.
+    fn retain_entries(
+        &mut self,
+        mut keep: impl FnMut(u64, u64) -> bool,
+        prepare: &mut impl FnMut(&mut [Packed]),
+    ) {
+        if self.sorted.is_empty() {
+            return;
+        }
+        let mut write = 0usize;
+        let mut bucket_start = 0usize;
+        for b in 0..BUCKETS {
+            let end = self.starts[b + 1] as usize;
+            prepare(&mut self.sorted[bucket_start..end]);
+            let written_from = write;
+            for read in bucket_start..end {
+                let entry = self.sorted[read];
+                let key = (b as u64) << LOW_BITS | entry.low();
+                let repeated =
+                    write > written_from && self.sorted[write - 1].low() == entry.low();
+                if !repeated && keep(key, entry.value()) {
+                    self.sorted[write] = entry;
+                    write += 1;
+                }
+            }
+            bucket_start = end;
+            self.starts[b + 1] = write as u32;
+        }
+        self.sorted.truncate(write);
+        self.sorted.shrink_to_fit();
+        if self.sorted.is_empty() {
+            self.starts = Vec::new();
+        }
+    }
+
+    /// Where a key is in the sorted part.
+    fn find(&self, key: u64) -> Option<usize> {
+        let b = bucket_of(key);
+        let (start, end) = (*self.starts.get(b)? as usize, *self.starts.get(b + 1)? as usize);
+        let low = key & LOW_MASK;
+        self.sorted[start..end]
+            .binary_search_by_key(&low, |p| p.low())
+            .ok()
+            .map(|i| start + i)
+    }
+
+    fn get(&self, key: u64) -> Option<u64> {
+        match self.recent.get(&key) {
+            Some(value) => Some(*value),
+            None => self.find(key).map(|i| self.sorted[i].value()),
+        }
+    }
+
+    /// Adds a key known to be absent.
+    fn add(&mut self, key: u64, value: u64) {
+        self.recent.insert(key, value);
+        if self.recent.len() >= MIN_MERGE.max(self.sorted.len() / MERGE_SHARE) {
+            self.merge_recent();
+        }
+    }
+
+    /// Moves the recent keys into the sorted part: one exact reallocation, then each bucket merged
+    /// from the back, so that no entry is overwritten before it is moved.
+    fn merge_recent(&mut self) {
+        if self.recent.is_empty() {
+            return;
+        }
+        let mut delta: Vec<(u64, u64)> = self.recent.drain().collect();
+        delta.sort_unstable_by_key(|(key, _)| *key);
+        if self.sorted.is_empty() {
+            *self = Self {
+                recent: std::mem::take(&mut self.recent),
+                ..Self::from_entries(delta)
+            };
+            return;
+        }
+        let old_len = self.sorted.len();
+        self.sorted.reserve_exact(delta.len());
+        self.sorted.resize(old_len + delta.len(), Packed::default());
+        // Where each bucket starts once the delta is in: shifted by the delta's keys before it.
+        let mut new_starts = self.starts.clone();
+        let mut added = 0u32;
+        let mut d = 0usize;
+        for b in 0..BUCKETS {
+            new_starts[b] = self.starts[b] + added;
+            while d < delta.len() && bucket_of(delta[d].0) == b {
+                added += 1;
+                d += 1;
+            }
+        }
+        new_starts[BUCKETS] = self.starts[BUCKETS] + added;
+        let mut d_end = delta.len();
+        for b in (0..BUCKETS).rev() {
+            let d_start = delta[..d_end].partition_point(|(key, _)| bucket_of(*key) < b);
+            let (mut old, old_start) = (self.starts[b + 1] as usize, self.starts[b] as usize);
+            let mut next = d_end;
+            let mut write = new_starts[b + 1] as usize;
+            while next > d_start {
+                let (key, value) = delta[next - 1];
+                if old > old_start && self.sorted[old - 1].low() > key & LOW_MASK {
+                    self.sorted[write - 1] = self.sorted[old - 1];
+                    old -= 1;
+                } else {
+                    self.sorted[write - 1] = Packed::new(key, value);
+                    next -= 1;
+                }
+                write -= 1;
+            }
+            // The rest of the old bucket moves down as a block (a no-op once nothing was added
+            // below it).
+            if write != old {
+                self.sorted.copy_within(old_start..old, write - (old - old_start));
+            }
+            d_end = d_start;
+        }
+        self.starts = new_starts;
     }
 
     /// Checks one evaluation and records it when new. `day` is its date as days since 1970-01-01.
     pub fn check(&mut self, key: u64, fingerprint: u64, day: u16) -> DedupOutcome {
-        let value = (u64::from(day) << FINGERPRINT_BITS) | (fingerprint & FINGERPRINT_MASK);
-        match self.slots.entry(key) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(value);
+        match self.get(key) {
+            None => {
+                self.add(key, pack(fingerprint, day));
                 DedupOutcome::New
             }
-            std::collections::hash_map::Entry::Occupied(slot) => {
-                if slot.get() & FINGERPRINT_MASK == fingerprint & FINGERPRINT_MASK {
-                    DedupOutcome::Duplicate
-                } else {
-                    DedupOutcome::Conflict
-                }
+            Some(value) if value & FINGERPRINT_MASK == fingerprint & FINGERPRINT_MASK => {
+                DedupOutcome::Duplicate
             }
+            Some(_) => DedupOutcome::Conflict,
         }
     }
 
-    /// Records a row already in the lake (state rebuild).
+    /// Records a row already in the lake (state rebuild); a key already here takes the new value.
     pub fn insert(&mut self, key: u64, fingerprint: u64, day: u16) {
-        self.slots.insert(
-            key,
-            (u64::from(day) << FINGERPRINT_BITS) | (fingerprint & FINGERPRINT_MASK),
-        );
+        let value = pack(fingerprint, day);
+        if let Some(slot) = self.recent.get_mut(&key) {
+            *slot = value;
+        } else if let Some(i) = self.find(key) {
+            self.sorted[i] = Packed::new(key, value);
+        } else {
+            self.add(key, value);
+        }
     }
 
     /// Forgets evaluations dated before `day` (the dedup window).
     pub fn evict_before(&mut self, day: u16) {
-        self.slots
-            .retain(|_, value| (*value >> FINGERPRINT_BITS) as u16 >= day);
+        self.recent.retain(|_, value| day_of(*value) >= day);
+        self.retain_entries(|_, value| day_of(value) >= day, &mut |_| {});
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.sorted.len() + self.recent.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
     }
 
-    /// Heap bytes held by the table (16 bytes a slot plus one control byte, at the table's capacity).
+    /// Heap bytes held: 14 a sorted entry, the bucket starts, and the recent table (16 bytes a slot
+    /// and a control byte, slots being 8/7 of its capacity).
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * (std::mem::size_of::<(u64, u64)>() + 1)
+        self.sorted.capacity() * std::mem::size_of::<Packed>()
+            + self.starts.capacity() * std::mem::size_of::<u32>()
+            + self.recent.capacity() * 8 / 7 * (std::mem::size_of::<(u64, u64)>() + 1)
+    }
+
+    /// Every (key, packed day and fingerprint), the sorted part first, then the recent keys.
+    fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let sorted = (0..BUCKETS).flat_map(move |b| {
+            let range = match (self.starts.get(b), self.starts.get(b + 1)) {
+                (Some(s), Some(e)) => *s as usize..*e as usize,
+                _ => 0..0,
+            };
+            self.sorted[range]
+                .iter()
+                .map(move |p| ((b as u64) << LOW_BITS | p.low(), p.value()))
+        });
+        sorted.chain(self.recent.iter().map(|(k, v)| (*k, *v)))
     }
 }
 
@@ -158,12 +399,12 @@ impl DedupState {
     /// pairs, and an xxh3-64 of everything before it. `upto` is the caller's: the lake's number
     /// below which every file's rows are in the table.
     pub fn to_snapshot(&self, upto: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(SNAPSHOT_HEADER + self.slots.len() * 16 + 8);
+        let mut out = Vec::with_capacity(SNAPSHOT_HEADER + self.len() * 16 + 8);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         out.extend_from_slice(&upto.to_le_bytes());
-        out.extend_from_slice(&(self.slots.len() as u64).to_le_bytes());
-        for (key, value) in &self.slots {
+        out.extend_from_slice(&(self.len() as u64).to_le_bytes());
+        for (key, value) in self.entries() {
             out.extend_from_slice(&key.to_le_bytes());
             out.extend_from_slice(&value.to_le_bytes());
         }
@@ -203,29 +444,44 @@ impl DedupState {
         if !entries.len().is_multiple_of(16) || (entries.len() / 16) as u64 != count {
             return Err(SnapshotError::Length(count));
         }
-        let mut state = DedupState::with_capacity(entries.len() / 16);
-        for pair in entries.chunks_exact(16) {
-            let (mut key, mut value) = ([0u8; 8], [0u8; 8]);
-            key.copy_from_slice(&pair[..8]);
-            value.copy_from_slice(&pair[8..]);
-            state
-                .slots
-                .insert(u64::from_le_bytes(key), u64::from_le_bytes(value));
-        }
-        Ok((upto, state))
+        let pairs = entries
+            .chunks_exact(16)
+            .map(|pair| {
+                let (mut key, mut value) = ([0u8; 8], [0u8; 8]);
+                key.copy_from_slice(&pair[..8]);
+                value.copy_from_slice(&pair[8..]);
+                (u64::from_le_bytes(key), u64::from_le_bytes(value))
+            })
+            .collect();
+        Ok((upto, DedupState::from_entries(pairs)))
     }
 
-    /// Adds another table's entries (a rebuild's parts); an entry already here is kept.
+    /// A state rebuilt from rows of the lake: (key, fingerprint, day) each; of a key met twice the
+    /// first is kept.
+    pub fn from_rows(rows: impl IntoIterator<Item = (u64, u64, u16)>) -> Self {
+        Self::from_entries(
+            rows.into_iter()
+                .map(|(key, fingerprint, day)| (key, pack(fingerprint, day)))
+                .collect(),
+        )
+    }
+
+    /// Adds another state's entries (a rebuild's parts); an entry already here is kept.
     pub fn absorb(&mut self, other: DedupState) {
-        self.slots.reserve(other.slots.len());
-        for (key, value) in other.slots {
-            self.slots.entry(key).or_insert(value);
+        if self.is_empty() {
+            *self = other;
+            return;
+        }
+        for (key, value) in other.entries() {
+            if self.get(key).is_none() {
+                self.add(key, value);
+            }
         }
     }
 
     /// Every (key, packed day and fingerprint), sorted: for comparing two tables.
     pub fn sorted_entries(&self) -> Vec<(u64, u64)> {
-        let mut entries: Vec<(u64, u64)> = self.slots.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut entries: Vec<(u64, u64)> = self.entries().collect();
         entries.sort_unstable();
         entries
     }
@@ -318,6 +574,87 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// The state against a plain map, over many merges, evictions, absorptions and snapshots;
+    /// keys crowd a few buckets too (shared top bits), where the binary searches and the in-place
+    /// merge have the most to get wrong.
+    #[test]
+    fn the_compact_state_answers_as_a_map_would() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut state = DedupState::default();
+        let mut model: HashMap<u64, u64> = HashMap::new();
+        let outcome = |model: &HashMap<u64, u64>, key: u64, fp: u64| match model.get(&key) {
+            None => DedupOutcome::New,
+            Some(v) if v & FINGERPRINT_MASK == fp & FINGERPRINT_MASK => DedupOutcome::Duplicate,
+            Some(_) => DedupOutcome::Conflict,
+        };
+        let mut keys: Vec<u64> = Vec::new();
+        for step in 0..120_000u32 {
+            let key = match rng.random_range(0..10) {
+                // A key seen before (a redelivery or a conflict).
+                0..=2 if !keys.is_empty() => keys[rng.random_range(0..keys.len())],
+                // Crowded buckets: only the low bits differ.
+                3 => rng.random_range(0..4u64) << LOW_BITS | rng.random_range(0..5_000u64),
+                _ => rng.random(),
+            };
+            let fp = if rng.random_bool(0.9) { key.rotate_left(9) } else { rng.random() };
+            let day = 100 + (step / 10_000) as u16;
+            let expected = outcome(&model, key, fp);
+            assert_eq!(state.check(key, fp, day), expected, "step {step}");
+            if expected == DedupOutcome::New {
+                model.insert(key, pack(fp, day));
+                keys.push(key);
+            }
+            match step {
+                40_000 | 90_000 => {
+                    state.evict_before(day - 2);
+                    model.retain(|_, v| day_of(*v) >= day - 2);
+                    keys.retain(|k| model.contains_key(k));
+                }
+                60_000 => {
+                    let (_, back) = DedupState::from_snapshot(&state.to_snapshot(1)).unwrap();
+                    assert_eq!(back.sorted_entries(), state.sorted_entries());
+                    state = back;
+                }
+                75_000 => {
+                    let extra: Vec<(u64, u64, u16)> =
+                        (0..3_000).map(|_| (rng.random(), 7, day)).collect();
+                    let mut other = DedupState::from_rows(extra.iter().copied());
+                    // An entry already here is kept: the other's value for it is ignored.
+                    let known = keys[0];
+                    other.insert(known, 12_345, day);
+                    for (k, fp, d) in &extra {
+                        model.entry(*k).or_insert(pack(*fp, *d));
+                        keys.push(*k);
+                    }
+                    state.absorb(other);
+                }
+                _ => {}
+            }
+        }
+        let mut expected: Vec<(u64, u64)> = model.into_iter().collect();
+        expected.sort_unstable();
+        assert_eq!(state.len(), expected.len());
+        assert_eq!(state.sorted_entries(), expected);
+        assert!(state.len() > 10_000, "{} keys", state.len());
+    }
+
+    #[test]
+    fn a_large_state_costs_at_most_16_bytes_a_key() {
+        let mut state = DedupState::default();
+        for i in 0..1_000_000u64 {
+            let key = xxh3_64_with_seed(&i.to_le_bytes(), 0);
+            assert_eq!(state.check(key, i, 20_000), DedupOutcome::New);
+        }
+        let per_key = state.heap_bytes() as f64 / state.len() as f64;
+        assert!(per_key <= 16.0, "{per_key:.2} bytes a key");
+        let rebuilt = DedupState::from_rows(state.sorted_entries().iter().map(|(k, v)| {
+            (*k, v & FINGERPRINT_MASK, day_of(*v))
+        }));
+        assert_eq!(rebuilt.sorted_entries(), state.sorted_entries());
+        assert!(rebuilt.heap_bytes() as f64 / rebuilt.len() as f64 <= 14.5);
     }
 
     #[test]

@@ -274,7 +274,54 @@ fn read_file(path: &Path) -> Vec<arrow::array::RecordBatch> {
 
 /// Asserts the lake holds exactly the expected slots, each once.
 pub fn assert_exactly_once(lake: &Path, expected: &HashSet<(String, i8)>) {
-    assert_slots_once(&lake_slots(lake), expected);
+    let counts = lake_slots(lake);
+    let doubled: HashSet<&(String, i8)> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(slot, _)| slot)
+        .take(3)
+        .collect();
+    if !doubled.is_empty() {
+        // Which files hold them, and the lake's logs: what a failure needs to be understood.
+        let mut holders = Vec::new();
+        for file in parquet_files(&lake.join("evaluations")) {
+            let mut here = HashMap::new();
+            for batch in read_file(&file) {
+                count_slots(&batch, &mut here);
+            }
+            for slot in here.keys().filter(|s| doubled.contains(s)) {
+                holders.push(format!("{slot:?} in {}", file.display()));
+            }
+        }
+        let mut logs = Vec::new();
+        for record in walk_files(&lake.join("_haochaping/log")) {
+            logs.push(format!(
+                "{}: {}",
+                record.display(),
+                std::fs::read_to_string(&record).unwrap_or_default()
+            ));
+        }
+        panic!(
+            "duplicated rows in the lake:\n{}\nlogs:\n{}",
+            holders.join("\n"),
+            logs.join("\n")
+        );
+    }
+    assert_slots_once(&counts, expected);
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
 }
 
 /// Counts each (`project_no`, `assess_number`) of some evaluation rows into `counts`.
