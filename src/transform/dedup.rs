@@ -1,8 +1,8 @@
 //! Deduplication: one first evaluation and one supplementary evaluation per case.
 //!
-//! State is per Kafka partition (producers key by `projectNo`, so a case never spans partitions) and is
-//! a fixed-width hash table: key = xxh3 of (`projectNo`, `assessNumber`), value = the evaluation's day
-//! (16 bits) and a 48-bit fingerprint of its content, 16 bytes a key before the table's own overhead.
+//! State is per Kafka partition (producers key by `projectNo`, so a case never spans partitions): key =
+//! xxh3 of (`projectNo`, `assessNumber`), value = the evaluation's day (16 bits) and a 48-bit
+//! fingerprint of its content, held in at most 16 bytes a key ([`DedupState`]).
 //! A redelivered identical event has the same fingerprint and is dropped; a different event for a
 //! slot already taken is a conflict for the dead-letter topic. The state is never persisted on its
 //! own: after a restart or a rebalance it is rebuilt from the rows the lake holds for the partition
@@ -79,7 +79,7 @@ const BUCKETS: usize = 1 << BUCKET_BITS;
 const LOW_BITS: u32 = 64 - BUCKET_BITS;
 const LOW_MASK: u64 = (1 << LOW_BITS) - 1;
 /// Below this many keys the recent table is merged at this size (not at a share of the sorted part).
-const MIN_MERGE: usize = 4096;
+const MIN_MERGE: usize = 16_384;
 /// The recent table is merged once it holds this share of the sorted part's keys.
 const MERGE_SHARE: usize = 32;
 
@@ -131,8 +131,9 @@ impl Packed {
 /// the keys live in a sorted array of 14-byte entries, split into 65 536 buckets by the key's top
 /// 16 bits (the keys are xxh3, uniform), so each entry stores only the low 48 bits and a lookup is a
 /// binary search of about `len / 65 536` entries. New keys go to a small hash table first, merged
-/// into the array in place (bucket by bucket, from the back, after one exact reallocation) once it
-/// holds 1/32 of the array's keys: about 1 byte a key on top of the 14, and no copy of the whole.
+/// into the array in place (from the back, after one exact reallocation) once it holds 1/32 of the
+/// array's keys, and at least 16 384: about 1 byte a key on top of the 14 in a large state, and
+/// never a second copy of the array.
 #[derive(Debug, Clone, Default)]
 pub struct DedupState {
     /// Bucket by bucket, each sorted by its keys' low bits.
@@ -210,8 +211,7 @@ impl DedupState {
             for read in bucket_start..end {
                 let entry = self.sorted[read];
                 let key = (b as u64) << LOW_BITS | entry.low();
-                let repeated =
-                    write > written_from && self.sorted[write - 1].low() == entry.low();
+                let repeated = write > written_from && self.sorted[write - 1].low() == entry.low();
                 if !repeated && keep(key, entry.value()) {
                     self.sorted[write] = entry;
                     write += 1;
@@ -230,7 +230,10 @@ impl DedupState {
     /// Where a key is in the sorted part.
     fn find(&self, key: u64) -> Option<usize> {
         let b = bucket_of(key);
-        let (start, end) = (*self.starts.get(b)? as usize, *self.starts.get(b + 1)? as usize);
+        let (start, end) = (
+            *self.starts.get(b)? as usize,
+            *self.starts.get(b + 1)? as usize,
+        );
         let low = key & LOW_MASK;
         self.sorted[start..end]
             .binary_search_by_key(&low, |p| p.low())
@@ -253,8 +256,9 @@ impl DedupState {
         }
     }
 
-    /// Moves the recent keys into the sorted part: one exact reallocation, then each bucket merged
-    /// from the back, so that no entry is overwritten before it is moved.
+    /// Moves the recent keys into the sorted part: one exact reallocation, then from the top
+    /// bucket down, each bucket with new keys merged from its back and each run of buckets without
+    /// any moved as one block, so that no entry is overwritten before it is moved.
     fn merge_recent(&mut self) {
         if self.recent.is_empty() {
             return;
@@ -268,28 +272,29 @@ impl DedupState {
             };
             return;
         }
+        // below[b]: new keys in the buckets before b, so bucket b moves up by below[b].
+        let mut below = vec![0u32; BUCKETS + 1];
+        for (key, _) in &delta {
+            below[bucket_of(*key) + 1] += 1;
+        }
+        for b in 0..BUCKETS {
+            below[b + 1] += below[b];
+        }
         let old_len = self.sorted.len();
         self.sorted.reserve_exact(delta.len());
         self.sorted.resize(old_len + delta.len(), Packed::default());
-        // Where each bucket starts once the delta is in: shifted by the delta's keys before it.
-        let mut new_starts = self.starts.clone();
-        let mut added = 0u32;
-        let mut d = 0usize;
-        for b in 0..BUCKETS {
-            new_starts[b] = self.starts[b] + added;
-            while d < delta.len() && bucket_of(delta[d].0) == b {
-                added += 1;
-                d += 1;
-            }
-        }
-        new_starts[BUCKETS] = self.starts[BUCKETS] + added;
-        let mut d_end = delta.len();
+        let mut block_end = old_len;
         for b in (0..BUCKETS).rev() {
-            let d_start = delta[..d_end].partition_point(|(key, _)| bucket_of(*key) < b);
-            let (mut old, old_start) = (self.starts[b + 1] as usize, self.starts[b] as usize);
-            let mut next = d_end;
-            let mut write = new_starts[b + 1] as usize;
-            while next > d_start {
+            let (d_lo, d_hi) = (below[b] as usize, below[b + 1] as usize);
+            if d_lo == d_hi {
+                continue; // no new key: part of the block above the next bucket that has one
+            }
+            let (old_start, old_end) = (self.starts[b] as usize, self.starts[b + 1] as usize);
+            if block_end > old_end {
+                self.sorted.copy_within(old_end..block_end, old_end + d_hi);
+            }
+            let (mut old, mut next, mut write) = (old_end, d_hi, old_end + d_hi);
+            while next > d_lo {
                 let (key, value) = delta[next - 1];
                 if old > old_start && self.sorted[old - 1].low() > key & LOW_MASK {
                     self.sorted[write - 1] = self.sorted[old - 1];
@@ -300,14 +305,15 @@ impl DedupState {
                 }
                 write -= 1;
             }
-            // The rest of the old bucket moves down as a block (a no-op once nothing was added
-            // below it).
-            if write != old {
-                self.sorted.copy_within(old_start..old, write - (old - old_start));
+            if d_lo > 0 && old > old_start {
+                self.sorted.copy_within(old_start..old, old_start + d_lo);
             }
-            d_end = d_start;
+            block_end = old_start;
         }
-        self.starts = new_starts;
+        // The buckets below the lowest new key stay where they are.
+        for (start, shift) in self.starts.iter_mut().zip(&below) {
+            *start += shift;
+        }
     }
 
     /// Checks one evaluation and records it when new. `day` is its date as days since 1970-01-01.
@@ -599,7 +605,11 @@ mod tests {
                 3 => rng.random_range(0..4u64) << LOW_BITS | rng.random_range(0..5_000u64),
                 _ => rng.random(),
             };
-            let fp = if rng.random_bool(0.9) { key.rotate_left(9) } else { rng.random() };
+            let fp = if rng.random_bool(0.9) {
+                key.rotate_left(9)
+            } else {
+                rng.random()
+            };
             let day = 100 + (step / 10_000) as u16;
             let expected = outcome(&model, key, fp);
             assert_eq!(state.check(key, fp, day), expected, "step {step}");
@@ -650,9 +660,12 @@ mod tests {
         }
         let per_key = state.heap_bytes() as f64 / state.len() as f64;
         assert!(per_key <= 16.0, "{per_key:.2} bytes a key");
-        let rebuilt = DedupState::from_rows(state.sorted_entries().iter().map(|(k, v)| {
-            (*k, v & FINGERPRINT_MASK, day_of(*v))
-        }));
+        let rebuilt = DedupState::from_rows(
+            state
+                .sorted_entries()
+                .iter()
+                .map(|(k, v)| (*k, v & FINGERPRINT_MASK, day_of(*v))),
+        );
         assert_eq!(rebuilt.sorted_entries(), state.sorted_entries());
         assert!(rebuilt.heap_bytes() as f64 / rebuilt.len() as f64 <= 14.5);
     }
