@@ -193,31 +193,22 @@ impl LakeRoot {
                 format!("lake.storage.{key}: not an option of this store"),
             )
         };
+        // Each provider's builder: its variables, the URL, then the options by the builder's names.
+        macro_rules! build {
+            ($builder:ty) => {{
+                let mut builder = <$builder>::from_env().with_url(url.as_str());
+                for (key, value) in options {
+                    builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, value);
+                }
+                Arc::new(builder.build().map_err(|e| location_error(location, e))?)
+            }};
+        }
         let base: Arc<dyn ObjectStore> = match scheme {
-            ObjectStoreScheme::AmazonS3 => {
-                let mut builder =
-                    object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str());
-                for (key, value) in options {
-                    builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, value);
-                }
-                Arc::new(builder.build().map_err(|e| location_error(location, e))?)
-            }
+            ObjectStoreScheme::AmazonS3 => build!(object_store::aws::AmazonS3Builder),
             ObjectStoreScheme::GoogleCloudStorage => {
-                let mut builder =
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
-                for (key, value) in options {
-                    builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, value);
-                }
-                Arc::new(builder.build().map_err(|e| location_error(location, e))?)
+                build!(object_store::gcp::GoogleCloudStorageBuilder)
             }
-            ObjectStoreScheme::MicrosoftAzure => {
-                let mut builder =
-                    object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
-                for (key, value) in options {
-                    builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, value);
-                }
-                Arc::new(builder.build().map_err(|e| location_error(location, e))?)
-            }
+            ObjectStoreScheme::MicrosoftAzure => build!(object_store::azure::MicrosoftAzureBuilder),
             other => {
                 return Err(location_error(
                     location,
