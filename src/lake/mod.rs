@@ -817,13 +817,28 @@ impl Lake {
             if day < since_day {
                 continue;
             }
-            let mut objects = self.store.list(Some(&day_dir));
-            while let Some(meta) = objects.try_next().await? {
-                if DataFileName::parse(&meta.location).is_some_and(|n| matches(&n)) {
-                    files.push(DataFile {
-                        path: meta.location,
-                        day,
-                    });
+            // On a local lake each `city=` folder is listed under its shared lock: a compactor swaps
+            // a folder and then deletes the old copy, and a walk that opened the old copy before the
+            // swap and read it after the deletion began would miss live files (and a recovery would
+            // rebuild its dedup state without their rows). On an object store there is no swap.
+            let folders = if self.local_root.is_some() {
+                self.store
+                    .list_with_delimiter(Some(&day_dir))
+                    .await?
+                    .common_prefixes
+            } else {
+                vec![day_dir]
+            };
+            for folder in folders {
+                let _lock = self.lock_folder(folder.as_ref(), false).await?;
+                let mut objects = self.store.list(Some(&folder));
+                while let Some(meta) = objects.try_next().await? {
+                    if DataFileName::parse(&meta.location).is_some_and(|n| matches(&n)) {
+                        files.push(DataFile {
+                            path: meta.location,
+                            day,
+                        });
+                    }
                 }
             }
         }
