@@ -43,7 +43,7 @@ type Parts = Vec<(Box<dyn TableRows>, Option<arrow::array::BooleanArray>)>;
 /// The engine's path on one thread: prepare (decode, validate, identity, rows), then dedup in
 /// offset order; the parts with their keep masks, ready for [`finish_parts`].
 fn process_all(processor: &Processor, events: &[Vec<u8>], now: i64) -> Parts {
-    let mut dedup = DedupState::with_capacity(events.len());
+    let mut dedup = DedupState::default();
     let stats = Stats::default();
     let messages: Vec<Message<'_>> = events
         .iter()

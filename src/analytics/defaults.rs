@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::session::{default_evaluations_schema, table_dir};
-use super::{collect, delete_file, open, put_file, sql, AnalyticsError};
+use super::{collect, open, put_file, sql, AnalyticsError};
 use crate::policy::span::cst_month;
 use crate::policy::{Calendar, DefaultLevel, PeriodStart, Policies};
 use crate::region::RegionCode;
@@ -184,7 +184,7 @@ pub async fn rebuild(
     for name in lake_root.child_folders(&table_dir(TABLE)).await? {
         if let Some(month) = name.strip_prefix("month=") {
             if !by_month.contains_key(month) {
-                delete_file(lake_root, &file_path(month)).await?;
+                lake_root.delete(&file_path(month)).await?;
             }
         }
     }

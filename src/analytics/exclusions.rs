@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{Int8Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 
 use super::session::exclusions_schema;
-use super::{put_bytes, AnalyticsError};
+use super::AnalyticsError;
 use crate::sink::parquet::encode_parquet;
 
 /// Why a review is excluded.
@@ -88,5 +88,5 @@ pub async fn append(lake_root: &LakeRoot, rows: &[Exclusion]) -> Result<(), Anal
         "tables/exclusions/{:032x}.parquet",
         xxhash_rust::xxh3::xxh3_128(&bytes)
     );
-    put_bytes(lake_root, &name, bytes).await
+    Ok(lake_root.put(&name, bytes).await?)
 }

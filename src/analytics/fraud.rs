@@ -11,7 +11,7 @@ use super::periods::Period;
 use super::rankings::conform;
 use super::session::fraud_signals_schema;
 use super::sql::{render, FRAUD_SIGNALS};
-use super::{collect, delete_file, put_file, AnalyticsConfig, AnalyticsError};
+use super::{collect, put_file, AnalyticsConfig, AnalyticsError};
 use crate::sink::parquet::format_day;
 
 /// The file of one month, relative to the lake root.
@@ -65,7 +65,7 @@ pub async fn rebuild(
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let file = month_file(month);
     if rows == 0 {
-        delete_file(lake_root, &file).await?;
+        lake_root.delete(&file).await?;
     } else {
         put_file(lake_root, &file, &fraud_signals_schema(), &batches).await?;
     }

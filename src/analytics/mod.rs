@@ -373,21 +373,7 @@ pub async fn put_file(
 ) -> Result<(), AnalyticsError> {
     let batch = arrow::compute::concat_batches(schema, batches)?;
     let bytes = encode_parquet(&batch, 3)?;
-    put_bytes(lake_root, relative, bytes).await
-}
-
-/// Puts bytes at a path relative to the lake root.
-pub async fn put_bytes(
-    lake_root: &LakeRoot,
-    relative: &str,
-    bytes: bytes::Bytes,
-) -> Result<(), AnalyticsError> {
     Ok(lake_root.put(relative, bytes).await?)
-}
-
-/// Removes a file of a derived table if it exists.
-pub async fn delete_file(lake_root: &LakeRoot, relative: &str) -> Result<(), AnalyticsError> {
-    Ok(lake_root.delete(relative).await?)
 }
 
 /// What a refresh did.

@@ -11,7 +11,7 @@ use datafusion::prelude::SessionContext;
 use super::periods::{Period, PeriodType};
 use super::session::{rankings_schema, table_dir, warnings_schema};
 use super::sql::{literal, render, RANKINGS, WARNINGS};
-use super::{collect, delete_file, put_file, AnalyticsConfig, AnalyticsError};
+use super::{collect, put_file, AnalyticsConfig, AnalyticsError};
 use crate::sink::parquet::{format_day, parse_day};
 
 /// The file of one period, relative to the lake root.
@@ -88,7 +88,7 @@ pub async fn rebuild(
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let file = period_file(period);
     if rows == 0 {
-        delete_file(lake_root, &file).await?;
+        lake_root.delete(&file).await?;
     } else {
         put_file(lake_root, &file, &rankings_schema(), &batches).await?;
     }

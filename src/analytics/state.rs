@@ -92,7 +92,7 @@ impl RefreshState {
             path: STATE_PATH.into(),
             source,
         })?;
-        super::put_bytes(lake_root, STATE_PATH, bytes.into()).await
+        Ok(lake_root.put(STATE_PATH, bytes.into()).await?)
     }
 
     /// Every day with an `evaluations` file.

@@ -145,14 +145,6 @@ pub struct DedupState {
 }
 
 impl DedupState {
-    /// A state for about `capacity` keys added one by one (bulk loads use [`Self::from_entries`]).
-    pub fn with_capacity(capacity: usize) -> Self {
-        Self {
-            sorted: Vec::with_capacity(capacity),
-            ..Self::default()
-        }
-    }
-
     /// Builds a state from (key, packed day and fingerprint) entries at once: a counting pass by
     /// bucket, a scatter, and a sort of each small bucket. Of entries with the same key the first
     /// is kept.
@@ -180,16 +172,8 @@ impl DedupState {
             recent: HashMap::default(),
         };
         // Stable, so that of equal keys the first stays first and is the one kept.
-        state.retain_by_bucket(|bucket| {
-            bucket.sort_by_key(|p| p.low());
-        });
+        state.retain_entries(|_, _| true, &mut |bucket| bucket.sort_by_key(|p| p.low()));
         state
-    }
-
-    /// Runs `prepare` on each bucket, then drops entries repeating the key before them, compacting
-    /// the array in place and recomputing `starts`.
-    fn retain_by_bucket(&mut self, mut prepare: impl FnMut(&mut [Packed])) {
-        self.retain_entries(|_, _| true, &mut prepare);
     }
 
     /// Keeps the entries for which `keep(key, value)` holds (and the first of equal keys), bucket
