@@ -2,7 +2,10 @@
 """Side by side on the same NDJSON file: haochaping's offline path vs DuckDB writing the same
 Hive-partitioned zstd Parquet.
 
-    cargo build --release && python3 benches/compare_duckdb.py 1000000
+    cargo build --release && python3 benches/compare_duckdb.py 1000000 [DAYS]
+
+DAYS (default 1) spreads the evaluations over that many days (from 2026-11-01): 20 days make twenty
+times as many `dt × city` folders, the fan-out a replay of a month meets.
 
 Generates the file once (haochaping generate --to-file), then times each engine end to end as a
 child process (wall time, and peak RSS from the kernel's rusage of the child). DuckDB does less:
@@ -17,6 +20,7 @@ import sys
 from timing import BIN, run
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+DAYS = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 WORK = os.environ.get("WORK", "/tmp/haochaping-bench")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,11 +71,33 @@ def main():
     import duckdb  # noqa: F401  (installed above)
 
     os.makedirs(WORK, exist_ok=True)
-    src = os.path.join(WORK, f"events-{N}.ndjson")
+    src = os.path.join(WORK, f"events-{N}.ndjson" if DAYS == 1 else f"events-{N}-{DAYS}days.ndjson")
     if not os.path.exists(src):
-        subprocess.run([BIN, "generate", "--to-file", src, "--events", str(N), "--dup-rate", "0.01", "--bad-rate", "0.005", "--day", "2026-11-01"], check=True)
+        # Each day generated with its own seed (cases never repeat across days), then their lines
+        # dealt out in turn: every stretch of the file holds every day, as a backlog of late
+        # evaluations would, so every batch fans out to every `dt × city` folder.
+        parts = []
+        for day in range(DAYS):
+            part = src + f".day{day}"
+            events = N // DAYS + (1 if day < N % DAYS else 0)
+            subprocess.run([BIN, "generate", "--to-file", part, "--events", str(events), "--dup-rate", "0.01",
+                            "--bad-rate", "0.005", "--day", f"2026-11-{day + 1:02d}", "--seed", str(day + 1)], check=True)
+            parts.append(part)
+        files = [open(part, "rb") for part in parts]
+        with open(src + ".tmp", "wb") as out:
+            while files:
+                for f in list(files):
+                    line = f.readline()
+                    if line:
+                        out.write(line)
+                    else:
+                        f.close()
+                        files.remove(f)
+        for part in parts:
+            os.remove(part)
+        os.rename(src + ".tmp", src)
     size = os.path.getsize(src)
-    print(f"input: {N} events, {size / 1e6:.1f} MB NDJSON ({src})")
+    print(f"input: {N} events over {DAYS} day(s), {size / 1e6:.1f} MB NDJSON ({src})")
 
     # DuckDB first, so that its peak RSS is measured alone.
     duck_lake = os.path.join(WORK, "lake-duckdb")

@@ -36,7 +36,7 @@ use haochaping::telemetry::Stats;
 use haochaping::transform::dedup::DedupState;
 use haochaping::transform::identity::EvaluatorKeyer;
 use haochaping::transform::validate::ValidationRules;
-use haochaping::transform::{prepare_parallel, Message, Processor};
+use haochaping::transform::{process_run, Message, Processor};
 
 const PARTITIONS: i32 = 4;
 const FLUSH_EVERY_S: i64 = 30;
@@ -97,13 +97,17 @@ async fn flush(lake: &Lake, processor: &Processor, writer: &mut PartitionWriter,
         })
         .collect();
     let stats = Stats::default();
-    let mut parts = Vec::new();
-    let mut count = 0;
-    for part in prepare_parallel(processor, &[(writer.partition, &messages)], now, 1) {
-        let (rows, keep) = part.decide(&mut writer.dedup, &stats, |_, _| {});
-        count += keep.true_count() as u64;
-        parts.push((rows, Some(keep)));
-    }
+    let (parts, count) = process_run(
+        processor,
+        writer.partition,
+        &messages,
+        now,
+        1,
+        &mut writer.dedup,
+        &stats,
+        |_, _| {},
+    );
+    let count = count as u64;
     let files = Lake::encode_files(finish_parts(parts).expect("finish"), 3).expect("encode");
     let written = files.len() as u64;
     let range = BatchRange {

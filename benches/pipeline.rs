@@ -14,7 +14,7 @@ use haochaping::telemetry::Stats;
 use haochaping::transform::dedup::{dedup_key, DedupState};
 use haochaping::transform::identity::EvaluatorKeyer;
 use haochaping::transform::validate::{validate, AssessNumber, ValidationRules};
-use haochaping::transform::{prepare_parallel, Message, Processor};
+use haochaping::transform::{process_run, Message, Processor};
 
 fn events() -> Vec<Vec<u8>> {
     let count = std::env::var("HAOCHAPING_BENCH_EVENTS")
@@ -38,10 +38,10 @@ fn processor() -> Processor {
     )
 }
 
-type Parts = Vec<(Box<dyn TableRows>, Option<arrow::array::BooleanArray>)>;
+type Parts = Vec<Box<dyn TableRows>>;
 
-/// The engine's path on one thread: prepare (decode, validate, identity, rows), then dedup in
-/// offset order; the parts with their keep masks, ready for [`finish_parts`].
+/// The engine's path on one thread: prepare (decode, validate, identity), dedup in offset order,
+/// the rows of what it keeps; ready for [`finish_parts`].
 fn process_all(processor: &Processor, events: &[Vec<u8>], now: i64) -> Parts {
     let mut dedup = DedupState::default();
     let stats = Stats::default();
@@ -54,14 +54,18 @@ fn process_all(processor: &Processor, events: &[Vec<u8>], now: i64) -> Parts {
             payload,
         })
         .collect();
-    prepare_parallel(processor, &[(0, &messages)], now, 1)
-        .into_iter()
-        .map(|part| {
-            let (rows, keep) = part.decide(&mut dedup, &stats, |_, _| {});
-            black_box(keep.true_count());
-            (rows, Some(keep))
-        })
-        .collect()
+    let (parts, kept) = process_run(
+        processor,
+        0,
+        &messages,
+        now,
+        1,
+        &mut dedup,
+        &stats,
+        |_, _| {},
+    );
+    black_box(kept);
+    parts
 }
 
 fn stages(c: &mut Criterion) {

@@ -24,7 +24,7 @@
 //! | policy | [`policy`] | region policies (deadlines, default evaluations, revisits) and the official working-day calendar, as data |
 //!
 //! Around them: [`cli`] and [`commands`] (the command line), [`config`] (typed TOML config),
-//! [`telemetry`] (counters and logging), [`region`] (division codes, versioned data), [`tags`]
+//! [`telemetry`] (counters and logging), [`parallel`] (bursts of work over every core), [`region`] (division codes, versioned data), [`tags`]
 //! (evaluation tag codes and meanings),
 //! [`generate`] (a realistic province for tests and benchmarks), [`demo`] (the embedded default).
 
@@ -38,6 +38,7 @@ pub mod engine;
 pub mod generate;
 pub mod lake;
 pub mod offline;
+pub mod parallel;
 pub mod policy;
 pub mod region;
 pub mod retry;

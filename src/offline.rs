@@ -18,8 +18,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::BooleanArray;
-
 use crate::config::IngestConfig;
 use crate::decode::Rejection;
 use crate::engine::{recover_partition, DedupScope, EngineError};
@@ -27,7 +25,7 @@ use crate::lake::{BatchRange, Lake};
 use crate::sink::dlq::protect::{rejected_line, Protector};
 use crate::sink::parquet::{finish_parts, TableError, TableRows, EVALUATIONS_TABLE};
 use crate::telemetry::{Stats, StatsSnapshot};
-use crate::transform::{prepare_parallel, Message, Notice, Processor};
+use crate::transform::{process_run, Message, Notice, Processor};
 
 /// Offline sources are named `file+<content hash>`; `+` never occurs in a Kafka topic name.
 pub const OFFLINE_SOURCE_PREFIX: &str = "file+";
@@ -35,8 +33,8 @@ pub const OFFLINE_SOURCE_PREFIX: &str = "file+";
 /// Lines read and processed together; big enough to amortise the worker hand-off.
 const CHUNK_LINES: usize = 16_384;
 
-/// Rows of one prepared part and which of them dedup kept.
-type Part = (Box<dyn TableRows>, Option<BooleanArray>);
+/// The rows dedup kept from one prepared part.
+type Part = Box<dyn TableRows>;
 
 fn trim_line(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -296,16 +294,23 @@ pub async fn ingest_file(
             }
             // Decode, validate and build rows in parallel; dedup after, in offset order.
             let mut rejections = Vec::new();
-            for part in prepare_parallel(&processor, &[(0, &lines[fresh..])], now, workers) {
+            let (rows, kept) = process_run(
+                &processor,
+                0,
+                &lines[fresh..],
+                now,
+                workers,
+                &mut dedup,
+                &reader_stats,
                 // Offline files are backfills: alerts are for what is happening now.
-                let (rows, keep) = part.decide(&mut dedup, &reader_stats, |message, notice| {
+                |message, notice| {
                     if let Notice::Rejected(rejection) = notice {
                         rejections.push((message.offset, message.payload, rejection));
                     }
-                });
-                batch_rows += keep.true_count();
-                parts.push((rows, Some(keep)));
-            }
+                },
+            );
+            batch_rows += kept;
+            parts.extend(rows);
             for (offset, line, rejection) in rejections {
                 park(&mut rejected, &protector, offset, line, &rejection)
                     .map_err(io_error(&rejected_path))?;

@@ -114,7 +114,7 @@ impl Alerting {
         let mut rows = EvaluationRows::with_capacity(accepted.len());
         for (partition, message) in accepted {
             // Already validated once with the same `now_us`: it cannot fail now.
-            let _ = self.processor.prepare(
+            let _ = self.processor.append_row(
                 message.payload,
                 *partition,
                 message.offset,

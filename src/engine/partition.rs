@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use arrow::array::BooleanArray;
 use rdkafka::producer::DeliveryFuture;
 
 use crate::lake::{BatchRange, Lease};
@@ -213,10 +212,10 @@ pub struct Encoding {
     pub files: tokio::task::JoinHandle<Result<Vec<(PartitionKey, bytes::Bytes)>, TableError>>,
 }
 
-/// The open batch of one partition: the parts its chunks were prepared in (on one core or on
-/// every core), each with the keep mask dedup decided.
+/// The open batch of one partition: the rows dedup kept, in the parts its chunks were prepared in
+/// (on one core or on every core).
 pub struct Batch {
-    pub parts: Vec<(Box<dyn TableRows>, BooleanArray)>,
+    pub parts: Vec<Box<dyn TableRows>>,
     /// Rows dedup kept, across `parts`.
     pub kept: usize,
     /// Bytes of the messages read into the batch: a bound on its text, which Arrow caps per column.
@@ -249,8 +248,8 @@ impl Batch {
     }
 
     /// Every part of the batch, for [`crate::sink::parquet::finish_parts`].
-    pub fn into_parts(self) -> Vec<(Box<dyn TableRows>, Option<BooleanArray>)> {
-        self.parts.into_iter().map(|(r, k)| (r, Some(k))).collect()
+    pub fn into_parts(self) -> Vec<Box<dyn TableRows>> {
+        self.parts
     }
 }
 

@@ -253,7 +253,7 @@ mod tests {
         for offset in first..first + 50 {
             let event = generator.next_event();
             // The generated cases are distinct: every valid one is a row.
-            let _ = processor.prepare(&event.payload, 0, offset, now, &mut rows);
+            let _ = processor.append_row(&event.payload, 0, offset, now, &mut rows);
         }
         let count = rows.len() as u64;
         let files = Lake::encode_files(rows.finish().unwrap(), 1).unwrap();

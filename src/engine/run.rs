@@ -34,7 +34,7 @@ use crate::sink::parquet::{finish_parts, TableError};
 use crate::source::kafka::{self, IngestContext, PartitionEvent};
 use crate::stream::AnyStream;
 use crate::telemetry::{Stats, StatsSnapshot};
-use crate::transform::{prepare_parallel, Message, Notice};
+use crate::transform::{build_parallel, prepare_parallel, Message, Notice};
 
 /// How long `recv` waits before the loop looks at timers (flush deadlines, idleness).
 const TICK: Duration = Duration::from_millis(100);
@@ -529,6 +529,7 @@ impl Ingest {
             }
             let (stream, workers) = (source.stream.as_ref(), self.workers);
             let prepared = run_blocking(|| prepare_parallel(stream, &slices, now, workers));
+            let mut decided = Vec::with_capacity(prepared.len());
             for part in prepared {
                 let tp = Tp {
                     stream: index,
@@ -544,13 +545,21 @@ impl Ingest {
                 let batch = state.batch.get_or_insert_with(|| Batch::new(first.offset));
                 batch.last_offset = last.offset;
                 batch.bytes += part.messages.iter().map(|m| m.payload.len()).sum::<usize>();
-                let (rows, keep) =
-                    part.decide(&mut state.dedup, &self.stats, |m, notice| match notice {
-                        Notice::Rejected(r) => rejections.push((tp, *m, r)),
-                        Notice::AcceptedBadReview => bad_reviews.push((tp, *m)),
-                    });
-                batch.kept += keep.true_count();
-                batch.parts.push((rows, keep));
+                let part = part.decide(&mut state.dedup, &self.stats, |m, notice| match notice {
+                    Notice::Rejected(r) => rejections.push((tp, *m, r)),
+                    Notice::AcceptedBadReview => bad_reviews.push((tp, *m)),
+                });
+                batch.kept += part.kept;
+                decided.push((tp, part));
+            }
+            // The rows of what dedup kept, built on every core.
+            let tps: Vec<Tp> = decided.iter().map(|(tp, _)| *tp).collect();
+            let parts = decided.into_iter().map(|(_, part)| part).collect();
+            let built = run_blocking(|| build_parallel(parts, workers));
+            for (tp, rows) in tps.into_iter().zip(built) {
+                if let Some(batch) = self.partitions.get_mut(&tp).and_then(|s| s.batch.as_mut()) {
+                    batch.parts.push(rows);
+                }
             }
         }
 

@@ -362,15 +362,16 @@ impl Lake {
         self.log_dir(topic, partition).join(log::record_name(seq))
     }
 
-    /// Encodes a batch's Hive partitions as Parquet.
+    /// Encodes a batch's Hive partitions as Parquet, the files on every core.
     pub fn encode_files(
-        partitions: impl IntoIterator<Item = (PartitionKey, RecordBatch)>,
+        partitions: Vec<(PartitionKey, RecordBatch)>,
         zstd_level: i32,
     ) -> Result<Vec<(PartitionKey, Bytes)>, TableError> {
-        partitions
-            .into_iter()
-            .map(|(key, batch)| Ok((key, encode_parquet(&batch, zstd_level)?)))
-            .collect()
+        crate::parallel::in_parallel(partitions, crate::parallel::workers(), |(key, batch)| {
+            Ok((key, encode_parquet(&batch, zstd_level)?))
+        })
+        .into_iter()
+        .collect()
     }
 
     /// Puts the record `make(seq)` at `seq` if the number is free, and returns the number it took.

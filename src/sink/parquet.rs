@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayRef, BooleanArray, BooleanBuilder, Int32Builder, Int64Builder, Int8Builder, ListBuilder,
-    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, Int8Builder, ListBuilder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -276,7 +276,7 @@ impl EvaluationRows {
 
     /// Finishes the buffer into one batch per Hive partition, in partition order.
     pub fn finish(self) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
-        finish_parts(vec![(Box::new(self), None)])
+        finish_parts(vec![Box::new(self)])
     }
 
     /// The rows as one batch, whatever their Hive partitions (the alert rules' micro-batch).
@@ -358,54 +358,41 @@ impl TableRows for EvaluationRows {
     }
 }
 
-/// Finishes several buffers, each with an optional keep mask, into one batch per Hive partition, in
-/// partition order: the files of one commit, whatever number of threads built the rows.
+/// Finishes several buffers into one batch per Hive partition, in partition order: the files of
+/// one commit, whatever number of threads built the rows. Each buffer's rows of one partition are
+/// expected to be contiguous (see [`crate::stream::BuildRows`]): they are sliced out without a copy,
+/// and a partition's slices are concatenated in buffer order, a bulk copy per column.
 pub fn finish_parts(
-    parts: Vec<(Box<dyn TableRows>, Option<BooleanArray>)>,
+    parts: Vec<Box<dyn TableRows>>,
 ) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
-    // Each kept row is copied once, straight into its partition's batch: no filter, split and
-    // concatenation passes.
-    let mut batches = Vec::with_capacity(parts.len());
-    let mut groups: BTreeMap<PartitionKey, Vec<(usize, usize)>> = BTreeMap::new();
-    for (rows, keep) in parts {
+    let mut groups: BTreeMap<PartitionKey, Vec<RecordBatch>> = BTreeMap::new();
+    let mut schema = None;
+    for rows in parts {
         if rows.is_empty() {
             continue;
         }
         let (batch, keys) = rows.finish_batch()?;
-        if let Some(keep) = keep.as_ref().filter(|k| k.len() != keys.len()) {
-            return Err(TableError::Arrow(ArrowError::InvalidArgumentError(
-                format!("keep mask of {} bits for {} rows", keep.len(), keys.len()),
-            )));
+        schema.get_or_insert_with(|| batch.schema());
+        let mut start = 0;
+        for run in keys.chunk_by(|a, b| a == b) {
+            groups
+                .entry(run[0])
+                .or_default()
+                .push(batch.slice(start, run.len()));
+            start += run.len();
         }
-        let part = batches.len();
-        let mut last: Option<PartitionKey> = None;
-        let mut group: Vec<(usize, usize)> = Vec::new();
-        for (row, key) in keys.iter().enumerate() {
-            if keep.as_ref().is_some_and(|k| !k.value(row)) {
-                continue;
-            }
-            // Consecutive rows often share a partition: gather them before touching the map.
-            if last != Some(*key) {
-                if let Some(previous) = last {
-                    groups.entry(previous).or_default().append(&mut group);
-                }
-                last = Some(*key);
-            }
-            group.push((part, row));
-        }
-        if let Some(previous) = last {
-            groups.entry(previous).or_default().append(&mut group);
-        }
-        batches.push(batch);
     }
-    let batches: Vec<&RecordBatch> = batches.iter().collect();
+    let Some(schema) = schema else {
+        return Ok(Vec::new());
+    };
     groups
         .into_iter()
-        .map(|(key, rows)| {
-            Ok((
-                key,
-                arrow::compute::interleave_record_batch(&batches, &rows)?,
-            ))
+        .map(|(key, slices)| {
+            let batch = match slices.as_slice() {
+                [one] => one.clone(),
+                _ => arrow::compute::concat_batches(&schema, &slices)?,
+            };
+            Ok((key, batch))
         })
         .collect()
 }
@@ -447,47 +434,56 @@ mod tests {
     }
 
     #[test]
-    fn rows_land_once_in_their_partition_and_masked_rows_are_dropped() {
-        use arrow::array::{AsArray, BooleanArray};
+    fn kept_rows_land_once_in_their_partition_in_offset_order() {
+        use arrow::array::AsArray;
         use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 
         let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
-        let generator = || {
+        let generator =
             crate::generate::Generator::new(crate::generate::GeneratorConfig::new("41", day))
-                .unwrap()
-        };
+                .unwrap();
         let processor = crate::transform::Processor::new(
             crate::transform::validate::ValidationRules::default(),
             crate::transform::identity::EvaluatorKeyer::new(b"0123456789abcdef"),
         );
         let now = chrono::Utc::now().timestamp_micros();
-        // Two parts, as two workers would build them.
-        let mut parts = Vec::new();
+        // 3 000 evaluations, then every third one again: redeliveries in later parts than their
+        // originals, which dedup drops before any row is built.
+        let events: Vec<_> = generator.take(3000).collect();
+        let payloads: Vec<&[u8]> = events
+            .iter()
+            .map(|e| e.payload.as_slice())
+            .chain(events.iter().step_by(3).map(|e| e.payload.as_slice()))
+            .collect();
+        let messages: Vec<crate::transform::Message<'_>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, payload)| crate::transform::Message {
+                offset: i as i64,
+                key: None,
+                payload,
+            })
+            .collect();
+        let mut dedup = crate::transform::dedup::DedupState::default();
+        let stats = crate::telemetry::Stats::default();
         let mut expected = Vec::new();
-        let events: Vec<_> = generator().take(3000).collect();
-        for (first, chunk) in [(0, &events[..1700]), (1700, &events[1700..])] {
-            let mut rows = EvaluationRows::with_capacity(8);
-            let mut offsets = Vec::new();
-            for (i, event) in chunk.iter().enumerate() {
-                let offset = (first + i) as i64;
-                if processor
-                    .prepare(&event.payload, 0, offset, now, &mut rows)
-                    .is_ok()
-                {
-                    offsets.push(offset);
+        let mut decided = Vec::new();
+        let prepared = crate::transform::prepare_parallel(&processor, &[(0, &messages)], now, 2);
+        assert!(prepared.len() >= 2, "parts for two workers");
+        for part in prepared {
+            for (message, result) in part.messages.iter().zip(&part.results) {
+                if result.is_ok() && message.offset < 3000 {
+                    expected.push(message.offset);
                 }
             }
-            let keep: BooleanArray = (0..offsets.len()).map(|i| Some(i % 3 != 0)).collect();
-            expected.extend(
-                offsets
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| i % 3 != 0)
-                    .map(|(_, o)| *o),
-            );
-            parts.push((Box::new(rows) as Box<dyn TableRows>, Some(keep)));
+            decided.push(part.decide(&mut dedup, &stats, |_, _| {}));
         }
-        assert!(expected.len() > 1900, "{} kept rows", expected.len());
+        assert!(
+            expected.len() > 2900,
+            "{} valid evaluations",
+            expected.len()
+        );
+        let parts = crate::transform::build_parallel(decided, 2);
 
         let batches = finish_parts(parts).unwrap();
         assert!(
@@ -521,16 +517,5 @@ mod tests {
         }
         landed.sort_unstable();
         assert_eq!(landed, expected);
-
-        let mut rows = EvaluationRows::new();
-        let event = generator().next().unwrap();
-        processor
-            .prepare(&event.payload, 0, 0, now, &mut rows)
-            .unwrap();
-        let wrong = BooleanArray::from(vec![true; 3]);
-        assert!(
-            finish_parts(vec![(Box::new(rows), Some(wrong))]).is_err(),
-            "mask of the wrong length"
-        );
     }
 }

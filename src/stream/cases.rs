@@ -337,6 +337,7 @@ impl Cases {
 
 impl Stream for Cases {
     type Rows = CaseRows;
+    type Valid<'a> = (PartitionKey, CaseRow);
 
     fn table(&self) -> &'static str {
         CASES_TABLE
@@ -353,23 +354,19 @@ impl Stream for Cases {
         }
     }
 
-    fn prepare(
+    fn check<'a>(
         &self,
-        message: &Message<'_>,
+        message: &Message<'a>,
         partition: i32,
         now_us: i64,
-        rows: &mut CaseRows,
-    ) -> Result<Candidate, Rejection> {
+    ) -> Result<(Candidate, (PartitionKey, CaseRow)), Rejection> {
         let text = message_text(message.payload, self.rules.max_message_bytes)?;
         let case = validate_case(&text, &self.rules, now_us)?;
         let applicant_key = self.keyer.key(&case.identity);
         let fingerprint = case_fingerprint(&case, applicant_key.as_deref());
         let event_at_us = case.event_at_us();
-        rows.keys.push(PartitionKey::from_digits(
-            event_at_us,
-            case.area.city_partition_digits().bytes(),
-        ));
-        rows.rows.push(CaseRow {
+        let key = PartitionKey::from_digits(event_at_us, case.area.city_partition_digits().bytes());
+        let row = CaseRow {
             project_no: case.project_no.clone().into_owned(),
             status: case.status.code() as i8,
             status_name: case.status.name(),
@@ -391,20 +388,30 @@ impl Stream for Cases {
             event_fingerprint: fingerprint as i64,
             kafka_partition: partition,
             kafka_offset: message.offset,
-        });
-        Ok(Candidate {
+        };
+        let candidate = Candidate {
             key: case_key(&case.project_no, case.status),
             fingerprint,
             day: u16::try_from(cst_day(event_at_us)).unwrap_or(0),
             conflict: status_conflict,
             bad_review: false,
-        })
+        };
+        Ok((candidate, (key, row)))
+    }
+
+    fn partition_of(&self, valid: &(PartitionKey, CaseRow)) -> PartitionKey {
+        valid.0
+    }
+
+    fn push(&self, (key, row): (PartitionKey, CaseRow), rows: &mut CaseRows) {
+        rows.keys.push(key);
+        rows.rows.push(row);
     }
 }
 
 /// One row of the `cases` table; its fields are the columns of [`cases_schema`], by name.
 #[derive(Debug, Serialize)]
-struct CaseRow {
+pub struct CaseRow {
     project_no: String,
     status: i8,
     status_name: &'static str,

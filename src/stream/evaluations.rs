@@ -8,13 +8,14 @@ use arrow::datatypes::{Int64Type, Int8Type};
 
 use super::{primitive_column, text_column, DedupRule, Stream};
 use crate::decode::Rejection;
-use crate::sink::parquet::{EvaluationRows, EVALUATIONS_TABLE};
+use crate::sink::parquet::{EvaluationRows, PartitionKey, EVALUATIONS_TABLE};
 use crate::transform::dedup::dedup_key;
 use crate::transform::validate::AssessNumber;
-use crate::transform::{Candidate, Message, Processor};
+use crate::transform::{Candidate, Message, Processor, ValidEvaluation};
 
 impl Stream for Processor {
     type Rows = EvaluationRows;
+    type Valid<'a> = ValidEvaluation<'a>;
 
     fn table(&self) -> &'static str {
         EVALUATIONS_TABLE
@@ -28,21 +29,24 @@ impl Stream for Processor {
         EvaluationRows::with_capacity(capacity)
     }
 
-    fn prepare(
+    fn check<'a>(
         &self,
-        message: &Message<'_>,
+        message: &Message<'a>,
         partition: i32,
         now_us: i64,
-        rows: &mut EvaluationRows,
-    ) -> Result<Candidate, Rejection> {
-        Processor::prepare(
-            self,
-            message.payload,
-            partition,
-            message.offset,
-            now_us,
-            rows,
+    ) -> Result<(Candidate, ValidEvaluation<'a>), Rejection> {
+        Processor::check(self, message.payload, partition, message.offset, now_us)
+    }
+
+    fn partition_of(&self, valid: &ValidEvaluation<'_>) -> PartitionKey {
+        PartitionKey::from_digits(
+            valid.evaluation.assessed_at_us,
+            valid.evaluation.area.city_partition_digits().bytes(),
         )
+    }
+
+    fn push(&self, valid: ValidEvaluation<'_>, rows: &mut EvaluationRows) {
+        valid.push_to(rows);
     }
 }
 

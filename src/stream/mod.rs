@@ -23,7 +23,7 @@ use arrow::array::RecordBatch;
 
 use crate::config::IngestConfig;
 use crate::decode::Rejection;
-use crate::sink::parquet::TableRows;
+use crate::sink::parquet::{PartitionKey, TableRows};
 use crate::transform::{Candidate, Message, Processor};
 
 /// A stream a run consumes: its topic, its dead-letter topic and its stages.
@@ -80,9 +80,16 @@ pub fn configured(
 
 /// One kind of input: its rows, its validation and its dedup rule. Implemented per stream; the
 /// engine sees it as [`AnyStream`].
+///
+/// A message goes through it in two steps, so that a row is built only for a message dedup keeps:
+/// [`Stream::check`] (on any thread, before dedup) and [`Stream::push`] (after dedup, for the kept
+/// ones, grouped by Hive partition).
 pub trait Stream: Send + Sync + 'static {
-    /// The rows of a batch, built as messages are prepared.
+    /// The rows of a batch, built from the kept messages.
     type Rows: TableRows;
+
+    /// A message that passed validation: what its row needs, held until dedup has decided.
+    type Valid<'a>: Send;
 
     /// The lake table (and the stream's name in logs and metrics).
     fn table(&self) -> &'static str;
@@ -100,15 +107,19 @@ pub trait Stream: Send + Sync + 'static {
         true
     }
 
-    /// Decodes, validates and keys one message, appending its row before dedup (the engine keeps
-    /// only the rows dedup accepts), or says why it is rejected.
-    fn prepare(
+    /// Decodes, validates and keys one message, or says why it is rejected.
+    fn check<'a>(
         &self,
-        message: &Message<'_>,
+        message: &Message<'a>,
         partition: i32,
         now_us: i64,
-        rows: &mut Self::Rows,
-    ) -> Result<Candidate, Rejection>;
+    ) -> Result<(Candidate, Self::Valid<'a>), Rejection>;
+
+    /// The Hive partition of a valid message's row.
+    fn partition_of(&self, valid: &Self::Valid<'_>) -> PartitionKey;
+
+    /// Appends the row of a message dedup kept.
+    fn push(&self, valid: Self::Valid<'_>, rows: &mut Self::Rows);
 }
 
 /// A dedup entry: key, fingerprint, day.
@@ -148,11 +159,18 @@ pub fn primitive_column<'a, T: arrow::datatypes::ArrowPrimitiveType>(
         .ok_or_else(|| format!("missing dedup column {name} ({})", T::DATA_TYPE))
 }
 
-/// What [`AnyStream::prepare_part`] made of a run of one partition's messages: the rows of the
-/// valid ones and, per message, its candidate or rejection.
-pub struct Prepared {
-    pub rows: Box<dyn TableRows>,
+/// What [`AnyStream::prepare_part`] made of a run of one partition's messages: per message, its
+/// candidate or rejection, and the valid ones waiting for dedup's decision.
+pub struct Prepared<'a> {
     pub results: Vec<Result<Candidate, Rejection>>,
+    pub valid: Box<dyn BuildRows + 'a>,
+}
+
+/// The valid messages of a prepared run, whatever their stream.
+pub trait BuildRows: Send {
+    /// The rows of the messages `keep` keeps (one flag per valid message, in offset order), grouped
+    /// by Hive partition in partition order, and in offset order within each partition.
+    fn build(self: Box<Self>, keep: &[bool]) -> Box<dyn TableRows>;
 }
 
 /// A [`Stream`] as the engine holds it, whatever its rows.
@@ -160,8 +178,13 @@ pub trait AnyStream: Send + Sync + 'static {
     fn table(&self) -> &'static str;
     fn dedup(&self) -> DedupRule;
     fn parallel(&self) -> bool;
-    /// [`Stream::prepare`] for each message of a run, into fresh rows.
-    fn prepare_part(&self, partition: i32, messages: &[Message<'_>], now_us: i64) -> Prepared;
+    /// [`Stream::check`] for each message of a run.
+    fn prepare_part<'a>(
+        &'a self,
+        partition: i32,
+        messages: &[Message<'a>],
+        now_us: i64,
+    ) -> Prepared<'a>;
 }
 
 impl<S: Stream> AnyStream for S {
@@ -177,15 +200,57 @@ impl<S: Stream> AnyStream for S {
         Stream::parallel(self)
     }
 
-    fn prepare_part(&self, partition: i32, messages: &[Message<'_>], now_us: i64) -> Prepared {
-        let mut rows = self.rows(messages.len());
+    fn prepare_part<'a>(
+        &'a self,
+        partition: i32,
+        messages: &[Message<'a>],
+        now_us: i64,
+    ) -> Prepared<'a> {
+        let mut valid = Vec::with_capacity(messages.len());
         let results = messages
             .iter()
-            .map(|message| self.prepare(message, partition, now_us, &mut rows))
+            .map(|message| {
+                let (candidate, checked) = self.check(message, partition, now_us)?;
+                valid.push(checked);
+                Ok(candidate)
+            })
             .collect();
         Prepared {
-            rows: Box::new(rows),
             results,
+            valid: Box::new(Pending {
+                stream: self,
+                valid,
+            }),
         }
+    }
+}
+
+/// The valid messages of one run of a stream.
+struct Pending<'a, S: Stream> {
+    stream: &'a S,
+    valid: Vec<S::Valid<'a>>,
+}
+
+impl<S: Stream> BuildRows for Pending<'_, S> {
+    fn build(self: Box<Self>, keep: &[bool]) -> Box<dyn TableRows> {
+        let Pending { stream, valid } = *self;
+        // Sorting (partition, position) pairs keeps offset order within each partition, so that
+        // each partition's rows end up contiguous and the batch is split by slicing, not copying.
+        let mut order: Vec<(PartitionKey, u32)> = valid
+            .iter()
+            .zip(keep)
+            .enumerate()
+            .filter(|(_, (_, keep))| **keep)
+            .map(|(i, (v, _))| (stream.partition_of(v), i as u32))
+            .collect();
+        order.sort_unstable();
+        let mut rows = stream.rows(order.len());
+        let mut valid: Vec<Option<S::Valid<'_>>> = valid.into_iter().map(Some).collect();
+        for (_, i) in order {
+            if let Some(v) = valid[i as usize].take() {
+                stream.push(v, &mut rows);
+            }
+        }
+        Box::new(rows)
     }
 }

@@ -540,6 +540,7 @@ impl Workflow {
 
 impl Stream for Workflow {
     type Rows = WorkflowRows;
+    type Valid<'a> = (PartitionKey, StepRow);
 
     fn table(&self) -> &'static str {
         WORKFLOW_TABLE
@@ -560,13 +561,12 @@ impl Stream for Workflow {
         }
     }
 
-    fn prepare(
+    fn check<'a>(
         &self,
-        message: &Message<'_>,
+        message: &Message<'a>,
         partition: i32,
         now_us: i64,
-        rows: &mut WorkflowRows,
-    ) -> Result<Candidate, Rejection> {
+    ) -> Result<(Candidate, (PartitionKey, StepRow)), Rejection> {
         let text = message_text(message.payload, self.rules.max_message_bytes)?;
         let event = validate_event(&text, &self.rules, now_us)?;
         let number = event.assess_number.code() as i8;
@@ -588,8 +588,8 @@ impl Stream for Workflow {
         };
         let fingerprint = fingerprint(&event);
         let key = step_key(&event.project_no, number, event.step);
-        rows.keys.push(PartitionKey::from_digits(event.at_us, city));
-        rows.rows.push(StepRow {
+        let partition_key = PartitionKey::from_digits(event.at_us, city);
+        let row = StepRow {
             project_no: event.project_no,
             assess_number: number,
             step: event.step.name(),
@@ -600,20 +600,30 @@ impl Stream for Workflow {
             event_fingerprint: fingerprint as i64,
             kafka_partition: partition,
             kafka_offset: message.offset,
-        });
-        Ok(Candidate {
+        };
+        let candidate = Candidate {
             key,
             fingerprint,
             day: u16::try_from(cst_day(event.at_us)).unwrap_or(0),
             conflict: step_conflict,
             bad_review: false,
-        })
+        };
+        Ok((candidate, (partition_key, row)))
+    }
+
+    fn partition_of(&self, valid: &(PartitionKey, StepRow)) -> PartitionKey {
+        valid.0
+    }
+
+    fn push(&self, (key, row): (PartitionKey, StepRow), rows: &mut WorkflowRows) {
+        rows.keys.push(key);
+        rows.rows.push(row);
     }
 }
 
 /// One row of the `workflow` table; its fields are the columns of [`workflow_schema`], by name.
 #[derive(Debug, Serialize)]
-struct StepRow {
+pub struct StepRow {
     project_no: String,
     assess_number: i8,
     step: &'static str,

@@ -5,15 +5,14 @@ pub mod dedup;
 pub mod identity;
 pub mod validate;
 
-use arrow::array::{BooleanArray, BooleanBuilder};
-
 use crate::decode::{decode, Reason, Rejection};
+use crate::parallel::in_parallel;
 use crate::sink::parquet::{cst_day, EvaluationRows, TableRows};
-use crate::stream::{AnyStream, Prepared};
+use crate::stream::{AnyStream, BuildRows, Prepared};
 use crate::telemetry::Stats;
 use dedup::{dedup_key, fingerprint, DedupOutcome, DedupState};
 use identity::EvaluatorKeyer;
-use validate::{validate, AssessNumber, ValidationRules};
+use validate::{validate, AssessNumber, Evaluation, ValidationRules};
 
 /// decode → validate → identity → dedup → rows, for one message at a time. The same code serves the
 /// Kafka pipeline, the offline path and the benchmarks.
@@ -61,17 +60,15 @@ impl Processor {
         &self.keyer
     }
 
-    /// Decodes, validates and keys one evaluation and appends its row before dedup, returning what
-    /// [`DedupState::check`] needs. The caller runs dedup in offset order ([`decide`]) and keeps only
-    /// the rows it accepts (see [`crate::sink::parquet::finish_parts`]).
-    pub fn prepare(
+    /// Decodes, validates and keys one evaluation (before dedup, on any thread): what
+    /// [`DedupState::check`] needs, and what its row needs if dedup keeps it.
+    pub fn check<'a>(
         &self,
-        payload: &[u8],
+        payload: &'a [u8],
         partition: i32,
         offset: i64,
         now_us: i64,
-        rows: &mut EvaluationRows,
-    ) -> Result<Candidate, Rejection> {
+    ) -> Result<(Candidate, ValidEvaluation<'a>), Rejection> {
         let evaluation = decode(payload, self.rules.max_message_bytes)
             .and_then(|w| validate(w, &self.rules, now_us))?;
         let evaluator_key = self.keyer.key(&evaluation.identity);
@@ -88,14 +85,7 @@ impl Processor {
                 evaluation.area.city_partition_digits().bytes(),
             );
         }
-        rows.push(
-            &evaluation,
-            evaluator_key.as_deref(),
-            fingerprint,
-            partition,
-            offset,
-        );
-        Ok(Candidate {
+        let candidate = Candidate {
             key: dedup_key(&evaluation.project_no, evaluation.assess_number),
             fingerprint,
             day: u16::try_from(cst_day(evaluation.assessed_at_us)).unwrap_or(0),
@@ -104,7 +94,56 @@ impl Processor {
                 AssessNumber::Supplementary => conflict_supplementary,
             },
             bad_review: evaluation.satisfaction.is_bad_review(),
-        })
+        };
+        Ok((
+            candidate,
+            ValidEvaluation {
+                evaluation,
+                evaluator_key,
+                fingerprint,
+                partition,
+                offset,
+            },
+        ))
+    }
+}
+
+impl Processor {
+    /// [`Processor::check`] and the row, without dedup: for messages dedup has already accepted
+    /// (the alert rules' micro-batch) and for tests that write rows directly.
+    pub fn append_row(
+        &self,
+        payload: &[u8],
+        partition: i32,
+        offset: i64,
+        now_us: i64,
+        rows: &mut EvaluationRows,
+    ) -> Result<(), Rejection> {
+        let (_, valid) = self.check(payload, partition, offset, now_us)?;
+        valid.push_to(rows);
+        Ok(())
+    }
+}
+
+/// A valid evaluation waiting for dedup's decision: what its row needs.
+pub struct ValidEvaluation<'a> {
+    pub evaluation: Evaluation<'a>,
+    pub evaluator_key: Option<String>,
+    pub fingerprint: u64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl ValidEvaluation<'_> {
+    /// Appends the evaluation's row.
+    pub fn push_to(&self, rows: &mut EvaluationRows) {
+        rows.push(
+            &self.evaluation,
+            self.evaluator_key.as_deref(),
+            self.fingerprint,
+            self.partition,
+            self.offset,
+        );
     }
 }
 
@@ -118,31 +157,32 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
-/// A contiguous run of one partition's messages after [`prepare_parallel`]: the rows of the valid
-/// ones (before dedup) and, per message, its candidate or rejection.
+/// A contiguous run of one partition's messages after [`prepare_parallel`]: per message, its
+/// candidate or rejection, and the valid ones waiting for dedup.
 pub struct PreparedPart<'m> {
     /// The stream's table (the `stream` label of the event counters).
     pub table: &'static str,
     pub partition: i32,
     pub messages: &'m [Message<'m>],
-    pub rows: Box<dyn TableRows>,
     pub results: Vec<Result<Candidate, Rejection>>,
+    valid: Box<dyn BuildRows + 'm>,
 }
 
 impl<'m> PreparedPart<'m> {
-    /// Runs dedup over the part (see [`decide`]) and returns its rows with the keep mask.
+    /// Runs dedup over the part (see [`decide`]); the rows of what it keeps are built by
+    /// [`DecidedPart::build`] or [`build_parallel`].
     pub fn decide(
         self,
         dedup: &mut DedupState,
         stats: &Stats,
         notice: impl FnMut(&Message<'m>, Notice),
-    ) -> (Box<dyn TableRows>, BooleanArray) {
-        let mut keep = BooleanBuilder::with_capacity(self.rows.len());
+    ) -> DecidedPart<'m> {
+        let mut keep = Vec::with_capacity(self.results.len());
         let source = Source {
             table: self.table,
             partition: self.partition,
         };
-        decide(
+        let kept = decide(
             source,
             self.messages,
             self.results,
@@ -151,8 +191,61 @@ impl<'m> PreparedPart<'m> {
             &mut keep,
             notice,
         );
-        (self.rows, keep.finish())
+        DecidedPart {
+            partition: self.partition,
+            messages: self.messages,
+            kept,
+            keep,
+            valid: self.valid,
+        }
     }
+}
+
+/// A part after dedup: which of its valid messages it keeps.
+pub struct DecidedPart<'m> {
+    pub partition: i32,
+    pub messages: &'m [Message<'m>],
+    /// How many rows [`DecidedPart::build`] returns.
+    pub kept: usize,
+    keep: Vec<bool>,
+    valid: Box<dyn BuildRows + 'm>,
+}
+
+impl DecidedPart<'_> {
+    /// The rows of the kept messages, grouped by Hive partition.
+    pub fn build(self) -> Box<dyn TableRows> {
+        self.valid.build(&self.keep)
+    }
+}
+
+/// Builds the rows of decided parts on up to `workers` threads, in input order.
+pub fn build_parallel(parts: Vec<DecidedPart<'_>>, workers: usize) -> Vec<Box<dyn TableRows>> {
+    let total: usize = parts.iter().map(|p| p.kept).sum();
+    let workers = if total < PARALLEL_FROM { 1 } else { workers };
+    in_parallel(parts, workers, DecidedPart::build)
+}
+
+/// One partition's run through every stage, as the offline path, the benches and tests run it:
+/// prepared on up to `workers` threads, dedup in offset order, the kept rows built on the same
+/// threads. Returns the rows and how many there are.
+#[allow(clippy::too_many_arguments)]
+pub fn process_run<'m>(
+    stream: &'m dyn AnyStream,
+    partition: i32,
+    messages: &'m [Message<'m>],
+    now_us: i64,
+    workers: usize,
+    dedup: &mut DedupState,
+    stats: &Stats,
+    mut notice: impl FnMut(&Message<'m>, Notice),
+) -> (Vec<Box<dyn TableRows>>, usize) {
+    let decided: Vec<DecidedPart<'m>> =
+        prepare_parallel(stream, &[(partition, messages)], now_us, workers)
+            .into_iter()
+            .map(|part| part.decide(dedup, stats, &mut notice))
+            .collect();
+    let kept = decided.iter().map(|p| p.kept).sum();
+    (build_parallel(decided, workers), kept)
 }
 
 /// Runs shorter than this are not split across threads: a thread costs more than it saves.
@@ -163,7 +256,7 @@ const MIN_PART: usize = 512;
 /// round-robin, and they come back in input order, ready for [`PreparedPart::decide`] in that
 /// order. A single short run is prepared on the calling thread.
 pub fn prepare_parallel<'m>(
-    stream: &dyn AnyStream,
+    stream: &'m dyn AnyStream,
     runs: &[(i32, &'m [Message<'m>])],
     now_us: i64,
     workers: usize,
@@ -175,50 +268,17 @@ pub fn prepare_parallel<'m>(
         .iter()
         .flat_map(|(partition, messages)| messages.chunks(part_len).map(|c| (*partition, c)))
         .collect();
-    let prepare = |(partition, messages): (i32, &'m [Message<'m>])| {
-        let Prepared { rows, results } = stream.prepare_part(partition, messages, now_us);
+    let workers = if total < PARALLEL_FROM { 1 } else { workers };
+    in_parallel(parts, workers, |(partition, messages)| {
+        let Prepared { results, valid } = stream.prepare_part(partition, messages, now_us);
         PreparedPart {
             table: stream.table(),
             partition,
             messages,
-            rows,
             results,
+            valid,
         }
-    };
-    if parts.len() <= 1 || workers == 1 || total < PARALLEL_FROM {
-        return parts.into_iter().map(prepare).collect();
-    }
-    let mut done: Vec<Option<PreparedPart<'m>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..workers)
-            .map(|worker| {
-                let parts = &parts;
-                scope.spawn(move || {
-                    parts
-                        .iter()
-                        .enumerate()
-                        .skip(worker)
-                        .step_by(workers)
-                        .map(|(i, part)| (i, prepare(*part)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        // This thread takes its share too.
-        let mut done: Vec<Option<PreparedPart<'m>>> = (0..parts.len()).map(|_| None).collect();
-        for (i, part) in parts.iter().enumerate().step_by(workers) {
-            done[i] = Some(prepare(*part));
-        }
-        for handle in handles {
-            let prepared = handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            for (i, part) in prepared {
-                done[i] = Some(part);
-            }
-        }
-        done
-    });
-    done.iter_mut().filter_map(Option::take).collect()
+    })
 }
 
 /// Chunks smaller than this are prepared on the calling thread: threads cost more than they save.
@@ -254,14 +314,14 @@ pub fn process_one(
         return (Outcome::Duplicate, None);
     };
     let mut rejection = None;
-    let (rows, keep) = part.decide(dedup, stats, |_, notice| {
+    let decided = part.decide(dedup, stats, |_, notice| {
         if let Notice::Rejected(r) = notice {
             rejection = Some(r);
         }
     });
     match rejection {
         Some(rejection) => (Outcome::Rejected(rejection), None),
-        None if keep.true_count() == 1 => (Outcome::Accepted, Some(rows)),
+        None if decided.kept == 1 => (Outcome::Accepted, Some(decided.build())),
         None => (Outcome::Duplicate, None),
     }
 }
@@ -275,7 +335,7 @@ pub enum Notice {
     AcceptedBadReview,
 }
 
-/// Dedup in offset order over prepared messages: appends one keep bit per prepared row to `keep`,
+/// Dedup in offset order over prepared messages: appends one keep flag per valid message to `keep`,
 /// counts every outcome in `stats`, and tells `notice` of each rejection (invalid, or a conflicting
 /// evaluation of a taken slot) and each accepted bad review. Returns how many rows it kept.
 pub fn decide<'m>(
@@ -284,7 +344,7 @@ pub fn decide<'m>(
     results: Vec<Result<Candidate, Rejection>>,
     dedup: &mut DedupState,
     stats: &Stats,
-    keep: &mut BooleanBuilder,
+    keep: &mut Vec<bool>,
     mut notice: impl FnMut(&Message<'m>, Notice),
 ) -> usize {
     let (mut kept, mut duplicates, mut bytes) = (0, 0, 0);
@@ -295,7 +355,7 @@ pub fn decide<'m>(
             Ok(candidate) => match dedup.check(candidate.key, candidate.fingerprint, candidate.day)
             {
                 DedupOutcome::New => {
-                    keep.append_value(true);
+                    keep.push(true);
                     kept += 1;
                     if candidate.bad_review {
                         notice(message, Notice::AcceptedBadReview);
@@ -303,12 +363,12 @@ pub fn decide<'m>(
                     continue;
                 }
                 DedupOutcome::Duplicate => {
-                    keep.append_value(false);
+                    keep.push(false);
                     duplicates += 1;
                     continue;
                 }
                 DedupOutcome::Conflict => {
-                    keep.append_value(false);
+                    keep.push(false);
                     (candidate.conflict)()
                 }
             },

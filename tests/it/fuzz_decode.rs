@@ -369,7 +369,7 @@ fn check(
         }
         Outcome::Accepted => {
             let rows = rows.ok_or_else(|| TestCaseError::fail("accepted without rows"))?;
-            let batches = haochaping::sink::parquet::finish_parts(vec![(rows, None)])
+            let batches = haochaping::sink::parquet::finish_parts(vec![rows])
                 .map_err(|e| TestCaseError::fail(format!("rows: {e}")))?;
             prop_assert_eq!(batches.iter().map(|(_, b)| b.num_rows()).sum::<usize>(), 1);
             for (_, batch) in &batches {

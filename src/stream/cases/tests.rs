@@ -2,7 +2,7 @@ use super::*;
 use crate::sink::parquet::finish_parts;
 use crate::telemetry::Stats;
 use crate::transform::dedup::DedupState;
-use crate::transform::{prepare_parallel, process_one, Outcome};
+use crate::transform::{process_one, process_run, Outcome};
 use arrow::array::AsArray;
 
 /// 2026-11-25 12:00 CST.
@@ -84,7 +84,9 @@ fn a_valid_case_is_accepted_and_each_bad_one_names_its_reason() {
             key: None,
             payload: text.as_bytes(),
         };
-        let result = stream.prepare(&message, 0, NOW, &mut rows);
+        let result = stream
+            .check(&message, 0, NOW)
+            .map(|(_, valid)| stream.push(valid, &mut rows));
         match (expected, result) {
             (None, Ok(_)) => assert_eq!(rows.len(), 1),
             (Some(reason), Err(rejection)) => {
@@ -162,11 +164,7 @@ fn rows_carry_the_applicant_only_as_its_key_and_read_back_into_the_same_dedup_st
         })
         .collect();
     let mut dedup = DedupState::default();
-    let mut parts = Vec::new();
-    for part in prepare_parallel(&stream, &[(3, &messages)], NOW, 1) {
-        let (rows, keep) = part.decide(&mut dedup, &stats, |_, _| {});
-        parts.push((rows, Some(keep)));
-    }
+    let (parts, _) = process_run(&stream, 3, &messages, NOW, 1, &mut dedup, &stats, |_, _| {});
     let files = finish_parts(parts).unwrap();
     assert_eq!(files.len(), 1);
     let (key, batch) = &files[0];

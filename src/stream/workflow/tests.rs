@@ -312,7 +312,7 @@ async fn an_unknown_review_is_looked_up_in_the_lake_once_per_period() {
     .to_string();
     let mut rows = crate::sink::parquet::EvaluationRows::new();
     processor
-        .prepare(review.as_bytes(), 0, 0, NOW, &mut rows)
+        .append_row(review.as_bytes(), 0, 0, NOW, &mut rows)
         .unwrap();
     let files = Lake::encode_files(rows.finish().unwrap(), 1).unwrap();
     let range = BatchRange {

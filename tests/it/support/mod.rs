@@ -517,12 +517,17 @@ pub async fn fixture_lake(root: &Path) -> u64 {
                 payload: &event.payload,
             })
             .collect();
-        let mut parts = Vec::new();
-        for part in haochaping::transform::prepare_parallel(&processor, &[(0, &messages)], now, 2) {
-            let (rows, keep) = part.decide(&mut dedup, &stats, |_, _| {});
-            accepted += keep.true_count() as u64;
-            parts.push((rows, Some(keep)));
-        }
+        let (parts, kept) = haochaping::transform::process_run(
+            &processor,
+            0,
+            &messages,
+            now,
+            2,
+            &mut dedup,
+            &stats,
+            |_, _| {},
+        );
+        accepted += kept as u64;
         let range = haochaping::lake::BatchRange {
             topic: "evaluations".into(),
             partition: 0,
