@@ -66,7 +66,13 @@ impl EvaluatorKeyer {
         } else if let Some(phone) = &identity.phone {
             (
                 b"phone",
-                Cow::Owned(phone.chars().filter(char::is_ascii_digit).collect()),
+                Cow::Owned(
+                    phone
+                        .bytes()
+                        .filter(u8::is_ascii_digit)
+                        .map(char::from)
+                        .collect(),
+                ),
             )
         } else if let Some(name) = &identity.name {
             (b"name", Cow::Borrowed(name.trim()))
@@ -79,7 +85,10 @@ impl EvaluatorKeyer {
         mac.update(kind);
         mac.update(b"\x1f");
         mac.update(value.as_bytes());
-        Some(hex::encode(mac.finalize().into_bytes()))
+        let mut digits = [0u8; 64];
+        hex::encode_to_slice(mac.finalize().into_bytes(), &mut digits)
+            .unwrap_or_else(|_| unreachable!("32 bytes are 64 hex digits"));
+        Some(digits.iter().copied().map(char::from).collect())
     }
 
     /// Redacts a JSON object record for the dead-letter topic: identity fields removed, `evaluatorKey`

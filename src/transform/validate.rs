@@ -377,21 +377,33 @@ impl CharFlaw {
 /// U+200B–U+200D, U+2060, U+FEFF, soft hyphen U+00AD …), a line or paragraph separator, or another
 /// default-ignorable character that shows as nothing (variation selectors, Hangul fillers…).
 pub fn identifier_flaw(text: &str) -> Option<CharFlaw> {
+    text.chars()
+        .enumerate()
+        .find_map(|(at, c)| identifier_char_flaw(c).map(|what| CharFlaw { at, char: c, what }))
+}
+
+/// What is wrong with `c` in an identifier, if anything. Printable ASCII and the CJK Unified
+/// Ideographs (nearly every character of the interface's codes and names) are answered without
+/// looking up the character's general category.
+fn identifier_char_flaw(c: char) -> Option<&'static str> {
+    match c {
+        '!'..='~' | '\u{4E00}'..='\u{9FFF}' => None,
+        _ => identifier_char_flaw_by_category(c),
+    }
+}
+
+fn identifier_char_flaw_by_category(c: char) -> Option<&'static str> {
     use unicode_general_category::{get_general_category, GeneralCategory as G};
-    text.chars().enumerate().find_map(|(at, c)| {
-        let what = if c.is_whitespace() {
-            "whitespace"
-        } else {
-            match get_general_category(c) {
-                G::Control => "a control character",
-                G::Format => "an invisible format character",
-                G::LineSeparator | G::ParagraphSeparator | G::SpaceSeparator => "whitespace",
-                _ if is_invisible_mark(c) => "an invisible character",
-                _ => return None,
-            }
-        };
-        Some(CharFlaw { at, char: c, what })
-    })
+    if c.is_whitespace() {
+        return Some("whitespace");
+    }
+    match get_general_category(c) {
+        G::Control => Some("a control character"),
+        G::Format => Some("an invisible format character"),
+        G::LineSeparator | G::ParagraphSeparator | G::SpaceSeparator => Some("whitespace"),
+        _ if is_invisible_mark(c) => Some("an invisible character"),
+        _ => None,
+    }
 }
 
 /// Default-ignorable code points outside Cf that render as nothing (Unicode's
@@ -684,6 +696,18 @@ pub fn parse_tags(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_identifier_fast_path_agrees_with_the_categories_for_every_character() {
+        for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+            assert_eq!(
+                super::identifier_char_flaw(c),
+                super::identifier_char_flaw_by_category(c),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+    }
+
     use super::*;
     use crate::decode::decode;
 
