@@ -22,7 +22,7 @@ fn main() -> ExitCode {
 /// glibc gives each thread that allocates its own malloc arena, up to eight a core, and keeps what
 /// is freed in each. The stages run in bursts of threads over batch-sized buffers, so by default
 /// the process ends up holding several times its live memory: 10 M events offline peaked at
-/// 1.6 GiB of RSS, and at 0.47 GiB with one arena a core (benches/RESULTS.md §12). Set before the
+/// 1.56 GiB of RSS, and at 0.47 GiB with one arena a core (benches/RESULTS.md §12). Set before the
 /// runtime starts its threads.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
