@@ -3,7 +3,8 @@
 //!
 //! The engine ([`crate::engine`]) knows nothing of evaluations, cases or workflow events: it admits
 //! messages by position, hands runs of them to [`AnyStream::prepare_part`], decides dedup in offset
-//! order with the [`Candidate`]s it gets back, and commits the rows through the lake's protocol.
+//! order with the [`Candidate`]s it gets back, has the rows of what dedup kept built
+//! ([`BuildRows`]), and commits them through the lake's protocol.
 //! Recovery rebuilds a partition's dedup state with the stream's [`DedupRule`]. A new stream is a
 //! new module implementing [`Stream`], listed in [`configured`].
 //!
