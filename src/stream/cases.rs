@@ -475,7 +475,7 @@ pub fn cases_schema() -> SchemaRef {
         .clone()
 }
 
-/// A batch's case rows before dedup, with each row's Hive partition (the date and city of its
+/// A batch's case rows (those dedup kept), with each row's Hive partition (the date and city of its
 /// status).
 pub struct CaseRows {
     rows: Vec<CaseRow>,

@@ -661,7 +661,7 @@ pub fn workflow_schema() -> SchemaRef {
         .clone()
 }
 
-/// A batch's workflow rows before dedup, each with its Hive partition (the event's date, the
+/// A batch's workflow rows (those dedup kept), each with its Hive partition (the event's date, the
 /// review's city).
 pub struct WorkflowRows {
     rows: Vec<StepRow>,

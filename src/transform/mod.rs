@@ -14,7 +14,8 @@ use dedup::{dedup_key, fingerprint, DedupOutcome, DedupState};
 use identity::EvaluatorKeyer;
 use validate::{validate, AssessNumber, Evaluation, ValidationRules};
 
-/// decode → validate → identity → dedup → rows, for one message at a time. The same code serves the
+/// The evaluations stream's stages: decode → validate → identity ([`Processor::check`], before
+/// dedup), then the row of what dedup keeps ([`ValidEvaluation::push_to`]). The same code serves the
 /// Kafka pipeline, the offline path and the benchmarks.
 #[derive(Debug, Clone)]
 pub struct Processor {
@@ -281,7 +282,8 @@ pub fn prepare_parallel<'m>(
     })
 }
 
-/// Chunks smaller than this are prepared on the calling thread: threads cost more than they save.
+/// Chunks with fewer messages (or kept rows) than this are prepared (or built) on the calling
+/// thread: threads cost more than they save.
 pub const PARALLEL_FROM: usize = 1024;
 
 /// What became of one message (see [`process_one`]).
@@ -326,7 +328,7 @@ pub fn process_one(
     }
 }
 
-/// What [`decide`] tells its caller about a message, beyond the keep mask.
+/// What [`decide`] tells its caller about a message, beyond the keep flags.
 #[derive(Debug)]
 pub enum Notice {
     /// Invalid, or a conflicting evaluation of a taken slot: for the dead-letter topic.
