@@ -27,8 +27,8 @@ fn main() -> ExitCode {
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+        let arenas = libc::c_int::try_from(haochaping::parallel::workers().max(2))
+            .unwrap_or(libc::c_int::MAX);
         // SAFETY: mallopt only sets a parameter of the allocator; no thread allocates concurrently
         // this early, and a refused value leaves glibc's default in place.
         unsafe {

@@ -238,9 +238,7 @@ pub async fn ingest_file(
         .map(crate::engine::throttle::Throttle::new);
     let runtime = tokio::runtime::Handle::current();
     let read = tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(1);
+        let workers = crate::parallel::workers();
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let now = chrono::Utc::now().timestamp_micros();
         let mut offset: i64 = 0;

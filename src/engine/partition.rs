@@ -213,7 +213,7 @@ pub struct Encoding {
 }
 
 /// The open batch of one partition: the rows dedup kept, in the parts its chunks were prepared in
-/// (on one core or on every core).
+/// (on one core or on every core), for [`crate::sink::parquet::finish_parts`].
 pub struct Batch {
     pub parts: Vec<Box<dyn TableRows>>,
     /// Rows dedup kept, across `parts`.
@@ -245,11 +245,6 @@ impl Batch {
     /// Whether the batch must be committed now, whatever its age.
     pub fn is_full(&self, flush_rows: usize, flush_bytes: usize) -> bool {
         self.kept >= flush_rows || self.bytes >= flush_bytes
-    }
-
-    /// Every part of the batch, for [`crate::sink::parquet::finish_parts`].
-    pub fn into_parts(self) -> Vec<Box<dyn TableRows>> {
-        self.parts
     }
 }
 

@@ -180,7 +180,7 @@ pub async fn load_dedup_state(
     rule: DedupRule,
     files: Vec<DataFile>,
 ) -> Result<DedupState, EngineError> {
-    let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let parallelism = crate::parallel::workers();
     let loaded: Vec<Vec<(u64, u64, u16)>> = futures::stream::iter(files)
         .map(|file| {
             let lake = lake.clone();

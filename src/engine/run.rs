@@ -84,7 +84,7 @@ pub async fn run(
     tracing::info!(topics = ?topics, group = %config.kafka.group, lake = %root, "ingest started");
 
     let alerting = Alerting::from_config(&config, &root).await?;
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = crate::parallel::workers();
     let ingest_throttle = config
         .lake
         .max_events_per_second
@@ -736,7 +736,7 @@ impl Ingest {
             let alerts = std::mem::take(&mut batch.alerts);
             let rows = batch.kept as u64;
             let files = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-                Lake::encode_files(finish_parts(batch.into_parts())?, zstd_level)
+                Lake::encode_files(finish_parts(batch.parts)?, zstd_level)
             });
             let encoding = Encoding {
                 range: range.clone(),

@@ -212,7 +212,7 @@ impl<S: Stream> AnyStream for S {
             .iter()
             .map(|message| {
                 let (candidate, checked) = self.check(message, partition, now_us)?;
-                valid.push(checked);
+                valid.push(Some(checked));
                 Ok(candidate)
             })
             .collect();
@@ -226,27 +226,29 @@ impl<S: Stream> AnyStream for S {
     }
 }
 
-/// The valid messages of one run of a stream.
+/// The valid messages of one run of a stream (each taken out as its row is built).
 struct Pending<'a, S: Stream> {
     stream: &'a S,
-    valid: Vec<S::Valid<'a>>,
+    valid: Vec<Option<S::Valid<'a>>>,
 }
 
 impl<S: Stream> BuildRows for Pending<'_, S> {
     fn build(self: Box<Self>, keep: &[bool]) -> Box<dyn TableRows> {
-        let Pending { stream, valid } = *self;
+        let Pending { stream, mut valid } = *self;
         // Sorting (partition, position) pairs keeps offset order within each partition, so that
         // each partition's rows end up contiguous and the batch is split by slicing, not copying.
         let mut order: Vec<(PartitionKey, u32)> = valid
             .iter()
             .zip(keep)
             .enumerate()
-            .filter(|(_, (_, keep))| **keep)
-            .map(|(i, (v, _))| (stream.partition_of(v), i as u32))
+            .filter_map(|(i, (v, keep))| {
+                v.as_ref()
+                    .filter(|_| *keep)
+                    .map(|v| (stream.partition_of(v), i as u32))
+            })
             .collect();
         order.sort_unstable();
         let mut rows = stream.rows(order.len());
-        let mut valid: Vec<Option<S::Valid<'_>>> = valid.into_iter().map(Some).collect();
         for (_, i) in order {
             if let Some(v) = valid[i as usize].take() {
                 stream.push(v, &mut rows);
