@@ -17,7 +17,8 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::transform::validate::{Evaluation, CST_OFFSET_SECONDS};
 
@@ -397,12 +398,35 @@ pub fn finish_parts(
         .collect()
 }
 
-/// The properties of every Parquet file of the lake (ingest and compaction write alike).
+/// Columns of the lake's tables whose values are (nearly) unique per row: a dictionary would only
+/// grow until it gave up, costing time to intern every value and bytes for the indices. They are
+/// written plain (zstd still compresses them).
+const UNIQUE_COLUMNS: [&str; 6] = [
+    "project_no",
+    "text",
+    "evaluator_key",
+    "applicant_key",
+    "event_fingerprint",
+    "kafka_offset",
+];
+
+/// Free text: min/max statistics of it serve no query, and computing them compares every value.
+const UNFILTERED_COLUMNS: [&str; 1] = ["text"];
+
+/// The properties of every Parquet file of the lake (ingest and compaction write alike, every
+/// table: a column name a table does not have is ignored).
 pub fn writer_properties(zstd_level: i32) -> Result<WriterProperties, TableError> {
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
-        .set_created_by(concat!("haochaping ", env!("CARGO_PKG_VERSION")).into())
-        .build())
+        .set_created_by(concat!("haochaping ", env!("CARGO_PKG_VERSION")).into());
+    for column in UNIQUE_COLUMNS {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    for column in UNFILTERED_COLUMNS {
+        builder = builder
+            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    }
+    Ok(builder.build())
 }
 
 /// Encodes one batch as a zstd-compressed Parquet file.
@@ -431,6 +455,72 @@ mod tests {
         assert_eq!(parse_day("2026-11-22"), Some(key.day + 1));
         assert_eq!(format_day(0), "1970-01-01");
         assert_eq!(cst_day(-1), 0, "1970-01-01 07:59:59 CST");
+    }
+
+    #[test]
+    fn unique_columns_are_plain_and_free_text_has_no_statistics() {
+        use parquet::basic::Encoding;
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let generator =
+            crate::generate::Generator::new(crate::generate::GeneratorConfig::new("41", day))
+                .unwrap();
+        let processor = crate::transform::Processor::new(
+            crate::transform::validate::ValidationRules::default(),
+            crate::transform::identity::EvaluatorKeyer::new(b"0123456789abcdef"),
+        );
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut rows = EvaluationRows::with_capacity(2000);
+        for (offset, event) in generator.take(2000).enumerate() {
+            // The generator's few invalid events are rejected; the rest make the batch.
+            let _ = processor.append_row(&event.payload, 0, offset as i64, now, &mut rows);
+        }
+        let (_, batch) = rows
+            .finish()
+            .unwrap()
+            .into_iter()
+            .max_by_key(|(_, batch)| batch.num_rows())
+            .unwrap();
+        assert!(batch.num_rows() > 50, "{} rows", batch.num_rows());
+        let bytes = encode_parquet(&batch, 1).unwrap();
+
+        let reader = SerializedFileReader::new(bytes.clone()).unwrap();
+        let group = reader.metadata().row_group(0);
+        let column = |name: &str| {
+            (0..group.num_columns())
+                .map(|i| group.column(i))
+                .find(|c| c.column_path().string() == name)
+                .unwrap_or_else(|| panic!("column {name}"))
+        };
+        let dictionary = |name: &str| {
+            column(name)
+                .encodings()
+                .any(|e| matches!(e, Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY))
+        };
+        for unique in [
+            "project_no",
+            "text",
+            "evaluator_key",
+            "event_fingerprint",
+            "kafka_offset",
+        ] {
+            assert!(!dictionary(unique), "{unique} is written plain");
+        }
+        for repeated in ["city_code", "dept_code", "channel", "task_code"] {
+            assert!(dictionary(repeated), "{repeated} keeps its dictionary");
+        }
+        assert!(column("text").statistics().is_none());
+        assert!(column("project_no").statistics().is_some());
+
+        // And the file reads back as written.
+        let read: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 8192)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let read = arrow::compute::concat_batches(&batch.schema(), &read).unwrap();
+        assert_eq!(read, batch);
     }
 
     #[test]
