@@ -350,13 +350,13 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<WireEvaluation<'_>, Re
             ),
         ));
     }
-    // serde_json checks UTF-8 inside strings as it parses; only a failed parse needs the full check,
-    // to tell a GB18030 or non-text message from malformed JSON.
-    match serde_json::from_slice(payload) {
+    // Only a failed parse needs the full UTF-8 check, to tell a GB18030 or non-text message from
+    // malformed JSON.
+    match parse(payload) {
         Ok(wire) => object_only(payload.trim_ascii_start(), wire),
-        Err(e) => {
+        Err(rejection) => {
             let utf8 = match std::str::from_utf8(payload) {
-                Ok(_) => return Err(json_rejection(&e)),
+                Ok(_) => return Err(rejection),
                 Err(utf8) => utf8,
             };
             let text = gb18030_text(payload).ok_or_else(|| {
@@ -370,6 +370,23 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<WireEvaluation<'_>, Re
                 serde_json::from_str(&text).map_err(|e| json_rejection(&e))?;
             object_only(text.as_bytes().trim_ascii_start(), wire.into_owned())
         }
+    }
+}
+
+/// Messages with more brackets than this (`[` or `{`, counted anywhere, strings included) are parsed
+/// by serde_json. sonic-rs skips the value of an unknown field by recursion without a depth limit,
+/// so a hostile message nested deep enough would overflow the stack; with this few brackets no
+/// nesting can be deep. An evaluation has two (the object and its `evalDetail` list).
+const SIMD_MAX_BRACKETS: usize = 32;
+
+/// The wire fields of a UTF-8 message: SIMD-parsed by sonic-rs (UTF-8 checked and strings borrowed
+/// in one pass) when it is safe, else by serde_json, whose depth limit answers a deep nesting.
+fn parse(payload: &[u8]) -> Result<WireEvaluation<'_>, Rejection> {
+    let brackets = payload.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if brackets <= SIMD_MAX_BRACKETS {
+        sonic_rs::from_slice(payload).map_err(|e| simd_json_rejection(&e))
+    } else {
+        serde_json::from_slice(payload).map_err(|e| json_rejection(&e))
     }
 }
 
@@ -449,6 +466,26 @@ fn object_only<'a>(
 /// The rejection of a message serde_json could not read. serde's text quotes the offending input
 /// (`invalid type: string "110101199003071234", expected …`); the message keeps what it says about
 /// the problem and where, without the value.
+/// The rejection of a message sonic-rs could not parse. Its error's text ends with a fragment of
+/// the input (which may hold identity), so only the part before the position is used.
+fn simd_json_rejection(e: &sonic_rs::Error) -> Rejection {
+    let text = e.to_string();
+    let problem = without_values(text.split(" at line ").next().unwrap_or_default());
+    let what = match e.classify() {
+        sonic_rs::error::Category::Syntax | sonic_rs::error::Category::Eof => "not valid JSON",
+        sonic_rs::error::Category::Io => "unreadable",
+        _ => "not a JSON object of evaluation fields",
+    };
+    Rejection::new(
+        Reason::NotJson,
+        format!(
+            "message is {what}: {problem} (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+    )
+}
+
 fn json_rejection(e: &serde_json::Error) -> Rejection {
     let text = e.to_string();
     let position = format!(" at line {} column {}", e.line(), e.column());
@@ -638,6 +675,56 @@ mod tests {
         );
         assert_eq!(evaluation.identity.name.as_deref(), Some("张三"));
         assert_eq!(payload_text(b"\xff"), None);
+    }
+
+    #[test]
+    fn both_parsers_read_a_message_alike() {
+        // The generator's evaluations, and the same with brackets in their free text (which sends
+        // them to serde_json): the SIMD path and serde_json agree on every field.
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let generator =
+            crate::generate::Generator::new(crate::generate::GeneratorConfig::new("41", day))
+                .unwrap();
+        let mut compared = 0;
+        for event in generator.take(2000) {
+            let serde: Result<WireEvaluation<'_>, _> = serde_json::from_slice(&event.payload);
+            let simd: Result<WireEvaluation<'_>, _> = sonic_rs::from_slice(&event.payload);
+            let (Ok(serde), Ok(simd)) = (serde, simd) else {
+                continue;
+            };
+            assert_eq!(format!("{serde:?}"), format!("{simd:?}"));
+            let decoded = decode(&event.payload, 1 << 16).unwrap();
+            assert_eq!(format!("{decoded:?}"), format!("{serde:?}"));
+            compared += 1;
+        }
+        assert!(compared > 1900, "{compared}");
+        let bracketed = format!(
+            r#"{{"projectNo":"P1","writingEvaluation":"{}","evalDetail":["a"],"x":{{"y":[1]}}}}"#,
+            "[{".repeat(40)
+        );
+        let simd: WireEvaluation<'_> = sonic_rs::from_slice(bracketed.as_bytes()).unwrap();
+        let decoded = decode(bracketed.as_bytes(), 1 << 16).unwrap();
+        assert_eq!(format!("{decoded:?}"), format!("{simd:?}"));
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_not_a_stack_overflow() {
+        // A value nested far deeper than any evaluation: the parser's depth limit answers, in every
+        // field and at the top, within the size limit.
+        for depth in [300, 100_000] {
+            let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            for raw in [
+                deep.clone(),
+                format!("{{\"pf\":{deep}}}"),
+                format!("{{\"evalDetail\":{deep},\"pf\":1}}"),
+            ] {
+                let got = decode(raw.as_bytes(), 1 << 20).map(|_| ()).unwrap_err();
+                assert_eq!(got.reason, Reason::NotJson, "{depth}: {}", got.message);
+            }
+        }
+        // A shallow list is still a list (the validator judges it).
+        let wire = decode(br#"{"evalDetail":[["a"]]}"#, 100).unwrap();
+        assert!(matches!(wire.eval_detail, Some(WireValue::List(_))));
     }
 
     #[test]
