@@ -382,7 +382,11 @@ const SIMD_MAX_BRACKETS: usize = 32;
 /// The wire fields of a UTF-8 message: SIMD-parsed by sonic-rs (UTF-8 checked and strings borrowed
 /// in one pass) when it is safe, else by serde_json, whose depth limit answers a deep nesting.
 fn parse(payload: &[u8]) -> Result<WireEvaluation<'_>, Rejection> {
-    let brackets = payload.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    // memchr's SIMD search, stopping at the limit; a plain byte filter cost 2.5 % of all
+    // instructions (callgrind).
+    let brackets = memchr::memchr2_iter(b'[', b'{', payload)
+        .take(SIMD_MAX_BRACKETS + 1)
+        .count();
     if brackets <= SIMD_MAX_BRACKETS {
         sonic_rs::from_slice(payload).map_err(|e| simd_json_rejection(&e))
     } else {
