@@ -470,41 +470,42 @@ fn object_only<'a>(
 /// The rejection of a message serde_json could not read. serde's text quotes the offending input
 /// (`invalid type: string "110101199003071234", expected …`); the message keeps what it says about
 /// the problem and where, without the value.
-/// The rejection of a message sonic-rs could not parse. Its error's text ends with a fragment of
-/// the input (which may hold identity), so only the part before the position is used.
-fn simd_json_rejection(e: &sonic_rs::Error) -> Rejection {
-    let text = e.to_string();
-    let problem = without_values(text.split(" at line ").next().unwrap_or_default());
-    let what = match e.classify() {
-        sonic_rs::error::Category::Syntax | sonic_rs::error::Category::Eof => "not valid JSON",
-        sonic_rs::error::Category::Io => "unreadable",
-        _ => "not a JSON object of evaluation fields",
-    };
-    Rejection::new(
-        Reason::NotJson,
-        format!(
-            "message is {what}: {problem} (line {}, column {})",
-            e.line(),
-            e.column()
-        ),
-    )
-}
-
 fn json_rejection(e: &serde_json::Error) -> Rejection {
     let text = e.to_string();
     let position = format!(" at line {} column {}", e.line(), e.column());
-    let problem = without_values(text.strip_suffix(&position).unwrap_or(&text));
     let what = match e.classify() {
         serde_json::error::Category::Data => "not a JSON object of evaluation fields",
         serde_json::error::Category::Io => "unreadable",
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not valid JSON",
     };
+    not_json(
+        what,
+        text.strip_suffix(&position).unwrap_or(&text),
+        e.line(),
+        e.column(),
+    )
+}
+
+/// The same for sonic-rs, whose error text also ends with a fragment of the input after the
+/// position: only the part before the position is used.
+fn simd_json_rejection(e: &sonic_rs::Error) -> Rejection {
+    let text = e.to_string();
+    let what = match e.classify() {
+        sonic_rs::error::Category::Syntax | sonic_rs::error::Category::Eof => "not valid JSON",
+        sonic_rs::error::Category::Io => "unreadable",
+        _ => "not a JSON object of evaluation fields",
+    };
+    let problem = text.split(" at line ").next().unwrap_or_default();
+    not_json(what, problem, e.line(), e.column())
+}
+
+/// `message is {what}: {problem} (line …, column …)`, with every value quoted in `problem` removed.
+fn not_json(what: &str, problem: &str, line: usize, column: usize) -> Rejection {
     Rejection::new(
         Reason::NotJson,
         format!(
-            "message is {what}: {problem} (line {}, column {})",
-            e.line(),
-            e.column()
+            "message is {what}: {} (line {line}, column {column})",
+            without_values(problem)
         ),
     )
 }

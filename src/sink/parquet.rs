@@ -457,11 +457,8 @@ mod tests {
         assert_eq!(cst_day(-1), 0, "1970-01-01 07:59:59 CST");
     }
 
-    #[test]
-    fn unique_columns_are_plain_and_free_text_has_no_statistics() {
-        use parquet::basic::Encoding;
-        use parquet::file::reader::{FileReader, SerializedFileReader};
-
+    /// A province's generated day of evaluations, a processor with the default rules, and now.
+    fn a_province_day() -> (crate::generate::Generator, crate::transform::Processor, i64) {
         let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
         let generator =
             crate::generate::Generator::new(crate::generate::GeneratorConfig::new("41", day))
@@ -470,7 +467,15 @@ mod tests {
             crate::transform::validate::ValidationRules::default(),
             crate::transform::identity::EvaluatorKeyer::new(b"0123456789abcdef"),
         );
-        let now = chrono::Utc::now().timestamp_micros();
+        (generator, processor, chrono::Utc::now().timestamp_micros())
+    }
+
+    #[test]
+    fn unique_columns_are_plain_and_free_text_has_no_statistics() {
+        use parquet::basic::Encoding;
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let (generator, processor, now) = a_province_day();
         let mut rows = EvaluationRows::with_capacity(2000);
         for (offset, event) in generator.take(2000).enumerate() {
             // The generator's few invalid events are rejected; the rest make the batch.
@@ -528,15 +533,7 @@ mod tests {
         use arrow::array::AsArray;
         use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 
-        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
-        let generator =
-            crate::generate::Generator::new(crate::generate::GeneratorConfig::new("41", day))
-                .unwrap();
-        let processor = crate::transform::Processor::new(
-            crate::transform::validate::ValidationRules::default(),
-            crate::transform::identity::EvaluatorKeyer::new(b"0123456789abcdef"),
-        );
-        let now = chrono::Utc::now().timestamp_micros();
+        let (generator, processor, now) = a_province_day();
         // 3 000 evaluations, then every third one again: redeliveries in later parts than their
         // originals, which dedup drops before any row is built.
         let events: Vec<_> = generator.take(3000).collect();
