@@ -15,7 +15,9 @@ use std::borrow::Cow;
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Int8Type, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::transform::dedup::hash_fields;
 
 use super::{primitive_column, text_column, DedupRule, Stream};
 use crate::decode::{json_object, message_text, Reason, Rejection, WireValue};
@@ -279,27 +281,23 @@ pub fn case_key(project_no: &str, status: CaseStatus) -> u64 {
 }
 
 fn case_fingerprint(case: &Case<'_>, applicant_key: Option<&str>) -> u64 {
-    let mut h = Xxh3::new();
-    let mut field = |bytes: &[u8]| {
-        h.update(bytes);
-        h.update(&[0x1f]);
-    };
-    field(case.project_no.as_bytes());
-    field(&[
-        case.status.code(),
-        case.applicant_kind.map_or(0, EvaluatorKind::code),
-    ]);
-    field(case.task_code.as_bytes());
-    field(case.task_name.as_bytes());
-    field(case.dept_code.as_bytes());
-    field(case.dept_name.as_deref().unwrap_or("").as_bytes());
-    field(case.area.as_str().as_bytes());
-    for at in [case.applied_at_us, case.accepted_at_us, case.finished_at_us] {
-        field(&at.unwrap_or(i64::MIN).to_le_bytes());
-    }
-    field(case.project_type.unwrap_or("").as_bytes());
-    field(applicant_key.unwrap_or("").as_bytes());
-    h.digest()
+    hash_fields(|f| {
+        f.field(case.project_no.as_bytes());
+        f.field(&[
+            case.status.code(),
+            case.applicant_kind.map_or(0, EvaluatorKind::code),
+        ]);
+        f.field(case.task_code.as_bytes());
+        f.field(case.task_name.as_bytes());
+        f.field(case.dept_code.as_bytes());
+        f.field(case.dept_name.as_deref().unwrap_or("").as_bytes());
+        f.field(case.area.as_str().as_bytes());
+        for at in [case.applied_at_us, case.accepted_at_us, case.finished_at_us] {
+            f.field(&at.unwrap_or(i64::MIN).to_le_bytes());
+        }
+        f.field(case.project_type.unwrap_or("").as_bytes());
+        f.field(applicant_key.unwrap_or("").as_bytes());
+    })
 }
 
 fn status_conflict() -> Rejection {
@@ -384,7 +382,7 @@ impl Stream for Cases {
             event_at: event_at_us,
             project_type: case.project_type,
             applicant_kind: case.applicant_kind.map(EvaluatorKind::name),
-            applicant_key,
+            applicant_key: applicant_key.map(String::from),
             event_fingerprint: fingerprint as i64,
             kafka_partition: partition,
             kafka_offset: message.offset,

@@ -11,7 +11,7 @@ use crate::sink::parquet::{cst_day, EvaluationRows, TableRows};
 use crate::stream::{AnyStream, BuildRows, Prepared};
 use crate::telemetry::Stats;
 use dedup::{dedup_key, fingerprint, DedupOutcome, DedupState};
-use identity::EvaluatorKeyer;
+use identity::{EvaluatorKey, EvaluatorKeyer};
 use validate::{validate, AssessNumber, Evaluation, ValidationRules};
 
 /// The evaluations stream's stages: decode → validate → identity ([`Processor::check`], before
@@ -129,7 +129,7 @@ impl Processor {
 /// A valid evaluation waiting for dedup's decision: what its row needs.
 pub struct ValidEvaluation<'a> {
     pub evaluation: Evaluation<'a>,
-    pub evaluator_key: Option<String>,
+    pub evaluator_key: Option<EvaluatorKey>,
     pub fingerprint: u64,
     pub partition: i32,
     pub offset: i64,

@@ -193,7 +193,7 @@ fn rows_carry_the_applicant_only_as_its_key_and_read_back_into_the_same_dedup_st
         .unwrap();
     assert_eq!(
         keys.value(0),
-        expected,
+        expected.as_str(),
         "the evaluators' key, so cases join evaluations"
     );
     // Recovery's reading of the rows gives back exactly the state dedup built.
