@@ -7,16 +7,13 @@
 //! flush. Each alert's delivery joins its partition's batch and is confirmed before the batch
 //! commits (see [`super::commit`]); a replay after a crash sends it again with the same id.
 //!
-//! Every run of the rules pays a fixed part, whatever the number of reviews: each rule makes its
-//! physical plan and joins with the look-back (run once a chunk, the rules took 24 % of a release
-//! build's throughput, `benches/RESULTS.md` §14). So while the engine is behind the topic
-//! ([`behind`]) the reviews of several chunks are held and run together, for at most [`MAX_HOLD`] or
+//! Running the rules costs about the same for one review as for a thousand (each rule makes its
+//! physical plan and joins with the look-back), so while the engine is behind (its last chunk was
+//! full) the reviews of several chunks are held and run together, for at most [`MAX_HOLD`] or
 //! [`MAX_HELD`] reviews ([`Alerting::due`]). Once the engine has caught up they run with the chunk
 //! that brought them, and before any commit always. The rules judge a review by the reviews given
-//! before it, in the micro-batch and the look-back alike, so holding changes when an alert is
-//! sent. It can change which only where reviews arrive out of the order they were given: an
-//! earlier-given review that arrives in the same run of the rules as a later one is counted for
-//! it, where a run per chunk would have met it only afterwards.
+//! before it, wherever they are (micro-batch or look-back), so holding changes when an alert is
+//! sent, not which.
 
 use arrow::array::RecordBatch;
 use rdkafka::producer::DeliveryFuture;
@@ -222,20 +219,6 @@ impl Alerting {
     }
 }
 
-/// The engine counts as behind the topic when the newest message of a chunk was written this long
-/// ago (by the producer's or the broker's timestamp).
-pub const BEHIND_AFTER: Duration = Duration::from_secs(1);
-
-/// Whether a chunk of `len` messages (at most `full` a chunk), the newest written at `newest_ms`
-/// (if its messages carry timestamps), says the engine is behind the topic at `now_ms`: the chunk
-/// is full, so more was waiting, or its messages are already [`BEHIND_AFTER`] old, so alerts are
-/// late anyway and another [`MAX_HOLD`] matters little. A producer whose clock runs slow makes the
-/// engine hold alerts when it need not: for [`MAX_HOLD`] at most.
-pub fn behind(len: usize, full: usize, newest_ms: Option<i64>, now_ms: i64) -> bool {
-    len >= full
-        || newest_ms.is_some_and(|t| now_ms.saturating_sub(t) >= BEHIND_AFTER.as_millis() as i64)
-}
-
 /// Whether `held` reviews, the oldest held for `waited`, go through the rules now (see
 /// [`Alerting::due`]).
 fn due(held: usize, waited: Option<Duration>, behind: bool) -> bool {
@@ -245,30 +228,6 @@ fn due(held: usize, waited: Option<Duration>, behind: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn behind_means_a_full_chunk_or_old_messages() {
-        let now = 1_000_000;
-        let table: &[(usize, Option<i64>, bool)] = &[
-            // (messages in the chunk of at most 8, newest timestamp, behind)
-            (8, None, true),
-            (8, Some(now), true),
-            (7, None, false),
-            (1, Some(now), false),
-            (1, Some(now - 999), false),
-            (1, Some(now - 1_000), true),
-            (1, Some(0), true),
-            (1, Some(now + 60_000), false), // a producer clock ahead
-            (1, Some(i64::MIN), true),
-        ];
-        for &(len, newest, expected) in table {
-            assert_eq!(
-                behind(len, 8, newest, now),
-                expected,
-                "{len} messages, newest {newest:?}"
-            );
-        }
-    }
 
     #[test]
     fn held_reviews_wait_only_while_the_engine_is_behind_and_not_for_long() {
