@@ -98,7 +98,6 @@ pub async fn run(
         context,
         sources,
         alerting,
-        behind: false,
         stats: stats.clone(),
         partitions: HashMap::new(),
         parked: HashMap::new(),
@@ -127,7 +126,6 @@ pub async fn run(
         if ingest.apply_rebalance().await? {
             last_activity = Instant::now();
         }
-        let ticked = received.is_err();
         match received {
             Ok(Some(chunk)) => {
                 last_activity = Instant::now();
@@ -160,11 +158,6 @@ pub async fn run(
                     }
                 }
             }
-        }
-        if ticked {
-            // A tick without messages: caught up, so held reviews go through the rules now.
-            ingest.behind = false;
-            ingest.alert(false).await?;
         }
         ingest.commit_finished().await?;
         ingest.advance().await?;
@@ -271,9 +264,6 @@ struct Ingest {
     sources: Vec<Source>,
     /// The alert stage, unless alerts are disabled.
     alerting: Option<Alerting>,
-    /// Whether the last chunk was full: the engine is behind the topic, and the alert rules run
-    /// on the reviews of several chunks at once.
-    behind: bool,
     stats: Arc<Stats>,
     partitions: HashMap<Tp, PartitionState>,
     /// Assigned partitions left to another writer for a while (see [`Parked`]).
@@ -310,9 +300,6 @@ impl Ingest {
                     // owner's claim or fences it (see below).
                     self.parked.remove(&tp);
                     self.fence_streaks.remove(&tp);
-                    if let Some(alerting) = self.alerting.as_mut() {
-                        alerting.forget(stream, partition);
-                    }
                     let Some(state) = self.partitions.remove(&tp) else {
                         continue;
                     };
@@ -439,8 +426,6 @@ impl Ingest {
         if let Some(throttle) = &self.throttle {
             throttle.admit(chunk.len()).await;
         }
-        // A full chunk: librdkafka had more fetched than one chunk takes.
-        self.behind = chunk.len() >= CHUNK;
         let mut runs: Vec<(Tp, Vec<Message<'_>>)> = Vec::new();
         let mut sought: Vec<Tp> = Vec::new();
         for received in &chunk {
@@ -578,7 +563,7 @@ impl Ingest {
             }
         }
 
-        // Bad reviews are held for the alert rules (run below). Only evaluations are bad reviews.
+        // Alerts first: they are what someone is waiting for. Only evaluations are bad reviews.
         if let Some(alerting) = self.alerting.as_mut() {
             for index in 0..self.sources.len() {
                 let accepted: Vec<(i32, Message<'_>)> = bad_reviews
@@ -586,7 +571,17 @@ impl Ingest {
                     .filter(|(tp, _)| tp.stream == index)
                     .map(|(tp, m)| (tp.partition, *m))
                     .collect();
-                alerting.on_chunk(index, &accepted, now).await;
+                let deliveries = alerting.on_chunk(&accepted, now, &self.stats).await?;
+                for (partition, delivery) in deliveries {
+                    let tp = Tp {
+                        stream: index,
+                        partition,
+                    };
+                    if let Some(batch) = self.partitions.get_mut(&tp).and_then(|s| s.batch.as_mut())
+                    {
+                        batch.alerts.push(delivery);
+                    }
+                }
             }
         }
 
@@ -607,9 +602,6 @@ impl Ingest {
             }
         }
 
-        // The held bad reviews through the alert rules, if due (the messages of this chunk are
-        // no longer borrowed here: the held ones were copied).
-        self.alert(self.behind).await?;
         // Full batches are flushed (or their partitions held) by `advance`, next in the loop.
         Ok(())
     }
@@ -708,33 +700,11 @@ impl Ingest {
         }
     }
 
-    /// Runs the alert rules over the held bad reviews if they are due (see [`Alerting::due`]; all
-    /// of them unless `behind`), and adds each alert's delivery to its partition's open batch,
-    /// which confirms it before committing.
-    async fn alert(&mut self, behind: bool) -> Result<(), EngineError> {
-        let Some(alerting) = self.alerting.as_mut() else {
-            return Ok(());
-        };
-        if !alerting.due(behind) {
-            return Ok(());
-        }
-        for (stream, partition, delivery) in alerting.run_held(super::now_us(), &self.stats).await?
-        {
-            let tp = Tp { stream, partition };
-            if let Some(batch) = self.partitions.get_mut(&tp).and_then(|s| s.batch.as_mut()) {
-                batch.alerts.push(delivery);
-            }
-        }
-        Ok(())
-    }
-
     /// Closes the open batches of the given partitions (whose previous batch has committed) and
     /// starts a task per batch that encodes and commits it, so that processing goes on meanwhile.
     async fn flush(&mut self, tps: Vec<Tp>) -> Result<(), EngineError> {
-        // Every held bad review's alert joins its batch before any batch closes. What the rate
-        // limit held back is summarised and confirmed before any batch commits, so a crash after a
-        // commit never loses the count of alerts that batch held back.
-        self.alert(false).await?;
+        // What the rate limit held back is summarised and confirmed before any batch commits, so a
+        // crash after a commit never loses the count of alerts that batch held back.
         let alerts_topic = match self.alerting.as_mut() {
             Some(alerting) => {
                 alerting.before_commit(super::now_us(), &self.stats).await?;
@@ -845,9 +815,6 @@ impl Ingest {
             // stall yet). The open batch goes with the old state; the consumer stops fetching the
             // partition until it is retaken from where the lake then ends.
             self.partitions.remove(&tp);
-            if let Some(alerting) = self.alerting.as_mut() {
-                alerting.forget(tp.stream, tp.partition);
-            }
             let streak = self.fence_streaks.entry(tp).or_insert(0);
             *streak = streak.saturating_add(1);
             let streak = *streak;
