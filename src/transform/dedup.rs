@@ -54,8 +54,10 @@ impl Fields<'_> {
 }
 
 /// The xxh3-64 of the fields `write` adds, each followed by 0x1f: the value a streaming hasher
-/// fed field by field gives, computed in one pass over a per-thread scratch buffer (about three
-/// times cheaper than streaming the small pieces). Lakes written before keep their fingerprints.
+/// fed field by field gives, computed in one pass over a per-thread scratch buffer instead of one
+/// hasher update per small piece. Lakes written before keep their fingerprints. The buffer keeps
+/// the capacity of the largest record its thread fingerprinted (messages are bounded by
+/// `max_message_bytes`).
 pub fn hash_fields(write: impl FnOnce(&mut Fields<'_>)) -> u64 {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -180,10 +182,10 @@ fn bracket(bucket: &[Packed], low: u64) -> (usize, usize) {
 /// A hash table costs 29–31 bytes a key at its load factor, and twice that while it resizes. Here
 /// the keys live in a sorted array of 14-byte entries, split into 65 536 buckets by the key's top
 /// 16 bits (the keys are xxh3, uniform), so each entry stores only the low 48 bits and a lookup
-/// starts where the key's value says it should be in its bucket ([`bracket`]). New keys go to a small hash table first, merged
-/// into the array in place (from the back, after one exact reallocation) once it holds 1/32 of the
-/// array's keys, and at least 16 384: about 1 byte a key on top of the 14 in a large state, and
-/// never a second copy of the array.
+/// starts where the key's value says it should be in its bucket ([`bracket`]). New keys go to a
+/// small hash table first, merged into the array in place (from the back, after one exact
+/// reallocation) once it holds 1/32 of the array's keys, and at least 16 384: about 1 byte a key
+/// on top of the 14 in a large state, and never a second copy of the array.
 #[derive(Debug, Clone, Default)]
 pub struct DedupState {
     /// Bucket by bucket, each sorted by its keys' low bits.

@@ -130,7 +130,8 @@ impl EvaluatorKeyer {
             mac.update(b"\x1f");
         };
         // The normalised value is fed to the MAC in pieces through a stack buffer: the same key
-        // as hashing it whole, without allocating a string per evaluation.
+        // as hashing it whole, without allocating a string. Only an ID number that is not ASCII
+        // is uppercased into a new string (Unicode uppercase can change its length).
         if let Some(cert) = &identity.cert {
             tagged(b"cert");
             let cert = cert.trim();
