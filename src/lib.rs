@@ -15,7 +15,7 @@
 //! | identity | [`transform::identity`] | clear-text evaluator identity → keyed `evaluator_key` |
 //! | dedup | [`transform::dedup`] | one first and one supplementary evaluation per case (each stream its own rule) |
 //! | streams | [`stream`] | a stream is a value: topic, decoder and validator, dedup rule, table — [`stream::evaluations`], [`stream::cases`], [`stream::workflow`] |
-//! | lake | [`sink::parquet`], [`lake`] | rows → Hive-partitioned zstd Parquet on a folder or an object store ([`lake::root`]); the exactly-once, fenced commit protocol |
+//! | lake | [`sink::parquet`], [`lake`] | rows → Hive-partitioned Parquet (zstd; Snappy for small ingest files) on a folder or an object store ([`lake::root`]); the exactly-once, fenced commit protocol |
 //! | dead letters | [`sink::dlq`] | every rejection, with its reason, on `<topic>.dlq` |
 //! | alerts | [`analytics::alerts`], [`sink::alerts`] | each micro-batch's accepted bad reviews through `queries/alerts/*.sql`, to the `alerts` topic before the batch commits |
 //! | engine | [`engine`] | [`engine::run`] — the whole job over every configured stream (run loop, state per (stream, partition), commit, recovery), driven by the CLI, the demo and the tests |

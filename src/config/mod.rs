@@ -377,7 +377,8 @@ pub struct LakeConfig {
     /// …or once its messages add up to this many bytes. Arrow's string columns hold at most 2 GiB
     /// per batch, so this is capped at 1 GiB (a storm of long texts must not get there).
     pub flush_bytes: usize,
-    /// zstd level of the Parquet files ingest writes (1–22). Level 1 is the default: on the
+    /// zstd level of the Parquet files ingest writes (1–22); files of fewer than
+    /// [`crate::sink::parquet::SMALL_FILE_ROWS`] rows are Snappy. Level 1 is the default: on the
     /// generated province it encodes ≈ 9 % faster than 3 and the files come out no larger
     /// (benches/RESULTS.md §12); compaction rewrites them at its own level.
     pub zstd_level: i32,

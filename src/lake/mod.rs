@@ -91,7 +91,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use arrow::array::RecordBatch;
 
-use crate::sink::parquet::{encode_parquet, parse_day, PartitionKey, TableError};
+use crate::sink::parquet::{encode_ingest_file, parse_day, PartitionKey, TableError};
 pub use log::{BatchRange, BatchRecord};
 use log::{LogRecord, RecordKind};
 pub use root::{LakeLocation, LakeRoot};
@@ -368,7 +368,7 @@ impl Lake {
         zstd_level: i32,
     ) -> Result<Vec<(PartitionKey, Bytes)>, TableError> {
         crate::parallel::in_parallel(partitions, crate::parallel::workers(), |(key, batch)| {
-            Ok((key, encode_parquet(&batch, zstd_level)?))
+            Ok((key, encode_ingest_file(&batch, zstd_level)?))
         })
         .into_iter()
         .collect()
