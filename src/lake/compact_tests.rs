@@ -29,7 +29,7 @@ fn parquet_of(offsets: &[i64]) -> Bytes {
     )]));
     let batch =
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(offsets.to_vec()))]).unwrap();
-    encode_parquet(&batch, 1).unwrap()
+    crate::sink::parquet::encode_ingest_file(&batch, 1).unwrap()
 }
 
 /// A batch of offsets `first..=last`: even offsets in one city, odd in another.
