@@ -427,16 +427,19 @@ pub fn ingest_compression(rows: usize, zstd_level: i32) -> Result<Compression, T
     if rows < SMALL_FILE_ROWS {
         Ok(Compression::SNAPPY)
     } else {
-        Ok(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
+        zstd(zstd_level)
     }
+}
+
+/// zstd at `level`, or the error of a level zstd does not have.
+fn zstd(level: i32) -> Result<Compression, TableError> {
+    Ok(Compression::ZSTD(ZstdLevel::try_new(level)?))
 }
 
 /// The properties of every zstd-compressed Parquet file of the lake (compaction and the derived
 /// tables; ingest files choose their codec with [`ingest_compression`]).
 pub fn writer_properties(zstd_level: i32) -> Result<WriterProperties, TableError> {
-    Ok(properties(Compression::ZSTD(ZstdLevel::try_new(
-        zstd_level,
-    )?)))
+    Ok(properties(zstd(zstd_level)?))
 }
 
 /// Every file of every table alike, but for the codec (a column name a table does not have is
@@ -505,6 +508,16 @@ mod tests {
         (generator, processor, chrono::Utc::now().timestamp_micros())
     }
 
+    /// A Parquet file's rows as one batch of `like`'s schema.
+    fn read_back(bytes: Bytes, like: &RecordBatch) -> RecordBatch {
+        let read: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 8192)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        arrow::compute::concat_batches(&like.schema(), &read).unwrap()
+    }
+
     #[test]
     fn unique_columns_are_plain_and_free_text_has_no_statistics() {
         use parquet::basic::Encoding;
@@ -554,18 +567,12 @@ mod tests {
         assert!(column("project_no").statistics().is_some());
 
         // And the file reads back as written.
-        let read: Vec<RecordBatch> =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 8192)
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let read = arrow::compute::concat_batches(&batch.schema(), &read).unwrap();
-        assert_eq!(read, batch);
+        assert_eq!(read_back(bytes, &batch), batch);
     }
 
     #[test]
     fn small_ingest_files_are_snappy_and_the_rest_zstd() {
-        let zstd = |level| Compression::ZSTD(ZstdLevel::try_new(level).unwrap());
+        let zstd = |level| zstd(level).unwrap();
         for (rows, level, expected) in [
             (0, 1, Compression::SNAPPY),
             (1, 1, Compression::SNAPPY),
@@ -580,7 +587,7 @@ mod tests {
                 "{rows} rows"
             );
         }
-        // A level zstd does not have is an error for large files whatever the size.
+        // A level zstd does not have is an error for a file zstd would write.
         assert!(ingest_compression(SMALL_FILE_ROWS, 99).is_err());
     }
 
@@ -599,10 +606,7 @@ mod tests {
         let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
         assert!(all.num_rows() >= SMALL_FILE_ROWS, "{} rows", all.num_rows());
         let small = all.slice(0, 100);
-        for (batch, expected) in [
-            (&small, Compression::SNAPPY),
-            (&all, Compression::ZSTD(ZstdLevel::try_new(1).unwrap())),
-        ] {
+        for (batch, expected) in [(&small, Compression::SNAPPY), (&all, zstd(1).unwrap())] {
             let bytes = encode_ingest_file(batch, 1).unwrap();
             let reader = SerializedFileReader::new(bytes.clone()).unwrap();
             let group = reader.metadata().row_group(0);
@@ -614,13 +618,7 @@ mod tests {
                     batch.num_rows()
                 );
             }
-            let read: Vec<RecordBatch> =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 8192)
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap();
-            let read = arrow::compute::concat_batches(&batch.schema(), &read).unwrap();
-            assert_eq!(&read, batch);
+            assert_eq!(&read_back(bytes, batch), batch);
         }
     }
 
