@@ -1,11 +1,14 @@
 //! Real-time alert rules: DataFusion SQL (`queries/alerts/*.sql`) over each deduplicated micro-batch
 //! of accepted bad reviews, as it passes through the engine and before the Parquet flush.
 //!
-//! One long-lived [`SessionContext`] holds two in-memory tables whose contents are swapped, not
-//! re-registered: `batch` (the micro-batch, the `evaluations` columns) and `recent_bad_reviews`
-//! (the bad reviews of the last [`HISTORY_DAYS`] days this instance knows of: the lake's at start,
-//! then every micro-batch's). Each rule's SQL is parsed, analysed and optimised once, at start;
-//! per micro-batch only the physical plan is made (it reads the tables' current contents) and run.
+//! One long-lived [`SessionContext`] holds two tables whose contents are swapped, not re-registered:
+//! `batch` (the micro-batch, the `evaluations` columns) and `recent_bad_reviews` (the bad reviews of
+//! the last [`HISTORY_DAYS`] days this instance knows of: the lake's at start, then every
+//! micro-batch's). Both are [`Live`] tables, read when a plan runs rather than when it is made, so
+//! each rule is planned once, physical plan included, at start; per micro-batch the plan's
+//! run-time state is reset ([`reset_plan_states`], the way DataFusion re-runs a recursive query's
+//! plan) and it runs again. Planning a rule cost more than running it on a micro-batch of a few
+//! hundred rows (benches/RESULTS.md §16).
 //!
 //! A rule returns `rule, severity, related_reviews, project_no, assess_number`; the alert's body
 //! comes from the evaluation's row ([`alert::Alert::from_row`]), its forwarding deadline from the
@@ -21,12 +24,15 @@ use crate::lake::LakeRoot;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Int64Type, Int8Type};
-use datafusion::datasource::MemTable;
+use arrow::datatypes::{Int64Type, Int8Type, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::collect;
-use datafusion::prelude::SessionContext;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::{collect, ExecutionPlan};
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use alert::Alert;
 use history::History;
@@ -80,15 +86,63 @@ pub enum AlertError {
 
 struct Rule {
     name: &'static str,
-    /// Optimised once; the physical plan is made per micro-batch.
-    plan: LogicalPlan,
+    /// Planned once; reset before each run (see the module's documentation).
+    plan: Arc<dyn ExecutionPlan>,
+}
+
+/// A table whose rows are whatever it holds when a plan that scans it runs (a [`PartitionStream`]
+/// of one partition), so a physical plan made once reads each micro-batch.
+#[derive(Debug)]
+struct Live {
+    schema: SchemaRef,
+    batches: std::sync::RwLock<Vec<RecordBatch>>,
+}
+
+impl Live {
+    fn new(schema: SchemaRef) -> Arc<Self> {
+        Arc::new(Self {
+            schema,
+            batches: std::sync::RwLock::new(Vec::new()),
+        })
+    }
+
+    fn set(&self, batches: Vec<RecordBatch>) {
+        // A poisoned lock only means a writer panicked mid-assignment of a whole `Vec`: the value
+        // is replaced here anyway.
+        *self.batches.write().unwrap_or_else(|e| e.into_inner()) = batches;
+    }
+
+    fn register(self: &Arc<Self>, ctx: &SessionContext, name: &str) -> Result<(), DataFusionError> {
+        let partition: Arc<dyn PartitionStream> = self.clone();
+        let table = StreamingTable::try_new(self.schema.clone(), vec![partition])?;
+        ctx.register_table(name, Arc::new(table))?;
+        Ok(())
+    }
+}
+
+impl PartitionStream for Live {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batches = self
+            .batches
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::iter(batches.into_iter().map(Ok)),
+        ))
+    }
 }
 
 /// The alert rules with their session and the history they look back on.
 pub struct AlertRules {
     ctx: SessionContext,
-    batch: Arc<MemTable>,
-    recent: Arc<MemTable>,
+    batch: Arc<Live>,
+    recent: Arc<Live>,
     rules: Vec<Rule>,
     history: History,
     /// Each alert's forwarding deadline comes from its region's policy.
@@ -103,16 +157,17 @@ impl AlertRules {
         history: Vec<RecordBatch>,
         policies: Arc<Policies>,
     ) -> Result<Self, AlertError> {
-        let ctx = SessionContext::new();
-        let batch = Arc::new(
-            MemTable::try_new(evaluations_schema(), vec![vec![]]).map_err(AlertError::History)?,
-        );
-        let recent = Arc::new(
-            MemTable::try_new(history::schema(), vec![vec![]]).map_err(AlertError::History)?,
-        );
-        ctx.register_table("batch", batch.clone())
-            .map_err(AlertError::History)?;
-        ctx.register_table("recent_bad_reviews", recent.clone())
+        // One partition: a micro-batch of a few hundred rows gains nothing from being split across
+        // cores. No dynamic filters: a plan that holds one cannot run twice (`reset_plan_states`).
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
+        let ctx = SessionContext::new_with_config(config);
+        let batch = Live::new(evaluations_schema());
+        let recent = Live::new(history::schema());
+        batch.register(&ctx, "batch").map_err(AlertError::History)?;
+        recent
+            .register(&ctx, "recent_bad_reviews")
             .map_err(AlertError::History)?;
         let mut rules = Vec::with_capacity(sources.len());
         for source in sources {
@@ -124,7 +179,8 @@ impl AlertRules {
                 .sql(source.sql)
                 .await
                 .map_err(fail)?
-                .into_optimized_plan()
+                .create_physical_plan()
+                .await
                 .map_err(fail)?;
             rules.push(Rule {
                 name: source.name,
@@ -174,24 +230,19 @@ impl AlertRules {
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        *self.batch.batches[0].write().await = vec![batch.clone()];
-        *self.recent.batches[0].write().await = self.history.batches();
+        self.batch.set(vec![batch.clone()]);
+        self.recent.set(self.history.batches());
         let rows = alert::RowIndex::new(batch).map_err(|what| AlertError::Output {
             rule: "batch",
             what,
         })?;
-        let state = self.ctx.state();
         let mut alerts = Vec::new();
         for rule in &self.rules {
             let fail = |source| AlertError::Rule {
                 rule: rule.name,
                 source,
             };
-            let plan = state
-                .query_planner()
-                .create_physical_plan(&rule.plan, &state)
-                .await
-                .map_err(fail)?;
+            let plan = reset_plan_states(rule.plan.clone()).map_err(fail)?;
             let output = collect(plan, self.ctx.task_ctx()).await.map_err(fail)?;
             for fired in output {
                 read_fired(rule.name, &fired, |fired| {
@@ -207,7 +258,7 @@ impl AlertRules {
                 })?;
             }
         }
-        *self.batch.batches[0].write().await = Vec::new();
+        self.batch.set(Vec::new());
         self.history.append(batch).map_err(AlertError::History)?;
         self.history
             .evict_before(detected_at_us - HISTORY_DAYS * 86_400_000_000);
