@@ -8,7 +8,9 @@
 //! each rule is planned once, physical plan included, at start; per micro-batch the plan's
 //! run-time state is reset ([`reset_plan_states`], the way DataFusion re-runs a recursive query's
 //! plan) and it runs again. Planning a rule cost more than running it on a micro-batch of a few
-//! hundred rows (benches/RESULTS.md §16).
+//! hundred rows (benches/RESULTS.md §16). So a rule must not read the clock (`now()`,
+//! `current_date`): planning folds it into a constant, which would stay the start's. Rules measure
+//! time by the evaluations' own `assessed_at`.
 //!
 //! A rule returns `rule, severity, related_reviews, project_no, assess_number`; the alert's body
 //! comes from the evaluation's row ([`alert::Alert::from_row`]), its forwarding deadline from the
