@@ -356,3 +356,18 @@ pub async fn load_history(root: &LakeRoot, now_us: i64) -> Result<Vec<RecordBatc
         .await
         .map_err(AlertError::History)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Plans are made once (see the module's documentation): a clock read in a rule would be the
+    /// start's forever.
+    #[test]
+    fn no_shipped_rule_reads_the_clock() {
+        for rule in super::RULES {
+            let sql = rule.sql.to_lowercase();
+            for clock in ["now(", "current_timestamp", "current_date", "current_time"] {
+                assert!(!sql.contains(clock), "{} reads the clock ({clock})", rule.name);
+            }
+        }
+    }
+}
