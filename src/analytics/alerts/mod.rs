@@ -366,7 +366,11 @@ mod tests {
         for rule in super::RULES {
             let sql = rule.sql.to_lowercase();
             for clock in ["now(", "current_timestamp", "current_date", "current_time"] {
-                assert!(!sql.contains(clock), "{} reads the clock ({clock})", rule.name);
+                assert!(
+                    !sql.contains(clock),
+                    "{} reads the clock ({clock})",
+                    rule.name
+                );
             }
         }
     }
