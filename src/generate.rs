@@ -518,8 +518,7 @@ const SATISFACTION_MIX: &[(u8, u32)] = &[(5, 6400), (4, 1900), (3, 1570), (2, 80
 
 impl Generator {
     pub fn new(config: GeneratorConfig) -> Result<Self, GenerateError> {
-        let table = RegionTable::edition_2023()?;
-        Self::with_table(config, &table)
+        Self::with_table(config, RegionTable::shipped()?)
     }
 
     pub fn with_table(config: GeneratorConfig, table: &RegionTable) -> Result<Self, GenerateError> {

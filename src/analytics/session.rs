@@ -429,7 +429,7 @@ fn regions_table() -> Result<MemTable, DataFusionError> {
     static BATCH: OnceLock<Result<RecordBatch, String>> = OnceLock::new();
     let batch = BATCH
         .get_or_init(|| {
-            let table = RegionTable::edition_2023().map_err(|e| e.to_string())?;
+            let table = RegionTable::shipped().map_err(|e| e.to_string())?;
             let mut levels = Vec::new();
             let mut codes = Vec::new();
             let mut names = Vec::new();

@@ -211,8 +211,7 @@ pub struct Policies {
 impl Policies {
     /// The presets shipped in `deploy/policies`.
     pub fn shipped() -> Result<Policies, PolicyError> {
-        let table = region_table()?;
-        Policies::parse(SHIPPED, &table)
+        Policies::parse(SHIPPED, region_table()?)
     }
 
     /// Every `*.toml` in `dir`, which must hold a `default.toml`.
@@ -237,7 +236,7 @@ impl Policies {
             .iter()
             .map(|(name, text)| (name.as_str(), text.as_str()))
             .collect();
-        Policies::parse(&borrowed, &region_table()?)
+        Policies::parse(&borrowed, region_table()?)
     }
 
     /// Checks and resolves `(file name, text)` pairs; the one named `default.toml` is the base.
@@ -466,8 +465,8 @@ fn check(values: &toml::Table, file: &str) -> Result<Policy, PolicyError> {
     })
 }
 
-fn region_table() -> Result<RegionTable, PolicyError> {
-    RegionTable::edition_2023()
+fn region_table() -> Result<&'static RegionTable, PolicyError> {
+    RegionTable::shipped()
         .map_err(|e| PolicyError::new("schemas/regions/regions-2023.csv", "-", e.to_string()))
 }
 

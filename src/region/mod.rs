@@ -195,7 +195,7 @@ pub struct Region {
 }
 
 /// Error loading a division-code table.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("region table line {line}: {reason}")]
 pub struct RegionTableError {
     line: usize,
@@ -241,6 +241,17 @@ impl RegionTable {
     /// The 2023 edition shipped with the engine.
     pub fn edition_2023() -> Result<Self, RegionTableError> {
         Self::parse("2023", EDITION_2023)
+    }
+
+    /// The shipped edition ([`RegionTable::edition_2023`]), parsed and indexed once per process for
+    /// every user of it (alerts, policies, the generator, the `regions` SQL table).
+    pub fn shipped() -> Result<&'static Self, RegionTableError> {
+        static TABLE: std::sync::OnceLock<Result<RegionTable, RegionTableError>> =
+            std::sync::OnceLock::new();
+        TABLE
+            .get_or_init(Self::edition_2023)
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Parses a `code,name,level,parent_code` CSV with a header line.
@@ -390,6 +401,17 @@ mod tests {
         );
         assert_eq!(table.get(&code("410328000000")).unwrap().name, "洛宁县");
         assert!(table.get(&code("410300000000")).is_none());
+    }
+
+    #[test]
+    fn the_shipped_table_is_parsed_once_and_is_edition_2023() {
+        let shipped = RegionTable::shipped().unwrap();
+        assert!(std::ptr::eq(shipped, RegionTable::shipped().unwrap()));
+        assert_eq!(shipped.edition(), "2023");
+        assert_eq!(
+            shipped.regions.len(),
+            RegionTable::edition_2023().unwrap().regions.len()
+        );
     }
 
     #[test]

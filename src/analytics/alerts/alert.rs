@@ -2,7 +2,6 @@
 //! their names, times in China Standard Time, and an id that a replay reproduces.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use arrow::array::{Array, AsArray, GenericListArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, Int64Type, Int8Type, TimestampMicrosecondType};
@@ -126,20 +125,13 @@ fn string_at(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
         .map(|c| c.value(row).to_owned())
 }
 
-fn region_table() -> Option<&'static RegionTable> {
-    static TABLE: OnceLock<Option<RegionTable>> = OnceLock::new();
-    TABLE
-        .get_or_init(|| RegionTable::edition_2023().ok())
-        .as_ref()
-}
-
 /// A 6- or 9-digit level code with its name from the division table.
 fn region(code: Option<String>) -> Option<Coded> {
     let code = code?;
     let padded = format!("{code:0<12}");
     let name = RegionCode::parse(&padded)
         .ok()
-        .and_then(|c| region_table()?.get(&c).map(|r| r.name.clone()));
+        .and_then(|c| RegionTable::shipped().ok()?.get(&c).map(|r| r.name.clone()));
     Some(Coded { code, name })
 }
 
