@@ -63,6 +63,8 @@ pub enum EngineError {
     },
     #[error("a worker task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the alert stage stopped")]
+    AlertStageStopped,
     #[error("{topic}/{partition}: the broker no longer holds offset {lake_position}, where the lake ends (it answered with offset {broker_offset}): the topic was recreated or the cluster moved. Check, then run with --accept-offset-reset to adopt the broker's offsets")]
     OffsetReset {
         topic: String,

@@ -19,7 +19,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::alerting::Alerting;
+use super::alerting::{AlertStage, Review};
 use super::commit::{commit_batch, commit_offsets, Committed};
 use super::partition::{
     admit, check_resume, next_step, retake_delay, Admission, Batch, Committing, Cursor, Encoding,
@@ -83,7 +83,7 @@ pub async fn run(
     consumer.subscribe(&topics)?;
     tracing::info!(topics = ?topics, group = %config.kafka.group, lake = %root, "ingest started");
 
-    let alerting = Alerting::from_config(&config, &root).await?;
+    let alerting = AlertStage::start(&config, &root, stats.clone()).await?;
     let workers = crate::parallel::workers();
     let ingest_throttle = config
         .lake
@@ -262,8 +262,8 @@ struct Ingest {
     context: IngestContext,
     /// The streams of this run; a [`Tp`]'s `stream` indexes it.
     sources: Vec<Source>,
-    /// The alert stage, unless alerts are disabled.
-    alerting: Option<Alerting>,
+    /// The alert stage's task, unless alerts are disabled.
+    alerting: Option<AlertStage>,
     stats: Arc<Stats>,
     partitions: HashMap<Tp, PartitionState>,
     /// Assigned partitions left to another writer for a while (see [`Parked`]).
@@ -563,25 +563,21 @@ impl Ingest {
             }
         }
 
-        // Alerts first: they are what someone is waiting for. Only evaluations are bad reviews.
+        // Alerts first: they are what someone is waiting for. The rules run beside the chunk
+        // path; their deliveries join the batches at the next flush's barrier. Only evaluations
+        // are bad reviews.
         if let Some(alerting) = self.alerting.as_mut() {
             for index in 0..self.sources.len() {
-                let accepted: Vec<(i32, Message<'_>)> = bad_reviews
+                let reviews: Vec<Review> = bad_reviews
                     .iter()
                     .filter(|(tp, _)| tp.stream == index)
-                    .map(|(tp, m)| (tp.partition, *m))
+                    .map(|(tp, m)| Review {
+                        partition: tp.partition,
+                        offset: m.offset,
+                        payload: m.payload.to_vec(),
+                    })
                     .collect();
-                let deliveries = alerting.on_chunk(&accepted, now, &self.stats).await?;
-                for (partition, delivery) in deliveries {
-                    let tp = Tp {
-                        stream: index,
-                        partition,
-                    };
-                    if let Some(batch) = self.partitions.get_mut(&tp).and_then(|s| s.batch.as_mut())
-                    {
-                        batch.alerts.push(delivery);
-                    }
-                }
+                alerting.evaluate(index, reviews, now).await?;
             }
         }
 
@@ -703,11 +699,18 @@ impl Ingest {
     /// Closes the open batches of the given partitions (whose previous batch has committed) and
     /// starts a task per batch that encodes and commits it, so that processing goes on meanwhile.
     async fn flush(&mut self, tps: Vec<Tp>) -> Result<(), EngineError> {
-        // What the rate limit held back is summarised and confirmed before any batch commits, so a
-        // crash after a commit never loses the count of alerts that batch held back.
+        // Every alert of the open batches' evaluations is sent, and joins its batch, before any
+        // batch closes; what the rate limit held back is summarised and confirmed, so a crash
+        // after a commit never loses the count of alerts that batch held back.
         let alerts_topic = match self.alerting.as_mut() {
             Some(alerting) => {
-                alerting.before_commit(super::now_us(), &self.stats).await?;
+                for (tp, delivery) in alerting.barrier(super::now_us()).await? {
+                    // None: the partition was revoked, and its next owner replays the evaluation.
+                    if let Some(batch) = self.partitions.get_mut(&tp).and_then(|s| s.batch.as_mut())
+                    {
+                        batch.alerts.push(delivery);
+                    }
+                }
                 alerting.topic().to_owned()
             }
             None => String::new(),
