@@ -118,6 +118,7 @@ impl AlertStage {
     /// summaries of the rate limit's held alerts are confirmed; returns the alert deliveries since
     /// the last barrier. Called before any batch closes (see the module's documentation).
     pub async fn barrier(&mut self, now_us: i64) -> Result<Vec<Delivery>, EngineError> {
+        let started = std::time::Instant::now();
         let (reply, answer) = oneshot::channel();
         if self
             .jobs
@@ -128,7 +129,10 @@ impl AlertStage {
             return Err(self.failure().await);
         }
         match answer.await {
-            Ok(deliveries) => Ok(deliveries),
+            Ok(deliveries) => {
+                crate::telemetry::alert_barrier_waited(started.elapsed());
+                Ok(deliveries)
+            }
             Err(_) => Err(self.failure().await),
         }
     }
@@ -399,18 +403,24 @@ mod tests {
     /// The stream index the test hands its chunks in as: not 0, so a lost index shows.
     const STREAM: usize = 2;
 
+    /// An ingest configuration with alerts on, over `brokers` and a lake in `lake`.
+    fn config(brokers: String, lake: &std::path::Path) -> IngestConfig {
+        let mut config = IngestConfig::default();
+        config.kafka.brokers = brokers;
+        config.lake.path = crate::lake::LakeLocation::Local(lake.to_owned());
+        config.identity.secret = Some(SECRET.into());
+        config.alerts.enabled = true;
+        // These tests are about the barrier, not about storms.
+        config.alerts.max_per_minute = 100_000;
+        config
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_barrier_answers_with_the_deliveries_of_every_chunk_handed_over_before_it() {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("alerts", 1, 1).unwrap();
         let lake = tempfile::tempdir().unwrap();
-        let mut config = IngestConfig::default();
-        config.kafka.brokers = cluster.bootstrap_servers();
-        config.lake.path = crate::lake::LakeLocation::Local(lake.path().to_owned());
-        config.identity.secret = Some(SECRET.into());
-        config.alerts.enabled = true;
-        // This test is about the barrier, not about storms.
-        config.alerts.max_per_minute = 100_000;
+        let config = config(cluster.bootstrap_servers(), lake.path());
         let root = crate::lake::LakeRoot::open(&config.lake.path, &config.lake.storage).unwrap();
 
         let reviews = accepted(&config);
@@ -454,5 +464,44 @@ mod tests {
         // An empty chunk is no job at all.
         stage.evaluate(STREAM, Vec::new(), now_us()).await.unwrap();
         assert!(stage.barrier(now_us()).await.unwrap().is_empty());
+    }
+
+    /// The stage fails on its own task (here: every alert is larger than the producer takes). The
+    /// run loop learns of it at its next hand-over or barrier, with the stage's own error, instead
+    /// of waiting for an answer that never comes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_stage_reports_its_error_and_never_leaves_the_run_loop_waiting() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("alerts", 1, 1).unwrap();
+        let lake = tempfile::tempdir().unwrap();
+        let mut config = config(cluster.bootstrap_servers(), lake.path());
+        // librdkafka's smallest limit: no alert fits, and the producer refuses it at once.
+        config
+            .kafka
+            .properties
+            .insert("message.max.bytes".into(), "1000".into());
+        let root = crate::lake::LakeRoot::open(&config.lake.path, &config.lake.storage).unwrap();
+        let reviews = accepted(&config);
+        let mut stage = AlertStage::start(&config, &root, Arc::new(Stats::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            for review in &reviews {
+                stage
+                    .evaluate(STREAM, vec![review.clone()], now_us())
+                    .await?;
+            }
+            stage.barrier(now_us()).await.map(|_| ())
+        })
+        .await
+        .expect("the run loop was left waiting");
+        let error = outcome.expect_err("no alert can be produced");
+        assert!(
+            matches!(error, EngineError::AlertSink(_)),
+            "the stage's own error: {error}"
+        );
+        // Later calls fail too, without waiting.
+        assert!(stage.barrier(now_us()).await.is_err());
     }
 }

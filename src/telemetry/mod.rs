@@ -311,6 +311,13 @@ pub fn batch_flushed(age: std::time::Duration) {
     metrics::histogram!("haochaping_batch_age_seconds").record(age.as_secs_f64());
 }
 
+/// How long a flush waited at the alert stage's barrier: for the rules to catch up with the chunks
+/// handed to them and for the rate limit's summaries to be confirmed. Long waits mean the alert
+/// rules, not the lake, hold ingestion back.
+pub fn alert_barrier_waited(wait: std::time::Duration) {
+    metrics::histogram!("haochaping_alert_barrier_wait_seconds").record(wait.as_secs_f64());
+}
+
 /// Runs one step of refreshing the derived tables (`rankings`, `warnings`, `fraud`, `hotspots`,
 /// `defaults`, `closed_loop`) and records how long it took (logged at debug level too).
 pub async fn analytics_step<T>(

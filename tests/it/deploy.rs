@@ -783,6 +783,7 @@ fn the_dashboard_queries_emitted_metrics() {
         "haochaping_alerts_rate_limited_total",
         "haochaping_lake_commit_duration_seconds",
         "haochaping_batch_age_seconds",
+        "haochaping_alert_barrier_wait_seconds",
         "haochaping_recovery_duration_seconds",
         "haochaping_lake_commit_retries_total",
         "haochaping_partitions_backpressured",

@@ -86,6 +86,7 @@ async fn ingest_serves_its_counters_to_prometheus() {
     for name in [
         "haochaping_lake_commit_duration_seconds_count{table=\"evaluations\"}",
         "haochaping_batch_age_seconds_count",
+        "haochaping_alert_barrier_wait_seconds_count",
         "haochaping_recovery_duration_seconds_count",
         "haochaping_dedup_keys",
     ] {
