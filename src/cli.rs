@@ -80,6 +80,8 @@ pub enum ConfigCommand {
     },
     /// Print the configuration `ingest` would run with these flags and this environment (TOML,
     /// every secret shown as <secret>).
+    // The doc comment is `--help` text, where `<secret>` is what is printed, not an HTML tag.
+    #[allow(rustdoc::invalid_html_tags)]
     Show(Box<IngestArgs>),
 }
 
@@ -300,6 +302,8 @@ pub struct ConsumerFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Dead-letter topic [default: <topic>.dlq].
+    // `--help` text, where `<topic>` is a placeholder, not an HTML tag.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long = "dlq-topic", id = "dlq_topic", env = "HAOCHAPING_DLQ_TOPIC")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dlq_topic: Option<String>,

@@ -18,7 +18,7 @@
 //! | lake | [`sink::parquet`], [`lake`] | rows → Hive-partitioned Parquet (zstd; Snappy for small ingest files) on a folder or an object store ([`lake::root`]); the exactly-once, fenced commit protocol |
 //! | dead letters | [`sink::dlq`] | every rejection, with its reason, on `<topic>.dlq` |
 //! | alerts | [`analytics::alerts`], [`sink::alerts`] | each micro-batch's accepted bad reviews through `queries/alerts/*.sql`, to the `alerts` topic before the batch commits |
-//! | engine | [`engine`] | [`engine::run`] — the whole job over every configured stream (run loop, state per (stream, partition), commit, recovery), driven by the CLI, the demo and the tests |
+//! | engine | [`engine`] | [`engine::run()`] — the whole job over every configured stream (run loop, state per (stream, partition), commit, recovery), driven by the CLI, the demo and the tests |
 //! | offline | [`offline`] | the same stages and protocol over an NDJSON file (`ingest --from-file`) |
 //! | analytics | [`analytics`] | DataFusion over the lake (`queries/*.sql`): rankings, hotspots, fraud, default evaluations, the closed loop of bad reviews |
 //! | policy | [`policy`] | region policies (deadlines, default evaluations, revisits) and the official working-day calendar, as data |

@@ -93,7 +93,7 @@ impl AlertStage {
     }
 
     /// Hands a chunk's accepted bad reviews of one stream to the rules. Waits only while the stage
-    /// is [`QUEUE_CHUNKS`] chunks behind; fails with the stage's error if it stopped.
+    /// is `QUEUE_CHUNKS` (4) chunks behind; fails with the stage's error if it stopped.
     pub async fn evaluate(
         &mut self,
         stream: usize,

@@ -1,6 +1,6 @@
 //! The ingest engine: Kafka → decode → validate → identity → dedup → lake, with the dead-letter
 //! topic beside it, for every configured stream ([`crate::stream`]: evaluations, cases, workflow).
-//! [`run`] is the whole job; the CLI, the demo and the tests drive it directly.
+//! [`run()`] is the whole job; the CLI, the demo and the tests drive it directly.
 //!
 //! Data flows one way. Each assigned partition of each stream's topic has its own state
 //! ([`partition`], keyed by [`partition::Tp`]): where its

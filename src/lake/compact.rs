@@ -15,7 +15,7 @@
 //!    commit point. A number already taken (by a writer, a rival compactor) ends this compaction:
 //!    nothing was exposed, the staging folder is removed, the next run plans again.
 //! 4. **Expose** (the roll-forward, which any compactor can run again after a crash, see
-//!    [`Compactor::finish`]). Local lake: take the folder's exclusive lock, list the folder, check
+//!    `Compactor::finish`). Local lake: take the folder's exclusive lock, list the folder, check
 //!    that every replaced file is still there, hard-link every other file into the staging folder,
 //!    fsync it, swap it with the live folder in one `renameat2(RENAME_EXCHANGE)`, release the lock,
 //!    remove the old copy. Object store: put the merged files, then delete the replaced ones.

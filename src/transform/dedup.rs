@@ -182,7 +182,7 @@ fn bracket(bucket: &[Packed], low: u64) -> (usize, usize) {
 /// A hash table costs 29–31 bytes a key at its load factor, and twice that while it resizes. Here
 /// the keys live in a sorted array of 14-byte entries, split into 65 536 buckets by the key's top
 /// 16 bits (the keys are xxh3, uniform), so each entry stores only the low 48 bits and a lookup
-/// starts where the key's value says it should be in its bucket ([`bracket`]). New keys go to a
+/// starts where the key's value says it should be in its bucket (`bracket`). New keys go to a
 /// small hash table first, merged into the array in place (from the back, after one exact
 /// reallocation) once it holds 1/32 of the array's keys, and at least 16 384: about 1 byte a key
 /// on top of the 14 in a large state, and never a second copy of the array.

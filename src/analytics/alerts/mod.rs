@@ -4,7 +4,7 @@
 //! One long-lived [`SessionContext`] holds two tables whose contents are swapped, not re-registered:
 //! `batch` (the micro-batch, the `evaluations` columns) and `recent_bad_reviews` (the bad reviews of
 //! the last [`HISTORY_DAYS`] days this instance knows of: the lake's at start, then every
-//! micro-batch's). Both are [`Live`] tables, read when a plan runs rather than when it is made, so
+//! micro-batch's). Both are `Live` tables, read when a plan runs rather than when it is made, so
 //! each rule is planned once, physical plan included, at start; per micro-batch the plan's
 //! run-time state is reset ([`reset_plan_states`], the way DataFusion re-runs a recursive query's
 //! plan) and it runs again. Planning a rule cost more than running it on a micro-batch of a few
