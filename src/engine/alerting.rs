@@ -174,6 +174,9 @@ async fn serve(
                     .await?;
             }
             Job::Barrier { now_us, reply } => {
+                // Chunks without bad reviews never reach the task, but every flush passes here:
+                // the look-back is read again on time even while no bad review arrives.
+                alerting.refresh_history(now_us).await;
                 alerting.before_commit(now_us, &stats).await?;
                 // A run loop that stopped waiting (shutting down) no longer needs them.
                 let _ = reply.send(std::mem::take(&mut deliveries));
