@@ -36,6 +36,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for(port):
+    """Until something listens on the port (the broker started), for at most 30 s."""
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def cpu_seconds(pid):
     """User + system CPU a running process has used so far (from /proc: ticks of 1/100 s)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -66,12 +76,7 @@ def main():
     tansu = subprocess.Popen([TANSU, "broker", "--storage-engine", "memory://tansu/", "--listener-url", url,
                               "--advertised-listener-url", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for(port)
         start = time.perf_counter()
         subprocess.run([BIN, "generate", "--brokers", brokers, "--topic", TOPIC, "--events", str(N), "--dup-rate", "0.01",
                         "--bad-rate", "0.005", "--partitions", "4", "--day", "2026-11-01"], check=True, stdout=subprocess.DEVNULL)
