@@ -36,6 +36,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_tansu():
+    """A Tansu broker in memory on a free port, listening: (its process, its bootstrap address)."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    tansu = subprocess.Popen([TANSU, "broker", "--storage-engine", "memory://tansu/", "--listener-url", url,
+                              "--advertised-listener-url", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(port)
+    return tansu, f"127.0.0.1:{port}"
+
+
+def produce(binary, brokers, events):
+    """The bench's generated day (1 % redeliveries, 0.5 % bad records) into a 4-partition topic."""
+    subprocess.run([binary, "generate", "--brokers", brokers, "--topic", TOPIC, "--events", str(events), "--dup-rate",
+                    "0.01", "--bad-rate", "0.005", "--partitions", "4", "--day", "2026-11-01"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def wait_for(port):
     """Until something listens on the port (the broker started), for at most 30 s."""
     for _ in range(300):
@@ -70,16 +87,10 @@ def criterion_rate(name):
 def main():
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "confluent-kafka", "pyarrow"], check=True)
     os.makedirs(WORK, exist_ok=True)
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    brokers = f"127.0.0.1:{port}"
-    tansu = subprocess.Popen([TANSU, "broker", "--storage-engine", "memory://tansu/", "--listener-url", url,
-                              "--advertised-listener-url", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tansu, brokers = start_tansu()
     try:
-        wait_for(port)
         start = time.perf_counter()
-        subprocess.run([BIN, "generate", "--brokers", brokers, "--topic", TOPIC, "--events", str(N), "--dup-rate", "0.01",
-                        "--bad-rate", "0.005", "--partitions", "4", "--day", "2026-11-01"], check=True, stdout=subprocess.DEVNULL)
+        produce(BIN, brokers, N)
         print(f"produced {N} events into {TOPIC} (4 partitions) on Tansu in {time.perf_counter() - start:.1f} s")
 
         py_lake = os.path.join(WORK, "lake-python")

@@ -14,10 +14,9 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 
-from compare_broker import TANSU, free_port, wait_for
+from compare_broker import TOPIC, produce, start_tansu
 from timing import run_cpu
 
 N = int(sys.argv[1])
@@ -28,23 +27,16 @@ LAKE = os.path.join(os.environ.get("WORK", "/tmp/haochaping-bench"), "lake-inter
 
 
 def main():
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    brokers = f"127.0.0.1:{port}"
-    tansu = subprocess.Popen([TANSU, "broker", "--storage-engine", "memory://tansu/", "--listener-url", url,
-                              "--advertised-listener-url", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tansu, brokers = start_tansu()
     try:
-        wait_for(port)
-        subprocess.run([BINARIES["after"], "generate", "--brokers", brokers, "--topic", "evaluations", "--events", str(N),
-                        "--dup-rate", "0.01", "--bad-rate", "0.005", "--partitions", "4", "--day", "2026-11-01"],
-                       check=True, stdout=subprocess.DEVNULL)
+        produce(BINARIES["after"], brokers, N)
         times = {run: [] for run in RUNS}
         for round_ in range(ROUNDS):
             for binary, alerts in RUNS:
                 shutil.rmtree(LAKE, ignore_errors=True)
                 env = dict(os.environ, HAOCHAPING_ALERTS_ENABLED=alerts,
                            HAOCHAPING_IDENTITY_SECRET="bench-secret-0123456789", HAOCHAPING_LOG="warn")
-                wall, rss, out, cpu = run_cpu([BINARIES[binary], "ingest", "--brokers", brokers, "--topic", "evaluations",
+                wall, rss, out, cpu = run_cpu([BINARIES[binary], "ingest", "--brokers", brokers, "--topic", TOPIC,
                                              "--lake", LAKE, "--group", f"interleave-{round_}-{binary}-{alerts}",
                                              "--exit-when-idle", "100ms"], env)
                 received = json.loads(out)["received"]
