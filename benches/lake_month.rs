@@ -3,8 +3,8 @@
 //! partition, as a live ingest with `lake.flush_interval = 30s` would; then the files in the lake,
 //! the recovery of one partition and DuckDB's department ranking, before and after compaction.
 //!
-//! What runs is the library's code, not a model of it: `Processor::process` (decode, validate,
-//! identity, dedup), `EvaluationRows::finish` (the Hive split), `Lake::encode_files` and
+//! What runs is the library's code, not a model of it: `transform::process_run` (decode,
+//! validate, identity, dedup, rows), `Lake::encode_parts` (the Hive split and the files) and
 //! `Lake::commit_batch` (intent, files, fsync, commit, tidy) on a local lake, then
 //! `engine::compact_lake` and `engine::recover_partition`. Only the clock is simulated: a
 //! partition's batch is closed when an event arrives 30 s (event time) after the batch's first.
@@ -30,7 +30,7 @@ use haochaping::engine::{compact_lake, recover_partition, DedupScope};
 use haochaping::generate::{Generator, GeneratorConfig};
 use haochaping::lake::compact::CompactOptions;
 use haochaping::lake::{BatchRange, Lake, Lease};
-use haochaping::sink::parquet::{finish_parts, EVALUATIONS_TABLE};
+use haochaping::sink::parquet::EVALUATIONS_TABLE;
 use haochaping::stream::evaluations::DEDUP;
 use haochaping::telemetry::Stats;
 use haochaping::transform::dedup::DedupState;
@@ -108,7 +108,7 @@ async fn flush(lake: &Lake, processor: &Processor, writer: &mut PartitionWriter,
         |_, _| {},
     );
     let count = count as u64;
-    let files = Lake::encode_files(finish_parts(parts).expect("finish"), 3).expect("encode");
+    let files = Lake::encode_parts(parts, 3).expect("encode");
     let written = files.len() as u64;
     let range = BatchRange {
         topic: TOPIC.into(),

@@ -1,5 +1,6 @@
 //! In-process throughput of each stage and of the whole path, on a generated province:
-//! decode → validate → identity → dedup → Arrow rows → Hive split → zstd Parquet.
+//! decode → validate → identity → dedup → Arrow rows → Hive split → Parquet, each stage the
+//! engine's own function (the files with `Lake::encode_parts`, on every core, as a flush does).
 //!
 //! `cargo bench --bench pipeline` (set `HAOCHAPING_BENCH_EVENTS`, default 100 000). Under
 //! `cargo nextest`/`cargo test` each benchmark runs once on a small input as a smoke test.
@@ -9,9 +10,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use haochaping::config::LakeConfig;
 use haochaping::decode::decode;
 use haochaping::generate::{Generator, GeneratorConfig};
-use haochaping::sink::parquet::{encode_parquet, finish_parts, TableRows};
+use haochaping::lake::Lake;
+use haochaping::sink::parquet::TableRows;
 use haochaping::telemetry::Stats;
 use haochaping::transform::dedup::{dedup_key, DedupState};
 use haochaping::transform::identity::EvaluatorKeyer;
@@ -43,7 +46,7 @@ fn processor() -> Processor {
 type Parts = Vec<Box<dyn TableRows>>;
 
 /// The engine's path on one thread: prepare (decode, validate, identity), dedup in offset order,
-/// the rows of what it keeps; ready for [`finish_parts`].
+/// the rows of what it keeps; ready for [`Lake::encode_parts`].
 fn process_all(processor: &Processor, events: &[Vec<u8>], now: i64) -> Parts {
     let mut dedup = DedupState::default();
     let stats = Stats::default();
@@ -101,13 +104,7 @@ fn stages(c: &mut Criterion) {
     group.bench_function("rows_to_parquet", |b| {
         b.iter_batched(
             || process_all(&processor, &events, now),
-            |parts| {
-                finish_parts(parts)
-                    .expect("finish")
-                    .iter()
-                    .map(|(_, batch)| encode_parquet(batch, 3).expect("encode").len())
-                    .sum::<usize>()
-            },
+            files_bytes,
             BatchSize::PerIteration,
         )
     });
@@ -127,10 +124,15 @@ fn stages(c: &mut Criterion) {
 }
 
 fn end_to_end(processor: &Processor, events: &[Vec<u8>], now: i64) -> usize {
-    finish_parts(process_all(processor, events, now))
-        .expect("finish")
+    files_bytes(process_all(processor, events, now))
+}
+
+/// The bytes of the Parquet files a flush of `parts` writes, at the lake's default zstd level.
+fn files_bytes(parts: Parts) -> usize {
+    Lake::encode_parts(parts, LakeConfig::default().zstd_level)
+        .expect("encode")
         .iter()
-        .map(|(_, batch)| encode_parquet(batch, 3).expect("encode").len())
+        .map(|(_, file)| file.len())
         .sum()
 }
 

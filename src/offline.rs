@@ -23,7 +23,7 @@ use crate::decode::Rejection;
 use crate::engine::{recover_partition, DedupScope, EngineError};
 use crate::lake::{BatchRange, Lake};
 use crate::sink::dlq::protect::{rejected_line, Protector};
-use crate::sink::parquet::{finish_parts, TableError, TableRows, EVALUATIONS_TABLE};
+use crate::sink::parquet::{TableError, TableRows, EVALUATIONS_TABLE};
 use crate::telemetry::{Stats, StatsSnapshot};
 use crate::transform::{process_run, Message, Notice, Processor};
 
@@ -202,12 +202,8 @@ pub async fn ingest_file(
     let writer = tokio::spawn(async move {
         while let Some((range, parts)) = to_write.recv().await {
             let (files, rows) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-                let merged = finish_parts(parts)?;
-                let count = merged
-                    .iter()
-                    .map(|(_, batch)| batch.num_rows() as u64)
-                    .sum();
-                Ok((Lake::encode_files(merged, zstd_level)?, count))
+                let count = parts.iter().map(|rows| rows.len() as u64).sum();
+                Ok((Lake::encode_parts(parts, zstd_level)?, count))
             })
             .await??;
             let bytes = files.iter().map(|(_, b)| b.len() as u64).sum();

@@ -213,7 +213,7 @@ pub struct Encoding {
 }
 
 /// The open batch of one partition: the rows dedup kept, in the parts its chunks were prepared in
-/// (on one core or on every core), for [`crate::sink::parquet::finish_parts`].
+/// (on one core or on every core), for [`crate::lake::Lake::encode_parts`].
 pub struct Batch {
     pub parts: Vec<Box<dyn TableRows>>,
     /// Rows dedup kept, across `parts`.

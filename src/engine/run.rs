@@ -30,7 +30,7 @@ use super::{today, EngineError};
 use crate::config::IngestConfig;
 use crate::lake::{BatchRange, Lake, LakeRoot};
 use crate::sink::dlq::{DeadLetters, SourcePosition};
-use crate::sink::parquet::{finish_parts, TableError};
+use crate::sink::parquet::TableError;
 use crate::source::kafka::{self, IngestContext, PartitionEvent};
 use crate::stream::AnyStream;
 use crate::telemetry::{Stats, StatsSnapshot};
@@ -739,7 +739,7 @@ impl Ingest {
             let alerts = std::mem::take(&mut batch.alerts);
             let rows = batch.kept as u64;
             let files = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-                Lake::encode_files(finish_parts(batch.parts)?, zstd_level)
+                Lake::encode_parts(batch.parts, zstd_level)
             });
             let encoding = Encoding {
                 range: range.clone(),

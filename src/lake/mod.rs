@@ -91,7 +91,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use arrow::array::RecordBatch;
 
-use crate::sink::parquet::{encode_ingest_file, parse_day, PartitionKey, TableError};
+use crate::sink::parquet::{
+    concat_slices, encode_ingest_file, group_parts, parse_day, PartitionKey, TableError, TableRows,
+};
 pub use log::{BatchRange, BatchRecord};
 use log::{LogRecord, RecordKind};
 pub use root::{LakeLocation, LakeRoot};
@@ -360,6 +362,23 @@ impl Lake {
 
     fn record_path(&self, topic: &str, partition: i32, seq: u64) -> Path {
         self.log_dir(topic, partition).join(log::record_name(seq))
+    }
+
+    /// Encodes the rows of a batch's buffers as one Parquet file per Hive partition, the files on
+    /// every core. Each partition's slices are concatenated by the thread that encodes them and
+    /// dropped once encoded, so a batch's rows are held once plus a file's worth per core, not
+    /// twice (`finish_parts`, then [`Lake::encode_files`]).
+    pub fn encode_parts(
+        parts: Vec<Box<dyn TableRows>>,
+        zstd_level: i32,
+    ) -> Result<Vec<(PartitionKey, Bytes)>, TableError> {
+        let groups = group_parts(parts)?;
+        crate::parallel::in_parallel(groups, crate::parallel::workers(), |(key, slices)| {
+            let batch = concat_slices(slices)?;
+            Ok((key, encode_ingest_file(&batch, zstd_level)?))
+        })
+        .into_iter()
+        .collect()
     }
 
     /// Encodes a batch's Hive partitions as Parquet, the files on every core.

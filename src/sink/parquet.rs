@@ -360,20 +360,29 @@ impl TableRows for EvaluationRows {
 }
 
 /// Finishes several buffers into one batch per Hive partition, in partition order: the files of
-/// one commit, whatever number of threads built the rows. Each buffer's rows of one partition are
-/// expected to be contiguous (see [`crate::stream::BuildRows`]): they are sliced out without a copy,
-/// and a partition's slices are concatenated in buffer order, a bulk copy per column.
+/// one commit, whatever number of threads built the rows ([`group_parts`], then each partition's
+/// slices concatenated).
 pub fn finish_parts(
     parts: Vec<Box<dyn TableRows>>,
 ) -> Result<Vec<(PartitionKey, RecordBatch)>, TableError> {
+    group_parts(parts)?
+        .into_iter()
+        .map(|(key, slices)| Ok((key, concat_slices(slices)?)))
+        .collect()
+}
+
+/// Splits several buffers' rows by Hive partition, in partition order, without copying a value:
+/// each partition's rows as slices of the buffers' batches, in buffer order. Each buffer's rows of
+/// one partition are expected to be contiguous (see [`crate::stream::BuildRows`]).
+pub fn group_parts(
+    parts: Vec<Box<dyn TableRows>>,
+) -> Result<Vec<(PartitionKey, Vec<RecordBatch>)>, TableError> {
     let mut groups: BTreeMap<PartitionKey, Vec<RecordBatch>> = BTreeMap::new();
-    let mut schema = None;
     for rows in parts {
         if rows.is_empty() {
             continue;
         }
         let (batch, keys) = rows.finish_batch()?;
-        schema.get_or_insert_with(|| batch.schema());
         let mut start = 0;
         for run in keys.chunk_by(|a, b| a == b) {
             groups
@@ -383,19 +392,17 @@ pub fn finish_parts(
             start += run.len();
         }
     }
-    let Some(schema) = schema else {
-        return Ok(Vec::new());
-    };
-    groups
-        .into_iter()
-        .map(|(key, slices)| {
-            let batch = match slices.as_slice() {
-                [one] => one.clone(),
-                _ => arrow::compute::concat_batches(&schema, &slices)?,
-            };
-            Ok((key, batch))
-        })
-        .collect()
+    Ok(groups.into_iter().collect())
+}
+
+/// One partition's slices (from [`group_parts`], never empty) as one batch: a bulk copy per
+/// column, or none for a single slice.
+pub fn concat_slices(slices: Vec<RecordBatch>) -> Result<RecordBatch, TableError> {
+    match slices.as_slice() {
+        [] => Err(ArrowError::InvalidArgumentError("a partition without rows".into()).into()),
+        [one] => Ok(one.clone()),
+        [first, ..] => Ok(arrow::compute::concat_batches(&first.schema(), &slices)?),
+    }
 }
 
 /// Columns of the lake's tables whose values are (nearly) unique per row: a dictionary would only
@@ -698,5 +705,55 @@ mod tests {
         }
         landed.sort_unstable();
         assert_eq!(landed, expected);
+    }
+
+    /// A flush encodes each partition's slices where they are (`Lake::encode_parts`); the files
+    /// must be the ones a whole concatenated batch gives, byte for byte, whatever the number of
+    /// parts the rows were built in.
+    #[test]
+    fn encoding_the_parts_writes_the_files_of_the_concatenated_batches() {
+        let (generator, processor, now) = a_province_day();
+        let events: Vec<_> = generator.take(6000).collect();
+        let messages: Vec<crate::transform::Message<'_>> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| crate::transform::Message {
+                offset: i as i64,
+                key: None,
+                payload: &e.payload,
+            })
+            .collect();
+        let parts = || {
+            let mut dedup = crate::transform::dedup::DedupState::default();
+            let stats = crate::telemetry::Stats::default();
+            let (parts, kept) = crate::transform::process_run(
+                &processor,
+                0,
+                &messages,
+                now,
+                2,
+                &mut dedup,
+                &stats,
+                |_, _| {},
+            );
+            assert!(
+                parts.len() >= 2 && kept > 5800,
+                "{} parts, {kept} rows",
+                parts.len()
+            );
+            parts
+        };
+        let files = crate::lake::Lake::encode_parts(parts(), 1).unwrap();
+        let expected: Vec<(PartitionKey, Bytes)> = finish_parts(parts())
+            .unwrap()
+            .into_iter()
+            .map(|(key, batch)| (key, encode_ingest_file(&batch, 1).unwrap()))
+            .collect();
+        assert!(files.len() > 10, "a province's day spreads over its cities");
+        assert_eq!(files.len(), expected.len());
+        for ((key, file), (expected_key, expected_file)) in files.iter().zip(&expected) {
+            assert_eq!(key, expected_key);
+            assert!(file == expected_file, "{} differs", key.path());
+        }
     }
 }

@@ -534,11 +534,7 @@ pub async fn fixture_lake(root: &Path) -> u64 {
             first_offset: first,
             last_offset: last,
         };
-        let files = haochaping::lake::Lake::encode_files(
-            haochaping::sink::parquet::finish_parts(parts).unwrap(),
-            3,
-        )
-        .unwrap();
+        let files = haochaping::lake::Lake::encode_parts(parts, 3).unwrap();
         lake.commit_batch(&mut lease, range, files, 0)
             .await
             .unwrap();
