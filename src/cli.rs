@@ -341,11 +341,12 @@ pub struct LakeFlags {
         with = "humantime_serde::option"
     )]
     pub flush_interval: Option<Duration>,
-    /// Commit a partition's batch once it holds this many rows [default: 200000].
+    /// Rows the open batches of all partitions hold together; at this, the largest is committed
+    /// [default: 200000].
     #[arg(long = "flush-rows", id = "flush_rows", env = "HAOCHAPING_FLUSH_ROWS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flush_rows: Option<usize>,
-    /// …or once its messages add up to this many bytes [default: 268435456, at most 1 GiB].
+    /// …or bytes of their messages [default: 268435456, at most 1 GiB].
     #[arg(
         long = "flush-bytes",
         id = "flush_bytes",

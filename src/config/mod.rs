@@ -372,10 +372,13 @@ pub struct LakeConfig {
     /// Longest time an accepted event waits in memory before its batch is committed.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
-    /// A partition's batch is committed once it holds this many rows.
+    /// The open batches of every partition this instance holds together hold at most this many
+    /// rows: once they reach it, the largest is committed. With one partition, a batch of this
+    /// many rows; with more, smaller batches and the same memory however many partitions a
+    /// rebalance assigns (see [`crate::engine::partition::full_batches`]).
     pub flush_rows: usize,
-    /// …or once its messages add up to this many bytes. Arrow's string columns hold at most 2 GiB
-    /// per batch, so this is capped at 1 GiB (a storm of long texts must not get there).
+    /// …or this many bytes of messages. Arrow's string columns hold at most 2 GiB per batch, so
+    /// this is capped at 1 GiB (a storm of long texts must not get there).
     pub flush_bytes: usize,
     /// zstd level of the Parquet files ingest writes (1–22); files of fewer than
     /// [`crate::sink::parquet::SMALL_FILE_ROWS`] rows are Snappy. Level 1 is the default: on the

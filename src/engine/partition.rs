@@ -241,11 +241,47 @@ impl Batch {
             alerts: Vec::new(),
         }
     }
+}
 
-    /// Whether the batch must be committed now, whatever its age.
-    pub fn is_full(&self, flush_rows: usize, flush_bytes: usize) -> bool {
-        self.kept >= flush_rows || self.bytes >= flush_bytes
+/// The open batches that are full. The open batches of every partition together hold at most
+/// `flush_rows` rows and `flush_bytes` bytes of messages; once they reach either, the largest of
+/// those that can close (by its share of the bound it is nearer) is full, and so is every batch
+/// that cannot close yet because its previous batch still commits, so that [`next_step`] holds
+/// its partition instead of letting it grow: through a lake outage, every partition is held.
+///
+/// With one partition this is a batch of `flush_rows` rows. With many, batches are smaller and an
+/// instance's memory stays the same however many partitions a rebalance gives it, where a bound
+/// per partition would multiply it by their number (an instance left with all sixteen partitions
+/// of a topic would hold sixteen batches). `open` is each open batch's partition, rows, bytes and
+/// whether its previous batch still commits. Pure.
+pub fn full_batches(
+    open: impl IntoIterator<Item = (Tp, usize, usize, bool)>,
+    flush_rows: usize,
+    flush_bytes: usize,
+) -> Vec<Tp> {
+    let (mut rows, mut bytes) = (0usize, 0usize);
+    let mut waiting = Vec::new();
+    let mut largest: Option<(f64, Tp)> = None;
+    for (tp, batch_rows, batch_bytes, committing) in open {
+        rows = rows.saturating_add(batch_rows);
+        bytes = bytes.saturating_add(batch_bytes);
+        if committing {
+            waiting.push(tp);
+            continue;
+        }
+        let share = (batch_rows as f64 / flush_rows.max(1) as f64)
+            .max(batch_bytes as f64 / flush_bytes.max(1) as f64);
+        // Ties go to the lower partition, so that the choice never depends on a map's order.
+        if largest.is_none_or(|(most, at)| share > most || (share == most && tp < at)) {
+            largest = Some((share, tp));
+        }
     }
+    if rows < flush_rows && bytes < flush_bytes {
+        return Vec::new();
+    }
+    waiting.extend(largest.map(|(_, tp)| tp));
+    waiting.sort_unstable();
+    waiting
 }
 
 #[cfg(test)]
@@ -429,13 +465,84 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_full_by_rows_or_by_bytes() {
-        let mut batch = Batch::new(0);
-        assert!(!batch.is_full(10, 1000));
-        batch.kept = 10;
-        assert!(batch.is_full(10, 1000));
-        batch.kept = 0;
-        batch.bytes = 1000;
-        assert!(batch.is_full(10, 1000));
+    fn the_largest_batch_is_full_once_all_open_batches_reach_the_bound() {
+        use super::{full_batches, Tp};
+        let tp = |partition| Tp {
+            stream: 0,
+            partition,
+        };
+        let other_stream = Tp {
+            stream: 1,
+            partition: 0,
+        };
+        // (open batches as (partition, rows, bytes, previous batch committing), expected full
+        // ones), with bounds of 100 rows and 1 000 bytes
+        type Open = [(Tp, usize, usize, bool)];
+        let cases: [(&Open, &[Tp]); 13] = [
+            (&[], &[]),
+            (&[(tp(0), 99, 999, false)], &[]),
+            (&[(tp(0), 100, 0, false)], &[tp(0)]), // one partition: a batch of flush_rows rows
+            (&[(tp(0), 0, 1000, false)], &[tp(0)]), // …or of flush_bytes bytes
+            (
+                &[
+                    (tp(0), 30, 10, false),
+                    (tp(1), 30, 10, false),
+                    (tp(2), 30, 10, false),
+                ],
+                &[],
+            ),
+            (
+                &[
+                    (tp(0), 30, 10, false),
+                    (tp(1), 40, 10, false),
+                    (tp(2), 30, 10, false),
+                ],
+                &[tp(1)],
+            ),
+            // Nearer its bound by bytes than the other is by rows.
+            (
+                &[(tp(0), 60, 100, false), (tp(1), 10, 900, false)],
+                &[tp(1)],
+            ),
+            (&[(tp(0), 50, 10, false), (tp(1), 50, 10, false)], &[tp(0)]), // a tie: the lower
+            (&[(tp(1), 50, 10, false), (tp(0), 50, 10, false)], &[tp(0)]), // whatever the order
+            // Every stream's batches share the bound: memory is memory.
+            (
+                &[(tp(0), 40, 10, false), (other_stream, 60, 10, false)],
+                &[other_stream],
+            ),
+            // The largest still commits its previous batch: it is held, the next largest closes.
+            (
+                &[
+                    (tp(0), 60, 10, true),
+                    (tp(1), 30, 10, false),
+                    (tp(2), 10, 10, false),
+                ],
+                &[tp(0), tp(1)],
+            ),
+            // A lake outage: nothing can close, everything is held.
+            (
+                &[(tp(0), 60, 10, true), (tp(1), 40, 10, true)],
+                &[tp(0), tp(1)],
+            ),
+            // Under the bound, a committing partition goes on reading.
+            (&[(tp(0), 60, 10, true), (tp(1), 30, 10, false)], &[]),
+        ];
+        for (open, expected) in cases {
+            assert_eq!(
+                full_batches(open.iter().copied(), 100, 1000),
+                expected,
+                "{open:?}"
+            );
+        }
+        // No overflow on absurd sizes.
+        assert_eq!(
+            full_batches(
+                [(tp(0), usize::MAX, 0, false), (tp(1), usize::MAX, 0, false)],
+                100,
+                1000
+            ),
+            [tp(0)]
+        );
     }
 }

@@ -22,8 +22,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::alerting::{AlertStage, Review};
 use super::commit::{commit_batch, commit_offsets, Committed};
 use super::partition::{
-    admit, check_resume, next_step, retake_delay, Admission, Batch, Committing, Cursor, Encoding,
-    Parked, PartitionState, ResumeCheck, SeekTo, Step, Tp,
+    admit, check_resume, full_batches, next_step, retake_delay, Admission, Batch, Committing,
+    Cursor, Encoding, Parked, PartitionState, ResumeCheck, SeekTo, Step, Tp,
 };
 use super::recovery::{recover_partition, DedupScope};
 use super::{today, EngineError};
@@ -611,7 +611,8 @@ impl Ingest {
             .collect()
     }
 
-    /// Moves every partition's open batch on by [`next_step`]: flushes the full and the due ones,
+    /// Moves every partition's open batch on by [`next_step`]: flushes the full ones (once all open
+    /// batches together reach the flush bounds: [`full_batches`]) and the due ones,
     /// holds (pauses) a partition whose full batch waits for its previous commit and resumes it
     /// once that ended. Hourly, also forgets dedup keys and reviews older than the window.
     async fn advance(&mut self) -> Result<(), EngineError> {
@@ -620,6 +621,14 @@ impl Ingest {
             self.config.lake.flush_rows,
             self.config.lake.flush_bytes,
         );
+        let full = full_batches(
+            self.partitions.iter().filter_map(|(tp, s)| {
+                let b = s.batch.as_ref()?;
+                Some((*tp, b.kept, b.bytes, s.committing.is_some()))
+            }),
+            rows,
+            bytes,
+        );
         let mut flush = Vec::new();
         let mut hold = Vec::new();
         let mut release = Vec::new();
@@ -627,7 +636,7 @@ impl Ingest {
             let batch = state
                 .batch
                 .as_ref()
-                .map(|b| (b.is_full(rows, bytes), b.opened.elapsed() >= interval));
+                .map(|b| (full.contains(tp), b.opened.elapsed() >= interval));
             let step = next_step(batch, state.committing.is_some());
             if step == Step::Flush {
                 flush.push(*tp);

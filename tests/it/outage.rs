@@ -83,8 +83,8 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// The lake refuses writes for 20 s in the middle of a run: the run waits it out instead of
-/// ending (it gave up after ≈ 6 s before), each partition stops fetching once its next batch is
-/// full (the received count stands still and memory with it), and once the lake is back every
+/// ending (it gave up after ≈ 6 s before), each partition stops fetching once the open batches
+/// reach the flush bound (the received count stands still and memory with it), and once the lake is back every
 /// evaluation lands exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lake_refusing_writes_for_20_s_is_waited_out_with_fetching_held() {
