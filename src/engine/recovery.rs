@@ -256,7 +256,7 @@ mod tests {
             let _ = processor.append_row(&event.payload, 0, offset, now, &mut rows);
         }
         let count = rows.len() as u64;
-        let files = Lake::encode_files(rows.finish().unwrap(), 1).unwrap();
+        let files = Lake::encode_parts(vec![Box::new(rows)], 1).unwrap();
         let range = BatchRange {
             topic: "evaluations".into(),
             partition: 0,

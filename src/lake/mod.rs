@@ -89,8 +89,6 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use arrow::array::RecordBatch;
-
 use crate::sink::parquet::{
     concat_slices, encode_ingest_file, group_parts, parse_day, PartitionKey, TableError, TableRows,
 };
@@ -367,7 +365,7 @@ impl Lake {
     /// Encodes the rows of a batch's buffers as one Parquet file per Hive partition, the files on
     /// every core. Each partition's slices are concatenated by the thread that encodes them and
     /// dropped once encoded, so a batch's rows are held once plus a file's worth per core, not
-    /// twice (`finish_parts`, then [`Lake::encode_files`]).
+    /// twice (as when every partition is concatenated first, [`crate::sink::parquet::finish_parts`]).
     pub fn encode_parts(
         parts: Vec<Box<dyn TableRows>>,
         zstd_level: i32,
@@ -375,18 +373,6 @@ impl Lake {
         let groups = group_parts(parts)?;
         crate::parallel::in_parallel(groups, crate::parallel::workers(), |(key, slices)| {
             let batch = concat_slices(slices)?;
-            Ok((key, encode_ingest_file(&batch, zstd_level)?))
-        })
-        .into_iter()
-        .collect()
-    }
-
-    /// Encodes a batch's Hive partitions as Parquet, the files on every core.
-    pub fn encode_files(
-        partitions: Vec<(PartitionKey, RecordBatch)>,
-        zstd_level: i32,
-    ) -> Result<Vec<(PartitionKey, Bytes)>, TableError> {
-        crate::parallel::in_parallel(partitions, crate::parallel::workers(), |(key, batch)| {
             Ok((key, encode_ingest_file(&batch, zstd_level)?))
         })
         .into_iter()

@@ -314,7 +314,7 @@ async fn an_unknown_review_is_looked_up_in_the_lake_once_per_period() {
     processor
         .append_row(review.as_bytes(), 0, 0, NOW, &mut rows)
         .unwrap();
-    let files = Lake::encode_files(rows.finish().unwrap(), 1).unwrap();
+    let files = Lake::encode_parts(vec![Box::new(rows)], 1).unwrap();
     let range = BatchRange {
         topic: "evaluations".into(),
         partition: 0,
