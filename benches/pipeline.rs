@@ -14,7 +14,7 @@ use haochaping::config::LakeConfig;
 use haochaping::decode::decode;
 use haochaping::generate::{Generator, GeneratorConfig};
 use haochaping::lake::Lake;
-use haochaping::sink::parquet::TableRows;
+use haochaping::sink::parquet::{EvaluationRows, TableRows};
 use haochaping::telemetry::Stats;
 use haochaping::transform::dedup::{dedup_key, DedupState};
 use haochaping::transform::identity::EvaluatorKeyer;
@@ -119,6 +119,51 @@ fn stages(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(bytes as u64));
     group.bench_function("json_bytes", |b| {
         b.iter(|| end_to_end(&processor, &events, now))
+    });
+    group.finish();
+}
+
+/// What the libraries alone cost per event, beside the stages above (issue 16's bound): the JSON
+/// parse with nothing kept (sonic-rs's own DOM, its fastest full parse, and its serde path into the
+/// engine's wire struct, which is `stages/decode`), and the Arrow builders alone (rows of
+/// evaluations already decoded, validated and keyed). `stages/rows_to_parquet` is the encoder's.
+fn floor(c: &mut Criterion) {
+    let events = events();
+    let now = chrono::Utc::now().timestamp_micros();
+    let processor = processor();
+    let mut group = c.benchmark_group("floor");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("sonic_value_parse", |b| {
+        b.iter(|| {
+            events
+                .iter()
+                .filter(|p| sonic_rs::from_slice::<sonic_rs::Value>(p).is_ok())
+                .count()
+        })
+    });
+    group.bench_function("sonic_serde_skip", |b| {
+        b.iter(|| {
+            events
+                .iter()
+                .filter(|p| sonic_rs::from_slice::<serde::de::IgnoredAny>(p).is_ok())
+                .count()
+        })
+    });
+    let valid: Vec<_> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| processor.check(p, 0, i as i64, now).ok())
+        .map(|(_, valid)| valid)
+        .collect();
+    group.bench_function("arrow_builders", |b| {
+        b.iter(|| {
+            let mut rows = EvaluationRows::with_capacity(valid.len());
+            for v in &valid {
+                v.push_to(&mut rows);
+            }
+            rows.len()
+        })
     });
     group.finish();
 }
@@ -291,5 +336,5 @@ fn closed_loop(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, stages, dedup, closed_loop);
+criterion_group!(benches, stages, floor, dedup, closed_loop);
 criterion_main!(benches);
