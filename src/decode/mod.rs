@@ -52,10 +52,12 @@ pub enum Reason {
     OutOfOrder,
     /// A different event for a workflow step of a bad review already taken.
     WorkflowStepConflict,
+    /// An event dated before the days deduplication remembers, whose slot it cannot check.
+    OutsideDedupWindow,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Oversize,
         Reason::NotUtf8,
         Reason::NotJson,
@@ -79,6 +81,7 @@ impl Reason {
         Reason::UnknownBadReview,
         Reason::OutOfOrder,
         Reason::WorkflowStepConflict,
+        Reason::OutsideDedupWindow,
     ];
 
     /// The stable code published in DLQ headers and metrics labels.
@@ -107,6 +110,7 @@ impl Reason {
             Reason::UnknownBadReview => "unknown_bad_review",
             Reason::OutOfOrder => "out_of_order",
             Reason::WorkflowStepConflict => "workflow_step_conflict",
+            Reason::OutsideDedupWindow => "outside_dedup_window",
         }
     }
 

@@ -4,7 +4,13 @@
 //! xxh3 of (`projectNo`, `assessNumber`), value = the evaluation's day (16 bits) and a 48-bit
 //! fingerprint of its content, held in at most 16 bytes a key ([`DedupState`]).
 //! A redelivered identical event has the same fingerprint and is dropped; a different event for a
-//! slot already taken is a conflict for the dead-letter topic. The state is never persisted on its
+//! slot already taken is a conflict for the dead-letter topic.
+//!
+//! The state holds the days from its *horizon* on (`dedup.window_days` before today, set by
+//! [`DedupState::evict_before`]); older keys are forgotten. An event dated before the horizon whose
+//! slot the state does not hold cannot be checked, since its slot may have been taken and forgotten:
+//! it is [`DedupOutcome::OutsideWindow`], for the dead-letter topic, never accepted. Without that, a
+//! redelivery of an evicted evaluation would be accepted a second time. The state is never persisted on its
 //! own: after a restart or a rebalance it is rebuilt from the rows the lake holds for the partition
 //! ([`crate::lake`]), so the lake and the state always agree. A 64-bit key makes a false
 //! conflict possible but rare (about 3·10⁻⁶ at ten million cases); a false conflict parks the event in
@@ -34,6 +40,9 @@ pub enum DedupOutcome {
     Duplicate,
     /// A different evaluation for a slot already taken: to the DLQ.
     Conflict,
+    /// Dated before the state's horizon, and its slot is not held: whether it was taken is
+    /// forgotten, so it cannot be accepted (to the DLQ).
+    OutsideWindow,
 }
 
 /// The dedup key of a case's first or supplementary evaluation.
@@ -194,6 +203,10 @@ pub struct DedupState {
     starts: Vec<u32>,
     /// Keys added since the last merge, by full key.
     recent: HashMap<u64, u64, BuildNoHashHasher<u64>>,
+    /// Days before this one were evicted (or never loaded): see [`DedupOutcome::OutsideWindow`].
+    /// 0 (1970-01-01) until the first eviction, so a state nobody evicts (the offline path's)
+    /// checks every day.
+    horizon: u16,
 }
 
 impl DedupState {
@@ -222,6 +235,7 @@ impl DedupState {
             sorted,
             starts,
             recent: HashMap::default(),
+            horizon: 0,
         };
         // Stable, so that of equal keys the first stays first and is the one kept.
         state.retain_entries(|_, _| true, &mut |bucket| bucket.sort_by_key(|p| p.low()));
@@ -306,6 +320,7 @@ impl DedupState {
         if self.sorted.is_empty() {
             *self = Self {
                 recent: std::mem::take(&mut self.recent),
+                horizon: self.horizon,
                 ..Self::from_entries(delta)
             };
             return;
@@ -355,8 +370,11 @@ impl DedupState {
     }
 
     /// Checks one evaluation and records it when new. `day` is its date as days since 1970-01-01.
+    /// A slot the state holds is answered whatever the day; one it does not hold is new only from
+    /// the horizon on.
     pub fn check(&mut self, key: u64, fingerprint: u64, day: u16) -> DedupOutcome {
         match self.get(key) {
+            None if day < self.horizon => DedupOutcome::OutsideWindow,
             None => {
                 self.add(key, pack(fingerprint, day));
                 DedupOutcome::New
@@ -380,14 +398,22 @@ impl DedupState {
         }
     }
 
-    /// Forgets evaluations dated before `day` (the dedup window).
+    /// Forgets evaluations dated before `day` (the dedup window), and from then on answers
+    /// [`DedupOutcome::OutsideWindow`] for a slot dated before it that it does not hold. The
+    /// horizon never moves back.
     pub fn evict_before(&mut self, day: u16) {
+        self.horizon = self.horizon.max(day);
         self.recent.retain(|_, value| day_of(*value) >= day);
         self.retain_entries(|_, value| day_of(value) >= day, &mut |_| {});
     }
 
     pub fn len(&self) -> usize {
         self.sorted.len() + self.recent.len()
+    }
+
+    /// The oldest day the state answers for (see [`DedupOutcome::OutsideWindow`]).
+    pub fn horizon(&self) -> u16 {
+        self.horizon
     }
 
     pub fn is_empty(&self) -> bool {
@@ -510,12 +536,16 @@ impl DedupState {
         )
     }
 
-    /// Adds another state's entries (a rebuild's parts); an entry already here is kept.
+    /// Adds another state's entries (a rebuild's parts); an entry already here is kept, and the
+    /// later of the two horizons is kept.
     pub fn absorb(&mut self, other: DedupState) {
+        let horizon = self.horizon.max(other.horizon);
         if self.is_empty() {
             *self = other;
+            self.horizon = horizon;
             return;
         }
+        self.horizon = horizon;
         for (key, value) in other.entries() {
             if self.get(key).is_none() {
                 self.add(key, value);
@@ -807,14 +837,69 @@ mod tests {
         state.insert(dedup_key("new", AssessNumber::First), 2, 20);
         state.evict_before(15);
         assert_eq!(state.len(), 1);
+        assert_eq!(state.horizon(), 15);
+        // The evicted slot is not new again: a redelivery of it is not accepted twice.
         assert_eq!(
             state.check(dedup_key("old", AssessNumber::First), 1, 10),
-            DedupOutcome::New
+            DedupOutcome::OutsideWindow
         );
         assert_eq!(
             state.check(dedup_key("new", AssessNumber::First), 2, 20),
             DedupOutcome::Duplicate
         );
+        // The horizon never moves back.
+        state.evict_before(12);
+        assert_eq!(state.horizon(), 15);
+        assert_eq!(state.len(), 1);
+    }
+
+    /// What a state with horizon 15 answers, by whether it holds the slot and the event's day.
+    #[test]
+    fn outside_the_window_only_what_the_state_cannot_answer() {
+        use DedupOutcome::*;
+        /// The slot's day and fingerprint, if the state holds it.
+        type Held = Option<(u16, u64)>;
+        // (held, event day, event fingerprint, outcome)
+        let cases: [(Held, u16, u64, DedupOutcome); 9] = [
+            (None, 14, 1, OutsideWindow),
+            (None, 0, 1, OutsideWindow),
+            (None, 15, 1, New),
+            (None, 400, 1, New),
+            // A slot held is answered from what it holds, whatever the event's day.
+            (Some((20, 1)), 14, 1, Duplicate),
+            (Some((20, 1)), 3, 2, Conflict),
+            (Some((20, 1)), 20, 1, Duplicate),
+            (Some((20, 1)), 20, 2, Conflict),
+            (Some((15, 1)), 15, 1, Duplicate),
+        ];
+        for (i, (held, day, fingerprint, outcome)) in cases.into_iter().enumerate() {
+            let key = dedup_key(&format!("P-{i}"), AssessNumber::First);
+            let mut state = DedupState::default();
+            state.insert(dedup_key("other", AssessNumber::First), 9, 30);
+            state.evict_before(15);
+            if let Some((held_day, held_fingerprint)) = held {
+                state.insert(key, held_fingerprint, held_day);
+            }
+            assert_eq!(state.check(key, fingerprint, day), outcome, "case {i}");
+            // An event outside the window is not recorded: it stays unanswerable.
+            if outcome == OutsideWindow {
+                assert_eq!(state.check(key, fingerprint, day), OutsideWindow);
+            }
+        }
+        // A state never evicted (the offline path's) takes any day.
+        let mut state = DedupState::default();
+        assert_eq!(state.check(1, 1, 0), New);
+        // A rebuild's parts keep the later horizon, whichever side is empty.
+        for (mine, theirs) in [
+            (DedupState::default(), state.clone()),
+            (state.clone(), DedupState::default()),
+        ] {
+            let (mut mine, mut theirs) = (mine, theirs);
+            mine.evict_before(7);
+            theirs.evict_before(9);
+            mine.absorb(theirs);
+            assert_eq!(mine.horizon(), 9);
+        }
     }
 
     #[test]

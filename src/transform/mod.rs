@@ -338,8 +338,8 @@ pub enum Notice {
 }
 
 /// Dedup in offset order over prepared messages: appends one keep flag per valid message to `keep`,
-/// counts every outcome in `stats`, and tells `notice` of each rejection (invalid, or a conflicting
-/// evaluation of a taken slot) and each accepted bad review. Returns how many rows it kept.
+/// counts every outcome in `stats`, and tells `notice` of each rejection (invalid, a conflicting
+/// evaluation of a taken slot, or one dated before the dedup window) and each accepted bad review. Returns how many rows it kept.
 pub fn decide<'m>(
     source: Source,
     messages: &[Message<'m>],
@@ -373,6 +373,10 @@ pub fn decide<'m>(
                     keep.push(false);
                     (candidate.conflict)()
                 }
+                DedupOutcome::OutsideWindow => {
+                    keep.push(false);
+                    outside_window(dedup.horizon())
+                }
             },
         };
         stats.dead_lettered(source, rejection.reason);
@@ -399,6 +403,20 @@ pub struct Candidate {
     pub conflict: fn() -> Rejection,
     /// An evaluation with satisfaction 1 or 2: the alert rules look at it.
     pub bad_review: bool,
+}
+
+/// The rejection of an event dated before the dedup state's horizon whose slot it does not hold
+/// (see [`dedup::DedupOutcome::OutsideWindow`]). The date it names is the engine's, not the input's.
+pub fn outside_window(horizon: u16) -> Rejection {
+    Rejection::new(
+        Reason::OutsideDedupWindow,
+        format!(
+            "dated before {}, the oldest day deduplication remembers (dedup.window_days before \
+             today): whether its slot was already taken cannot be checked; ingest it with a longer \
+             window, or offline",
+            crate::sink::parquet::format_day(i32::from(horizon))
+        ),
+    )
 }
 
 /// The rejection of an evaluation whose first-evaluation slot is taken by a different one. Like

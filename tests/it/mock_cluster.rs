@@ -20,6 +20,9 @@ fn config(brokers: &str, lake: &std::path::Path) -> IngestConfig {
     config.lake.path = lake.into();
     config.lake.flush_interval = Duration::from_millis(500);
     config.identity.secret = Some(SECRET.into());
+    // The records below are dated 2026-01-05: a window reaching them, so that they are not
+    // dead-lettered as outside it.
+    config.dedup.window_days = 3650;
     config
 }
 
@@ -49,6 +52,8 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
     let mut conflict = valid("P-1");
     conflict["satisfaction"] = "4".into();
     conflict["evalDetail"] = "406".into();
+    let mut ancient = valid("P-3");
+    ancient["assessTime"] = "2000-01-05 10:00:00".into();
     let oversize = format!(
         "{{\"projectNo\":\"P-9\",\"writingEvaluation\":\"{}\"}}",
         "长".repeat(30_000)
@@ -77,6 +82,18 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
             serde_json::to_vec(&conflict).unwrap(),
             Some("case_already_evaluated"),
         ),
+        // Dated before the dedup window: whether its slot was taken is forgotten, so neither it
+        // nor its redelivery is accepted.
+        (
+            Some("P-3"),
+            serde_json::to_vec(&ancient).unwrap(),
+            Some("outside_dedup_window"),
+        ),
+        (
+            Some("P-3"),
+            serde_json::to_vec(&ancient).unwrap(),
+            Some("outside_dedup_window"),
+        ),
     ];
     for (key, payload, _) in &messages {
         let mut record = FutureRecord::to("evaluations").payload(payload);
@@ -103,7 +120,7 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
             summary.duplicates,
             summary.dead_lettered
         ),
-        (7, 1, 1, 5)
+        (9, 1, 1, 7)
     );
 
     let dead = read_topic(&brokers, "evaluations.dlq", 1);
@@ -160,6 +177,11 @@ async fn rejected_messages_reach_the_dead_letter_topic_with_reason_and_source() 
         .find(|d| d.headers["haochaping.reason"] == "invalid_area_code")
         .unwrap();
     assert!(area.headers["haochaping.message"].contains("areaCode"));
+    let outside = dead
+        .iter()
+        .find(|d| d.headers["haochaping.reason"] == "outside_dedup_window")
+        .unwrap();
+    assert!(outside.headers["haochaping.message"].contains("dedup.window_days"));
 
     // The parked conflict, replayed after a fix, keeps the evaluator key of the original.
     let lake_keys: Vec<String> = lake_strings(lake.path())
