@@ -291,6 +291,7 @@ mod tests {
 
         let first = recover(&lake).await;
         assert_eq!((first.files_read, first.snapshot), (0, None));
+        let mut horizons = vec![i32::from(first.dedup.horizon())];
         let mut lease = first.recovery.lease;
         for b in 0..5 {
             commit(&lake, &mut lease, &mut generator, b * 50).await;
@@ -301,6 +302,7 @@ mod tests {
         // and, being many, they make a new snapshot.
         let second = recover(&lake).await;
         assert_eq!(second.files_read, all_files);
+        horizons.push(i32::from(second.dedup.horizon()));
         let mut lease = second.recovery.lease;
         let (_, before) = full_rebuild(&lake).await;
         for b in 5..7 {
@@ -315,6 +317,11 @@ mod tests {
             "only the files after the snapshot"
         );
         assert_eq!(third.dedup.sorted_entries(), expected);
+        // Every recovered state answers from the window's first day on, as its files go: an
+        // evaluation dated before it is outside the window, not new.
+        let since = crate::engine::today() - i32::from(WINDOW);
+        assert_eq!(horizons, [since; 2]);
+        assert_eq!(i32::from(third.dedup.horizon()), since);
 
         // Damaged (a flipped byte): ignored, everything read, the same state, a good snapshot again.
         let (upto, bytes) = lake
