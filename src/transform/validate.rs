@@ -598,20 +598,15 @@ pub fn parse_cst_time(
     max_skew: Duration,
     reasons: (Reason, Reason),
 ) -> Result<i64, Rejection> {
-    // The format is parsed once; chrono then only walks its items.
-    static FORMAT: std::sync::OnceLock<Vec<chrono::format::Item<'static>>> =
-        std::sync::OnceLock::new();
-    let items =
-        FORMAT.get_or_init(|| chrono::format::StrftimeItems::new("%Y-%m-%d %H:%M:%S").collect());
-    let mut parsed = chrono::format::Parsed::new();
-    let local = chrono::format::parse(&mut parsed, text, items.iter())
-        .and_then(|()| parsed.to_naive_datetime_with_offset(0))
-        .map_err(|e| {
+    let local = match canonical_time(text) {
+        Some(local) => local,
+        None => chrono_time(text).map_err(|e| {
             Rejection::new(
                 reasons.0,
                 format!("field {field} is not yyyy-MM-dd HH:mm:ss ({e})"),
             )
-        })?;
+        })?,
+    };
     let utc_us = (local.and_utc().timestamp() - CST_OFFSET_SECONDS) * 1_000_000;
     let skew_us = i64::try_from(max_skew.as_micros()).unwrap_or(i64::MAX);
     if utc_us > now_us.saturating_add(skew_us) {
@@ -624,6 +619,42 @@ pub fn parse_cst_time(
         ));
     }
     Ok(utc_us)
+}
+
+/// `text` as chrono parses `%Y-%m-%d %H:%M:%S`: the rule, and the answer for every time that is
+/// not in the canonical shape [`canonical_time`] reads.
+fn chrono_time(text: &str) -> chrono::ParseResult<chrono::NaiveDateTime> {
+    // The format is parsed once; chrono then only walks its items.
+    static FORMAT: std::sync::OnceLock<Vec<chrono::format::Item<'static>>> =
+        std::sync::OnceLock::new();
+    let items =
+        FORMAT.get_or_init(|| chrono::format::StrftimeItems::new("%Y-%m-%d %H:%M:%S").collect());
+    let mut parsed = chrono::format::Parsed::new();
+    chrono::format::parse(&mut parsed, text, items.iter())
+        .and_then(|()| parsed.to_naive_datetime_with_offset(0))
+}
+
+/// A time in the shape every platform sends (`2026-11-22 10:15:00`: 19 bytes, digits where the
+/// format has them) whose fields chrono accepts as a date and a time, as [`chrono_time`] reads it;
+/// `None` for anything else, which `chrono_time` then decides. chrono's general parser was 18 % of
+/// validation (perf, 1 M events); this reads the usual case in a few instructions, and
+/// `canonical_times_read_as_chrono_reads_them` holds it to chrono's answer.
+fn canonical_time(text: &str) -> Option<chrono::NaiveDateTime> {
+    let b = text.as_bytes();
+    if b.len() != 19 || [b[4], b[7], b[10], b[13], b[16]] != *b"-- ::" {
+        return None;
+    }
+    let number = |from: usize, to: usize| {
+        b[from..to].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(number(0, 4)?).ok()?,
+        number(5, 7)?,
+        number(8, 10)?,
+    )?
+    .and_hms_opt(number(11, 13)?, number(14, 16)?, number(17, 19)?)
 }
 
 /// `evalDetail`: tag codes as a JSON array or a comma-separated string; three digits each, the first
@@ -696,6 +727,63 @@ pub fn parse_tags(
 
 #[cfg(test)]
 mod tests {
+    /// The canonical reader answers as chrono does wherever it answers, and answers the shape
+    /// every platform sends.
+    #[test]
+    fn canonical_times_read_as_chrono_reads_them() {
+        let canonical = [
+            "2026-11-22 10:15:00",
+            "2000-01-01 00:00:00",
+            "2024-02-29 23:59:59",
+            "9999-12-31 23:59:59",
+            "0000-01-01 00:00:00",
+        ];
+        for text in canonical {
+            let expected = super::chrono_time(text).expect(text);
+            assert_eq!(super::canonical_time(text), Some(expected), "{text}");
+        }
+        // Not read by the canonical reader: chrono decides (some it accepts, most it refuses).
+        let others = [
+            "2025-02-29 10:00:00",
+            "2026-13-01 10:00:00",
+            "2026-00-10 10:00:00",
+            "2026-11-31 10:00:00",
+            "2026-11-22 24:00:00",
+            "2026-11-22 10:60:00",
+            "2026-11-22 10:15:60",
+            "2026-11-22T10:15:00",
+            "2026-11-22 10:15",
+            "2026-11-22 10:15:00 ",
+            " 2026-11-22 10:15:00",
+            "2026-1-22 10:15:00",
+            "2026-11-2 10:15:00",
+            "+2026-11-22 10:15:0",
+            "2026-11-22 1:15:000",
+            "２０２６-11-22 10:15",
+            "2026-11-22 10:15:0a",
+            "2026/11/22 10:15:00",
+            "",
+        ];
+        for text in others {
+            assert_eq!(super::canonical_time(text), None, "{text:?}");
+        }
+        // Every way of spoiling one byte of a canonical time: wherever the reader answers, it
+        // answers as chrono.
+        let base = b"2026-11-22 10:15:00";
+        for at in 0..base.len() {
+            for byte in (0u8..=127).chain([0xC2, 0xFF]) {
+                let mut bytes = base.to_vec();
+                bytes[at] = byte;
+                let Ok(text) = std::str::from_utf8(&bytes) else {
+                    continue;
+                };
+                if let Some(read) = super::canonical_time(text) {
+                    assert_eq!(super::chrono_time(text).ok(), Some(read), "{text:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_identifier_fast_path_agrees_with_the_categories_for_every_character() {
         for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
