@@ -100,6 +100,22 @@ fn make_durable(out: &mut std::io::BufWriter<std::fs::File>) -> std::io::Result<
     out.get_ref().sync_data()
 }
 
+/// Bytes the content hash reads at a time.
+const HASH_READ_BYTES: usize = 1 << 20;
+
+/// The alignment of a buffer the kernel copies a file into. The copy from the page cache is what
+/// hashing a file costs (perf: 141 of its 154 samples in `_copy_to_iter`), and on the project's
+/// machine it runs 3.3× slower into a buffer that is 8 or 16 bytes past a 32-byte boundary, which
+/// is where a large `Vec` from malloc starts (RESULTS §19).
+const READ_ALIGN: usize = 64;
+
+/// `len` bytes of `storage` (`len + READ_ALIGN` long) starting at a `READ_ALIGN` boundary.
+fn aligned(storage: &mut [u8], len: usize) -> &mut [u8] {
+    // `align_offset` may say it cannot (usize::MAX); the buffer is then merely slower.
+    let start = storage.as_ptr().align_offset(READ_ALIGN).min(READ_ALIGN);
+    &mut storage[start..start + len]
+}
+
 /// The file's identity: xxh3-128 of its bytes, in hex (fast enough to cost less than parsing the
 /// file; not a defence against someone crafting collisions, which the lake's dedup would still
 /// catch within its window).
@@ -108,9 +124,10 @@ async fn content_hash(path: &Path) -> Result<String, EngineError> {
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path).map_err(io_error(&path))?;
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let mut buffer = vec![0; 1 << 20];
+        let mut storage = vec![0; HASH_READ_BYTES + READ_ALIGN];
+        let buffer = aligned(&mut storage, HASH_READ_BYTES);
         loop {
-            let read = std::io::Read::read(&mut file, &mut buffer).map_err(io_error(&path))?;
+            let read = std::io::Read::read(&mut file, buffer).map_err(io_error(&path))?;
             if read == 0 {
                 break;
             }
@@ -349,6 +366,23 @@ pub async fn ingest_file(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_read_window_is_aligned_and_as_long_as_asked() {
+        for len in [0, 1, 100, super::HASH_READ_BYTES] {
+            // Every start a buffer could have, relative to the alignment.
+            for shift in 0..super::READ_ALIGN {
+                let mut storage = vec![0u8; shift + len + super::READ_ALIGN];
+                let window = super::aligned(&mut storage[shift..], len);
+                assert_eq!(window.len(), len);
+                assert_eq!(
+                    window.as_ptr() as usize % super::READ_ALIGN,
+                    0,
+                    "{len} {shift}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_torn_rejected_line_is_cut_off_before_appending() {
         use std::io::Write;
