@@ -47,9 +47,11 @@ def start_tansu():
 
 
 def produce(binary, brokers, events):
-    """The bench's generated day (1 % redeliveries, 0.5 % bad records) into a 4-partition topic."""
+    """The bench's generated day (1 % redeliveries, 0.5 % bad records) into a 4-partition topic. The
+    day is generate's default, yesterday: a fixed date would fall out of the dedup window one day,
+    and every event would then be dead-lettered as outside it."""
     subprocess.run([binary, "generate", "--brokers", brokers, "--topic", TOPIC, "--events", str(events), "--dup-rate",
-                    "0.01", "--bad-rate", "0.005", "--partitions", "4", "--day", "2026-11-01"], check=True,
+                    "0.01", "--bad-rate", "0.005", "--partitions", "4"], check=True,
                    stdout=subprocess.DEVNULL)
 
 
