@@ -4,8 +4,9 @@
 //! (`file+<xxh3-128 of the bytes>`; `+` cannot occur in a Kafka topic name, so it never shares a log
 //! with a real topic). Running the same file again, under any name, resumes where the lake ends; a
 //! different file with the same name is a different source. A file that grew since is a new source
-//! too: its lines are read again, and dedup (which knows the rows of every offline file in its
-//! window) drops the evaluations the lake already holds.
+//! too: its lines are read again, and dedup drops the evaluations the lake already holds. It knows
+//! the rows of every offline file of the dedup window's days from recovery, and those of any older
+//! day from the first chunk that reaches it (a backfill, or a second export of one).
 //!
 //! Rejected lines go to `<lake>/_haochaping/rejected/<name>.<hash>.ndjson` with their reason
 //! (redacted, encrypted or withheld by the same rule as the dead-letter topic), and are fsynced before the batch that covers them commits: a crash may
@@ -25,7 +26,8 @@ use crate::lake::{BatchRange, Lake};
 use crate::sink::dlq::protect::{rejected_line, Protector};
 use crate::sink::parquet::{TableError, TableRows, EVALUATIONS_TABLE};
 use crate::telemetry::{Stats, StatsSnapshot};
-use crate::transform::{process_run, Message, Notice, Processor};
+use crate::transform::dedup::DedupState;
+use crate::transform::{process_run_with, Message, Notice, PreparedPart, Processor};
 
 /// Offline sources are named `file+<content hash>`; `+` never occurs in a Kafka topic name.
 pub const OFFLINE_SOURCE_PREFIX: &str = "file+";
@@ -145,6 +147,57 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
     }
 }
 
+/// The days before the dedup window whose keys the offline run has loaded from the lake.
+struct OlderDays {
+    lake: Lake,
+    runtime: tokio::runtime::Handle,
+    /// The first day recovery loaded; the days before it are loaded here, on demand.
+    window_start: i32,
+    loaded: std::collections::BTreeSet<i32>,
+}
+
+impl OlderDays {
+    /// Loads into `dedup` the keys every offline file in the lake holds for the days before the
+    /// window that `parts`' valid evaluations fall on and that are not loaded yet. So an evaluation
+    /// of any age that another export (or an earlier run of this one) put in the lake is a
+    /// duplicate here too, as one inside the window is.
+    fn load(
+        &mut self,
+        parts: &[PreparedPart<'_>],
+        dedup: &mut DedupState,
+    ) -> Result<(), EngineError> {
+        let days: std::collections::BTreeSet<i32> = parts
+            .iter()
+            .flat_map(|part| part.results.iter().filter_map(|r| r.as_ref().ok()))
+            .map(|candidate| i32::from(candidate.day))
+            .filter(|day| *day < self.window_start && !self.loaded.contains(day))
+            .collect();
+        if days.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let (lake, rule) = (&self.lake, crate::stream::evaluations::DEDUP);
+        let older = self.runtime.block_on(async {
+            let files = lake
+                .files_where(
+                    |day| days.contains(&day),
+                    |name| name.topic.starts_with(OFFLINE_SOURCE_PREFIX),
+                )
+                .await?;
+            crate::engine::load_dedup_state(lake, rule, files).await
+        })?;
+        tracing::debug!(
+            days = days.len(),
+            keys = older.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded the lake's dedup keys of days before the window"
+        );
+        dedup.absorb(older);
+        self.loaded.extend(days);
+        Ok(())
+    }
+}
+
 /// Ingests one NDJSON file into the lake.
 pub async fn ingest_file(
     config: IngestConfig,
@@ -250,6 +303,16 @@ pub async fn ingest_file(
         .max_events_per_second
         .map(crate::engine::throttle::Throttle::new);
     let runtime = tokio::runtime::Handle::current();
+    // Recovery loaded the keys of the window's days. A file may also hold older evaluations (a
+    // backfill), and another export may have put the same ones in the lake: the keys of such a day
+    // are loaded the first time a chunk holds it, before dedup decides the chunk.
+    let window_start = crate::engine::today() - i32::from(config.dedup.window_days);
+    let mut older_days = OlderDays {
+        lake: lake.clone(),
+        runtime: runtime.clone(),
+        window_start,
+        loaded: std::collections::BTreeSet::new(),
+    };
     let read = tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
         let workers = crate::parallel::workers();
         let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -305,7 +368,7 @@ pub async fn ingest_file(
             }
             // Decode, validate and build rows in parallel; dedup after, in offset order.
             let mut rejections = Vec::new();
-            let (rows, kept) = process_run(
+            let (rows, kept) = process_run_with(
                 &processor,
                 0,
                 &lines[fresh..],
@@ -313,13 +376,14 @@ pub async fn ingest_file(
                 workers,
                 &mut dedup,
                 &reader_stats,
+                |parts, dedup| older_days.load(parts, dedup),
                 // Offline files are backfills: alerts are for what is happening now.
                 |message, notice| {
                     if let Notice::Rejected(rejection) = notice {
                         rejections.push((message.offset, message.payload, rejection));
                     }
                 },
-            );
+            )?;
             batch_rows += kept;
             parts.extend(rows);
             for (offset, line, rejection) in rejections {

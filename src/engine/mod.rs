@@ -28,7 +28,7 @@ pub mod recovery;
 pub mod run;
 pub mod throttle;
 
-pub use recovery::{recover_partition, refresh_snapshots, DedupScope, Recovered};
+pub use recovery::{load_dedup_state, recover_partition, refresh_snapshots, DedupScope, Recovered};
 pub use run::{run, RunOptions};
 
 use crate::lake::LakeError;
@@ -109,6 +109,6 @@ fn now_us() -> i64 {
 }
 
 /// Today's date in China Standard Time, as days since 1970-01-01.
-fn today() -> i32 {
+pub(crate) fn today() -> i32 {
     cst_day(now_us())
 }

@@ -67,7 +67,7 @@ pub async fn recover_partition(
         DedupScope::TopicsStartingWith(prefix) => {
             // Every offline source's rows, so one snapshot per source would not do: read them all.
             let files = lake
-                .files_where(since, |name| name.topic.starts_with(prefix))
+                .files_where(|day| day >= since, |name| name.topic.starts_with(prefix))
                 .await?;
             let files_read = files.len();
             let dedup = load_dedup_state(lake, rule, files).await?;

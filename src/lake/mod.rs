@@ -797,16 +797,18 @@ impl Lake {
         partition: i32,
         since_day: i32,
     ) -> Result<Vec<DataFile>, LakeError> {
-        self.files_where(since_day, |name| {
-            name.topic == topic && name.partition == partition
-        })
+        self.files_where(
+            |day| day >= since_day,
+            |name| name.topic == topic && name.partition == partition,
+        )
         .await
     }
 
-    /// The data files dated on or after `since_day` whose name matches.
+    /// The data files of the days `days` takes (days since 1970-01-01) whose name matches; only
+    /// those days' folders are listed.
     pub async fn files_where(
         &self,
-        since_day: i32,
+        days: impl Fn(i32) -> bool,
         matches: impl Fn(&DataFileName<'_>) -> bool,
     ) -> Result<Vec<DataFile>, LakeError> {
         let table = Path::from(self.table.as_str());
@@ -820,7 +822,7 @@ impl Lake {
             else {
                 continue;
             };
-            if day < since_day {
+            if !days(day) {
                 continue;
             }
             // On a local lake each `city=` folder is listed under its shared lock: a compactor swaps

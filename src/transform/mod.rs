@@ -238,15 +238,40 @@ pub fn process_run<'m>(
     workers: usize,
     dedup: &mut DedupState,
     stats: &Stats,
-    mut notice: impl FnMut(&Message<'m>, Notice),
+    notice: impl FnMut(&Message<'m>, Notice),
 ) -> (Vec<Box<dyn TableRows>>, usize) {
-    let decided: Vec<DecidedPart<'m>> =
-        prepare_parallel(stream, &[(partition, messages)], now_us, workers)
-            .into_iter()
-            .map(|part| part.decide(dedup, stats, &mut notice))
-            .collect();
+    let ready = |_: &[PreparedPart<'m>], _: &mut DedupState| Ok::<(), std::convert::Infallible>(());
+    match process_run_with(
+        stream, partition, messages, now_us, workers, dedup, stats, ready, notice,
+    ) {
+        Ok(done) => done,
+        Err(never) => match never {},
+    }
+}
+
+/// [`process_run`], with `ready` given the prepared parts and the dedup state before dedup
+/// decides (the offline path loads the lake's keys of the days the parts fall on there); its
+/// error ends the run before anything is decided.
+#[allow(clippy::too_many_arguments)]
+pub fn process_run_with<'m, E>(
+    stream: &'m dyn AnyStream,
+    partition: i32,
+    messages: &'m [Message<'m>],
+    now_us: i64,
+    workers: usize,
+    dedup: &mut DedupState,
+    stats: &Stats,
+    mut ready: impl FnMut(&[PreparedPart<'m>], &mut DedupState) -> Result<(), E>,
+    mut notice: impl FnMut(&Message<'m>, Notice),
+) -> Result<(Vec<Box<dyn TableRows>>, usize), E> {
+    let prepared = prepare_parallel(stream, &[(partition, messages)], now_us, workers);
+    ready(&prepared, dedup)?;
+    let decided: Vec<DecidedPart<'m>> = prepared
+        .into_iter()
+        .map(|part| part.decide(dedup, stats, &mut notice))
+        .collect();
     let kept = decided.iter().map(|p| p.kept).sum();
-    (build_parallel(decided, workers), kept)
+    Ok((build_parallel(decided, workers), kept))
 }
 
 /// Runs shorter than this are not split across threads: a thread costs more than it saves.
@@ -412,8 +437,8 @@ pub fn outside_window(horizon: u16) -> Rejection {
         Reason::OutsideDedupWindow,
         format!(
             "dated before {}, the oldest day deduplication remembers (dedup.window_days before \
-             today): whether its slot was already taken cannot be checked; ingest it with a longer \
-             window, or offline",
+             today): whether its slot was already taken cannot be checked; replay it under a \
+             window that reaches its day",
             crate::sink::parquet::format_day(i32::from(horizon))
         ),
     )

@@ -285,3 +285,61 @@ async fn a_backfill_keeps_to_its_rate_limit() {
     );
     assert_exactly_once(lake_dir(&config), &produced.slots);
 }
+
+/// Two exports of the same evaluations from before the dedup window, in different files (so
+/// different sources): the second lands none of them again. Recovery loads only the window's days;
+/// an older day's keys are loaded when a chunk first holds that day. The second file also holds
+/// evaluations of the next day, which land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_export_ingested_again_from_another_file_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config(dir.path().join("lake"));
+    let old_day = haochaping::commands::yesterday_cst() - chrono::Duration::days(400);
+    let lines = |day: chrono::NaiveDate, count: usize, produced: &mut Produced| -> Vec<Vec<u8>> {
+        let mut config = haochaping::generate::GeneratorConfig::new("41", day);
+        config.seed = 11;
+        config.dup_rate = 0.0;
+        config.bad_rate = 0.0;
+        let mut generator = haochaping::generate::Generator::new(config).unwrap();
+        (0..count)
+            .map(|_| {
+                let event = generator.next_event();
+                produced.record_event(&event);
+                event.payload
+            })
+            .collect()
+    };
+    let write = |path: &std::path::Path, lines: &[Vec<u8>]| {
+        let mut file = std::fs::File::create(path).unwrap();
+        for line in lines {
+            file.write_all(line).unwrap();
+            file.write_all(b"\n").unwrap();
+        }
+    };
+    let ingest = |path: std::path::PathBuf| {
+        let config = config.clone();
+        async move {
+            haochaping::offline::ingest_file(config, &path, Arc::new(Stats::default()))
+                .await
+                .unwrap()
+        }
+    };
+
+    let mut exported = Produced::new();
+    let old = lines(old_day, 1_500, &mut exported);
+    write(&dir.path().join("march.ndjson"), &old);
+    let first = ingest(dir.path().join("march.ndjson")).await;
+    assert_eq!(first.accepted, exported.report.accepted);
+    assert!(first.accepted > 1_000, "{first:?}");
+
+    // The same evaluations in another order (another file), then the next day's.
+    let mut next = Produced::new();
+    let mut again: Vec<Vec<u8>> = old.into_iter().rev().collect();
+    again.extend(lines(old_day + chrono::Duration::days(1), 1_500, &mut next));
+    write(&dir.path().join("march-again.ndjson"), &again);
+    let second = ingest(dir.path().join("march-again.ndjson")).await;
+    assert_eq!(second.accepted, next.report.accepted, "{second:?}");
+    assert_eq!(second.duplicates, exported.report.accepted);
+    let slots = exported.slots.union(&next.slots).cloned().collect();
+    assert_exactly_once(lake_dir(&config), &slots);
+}
