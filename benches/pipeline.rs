@@ -50,15 +50,7 @@ type Parts = Vec<Box<dyn TableRows>>;
 fn process_all(processor: &Processor, events: &[Vec<u8>], now: i64) -> Parts {
     let mut dedup = DedupState::default();
     let stats = Stats::default();
-    let messages: Vec<Message<'_>> = events
-        .iter()
-        .enumerate()
-        .map(|(offset, payload)| Message {
-            offset: offset as i64,
-            key: None,
-            payload,
-        })
-        .collect();
+    let messages = Message::numbered(0, events.iter().map(Vec::as_slice));
     let (parts, kept) = process_run(
         processor,
         0,

@@ -342,20 +342,14 @@ pub async fn ingest_file(
             if ends.is_empty() {
                 break;
             }
-            let lines: Vec<Message<'_>> = ends
-                .iter()
-                .scan(0, |begin, end| {
+            let lines = Message::numbered(
+                offset,
+                ends.iter().scan(0, |begin, end| {
                     let line = trim_line(&buffer[*begin..*end]);
                     *begin = *end;
                     Some(line)
-                })
-                .enumerate()
-                .map(|(i, payload)| Message {
-                    offset: offset + i as i64,
-                    key: None,
-                    payload,
-                })
-                .collect();
+                }),
+            );
             if let Some(throttle) = &throttle {
                 runtime.block_on(throttle.admit(lines.len()));
             }

@@ -643,15 +643,7 @@ mod tests {
             .map(|e| e.payload.as_slice())
             .chain(events.iter().step_by(3).map(|e| e.payload.as_slice()))
             .collect();
-        let messages: Vec<crate::transform::Message<'_>> = payloads
-            .iter()
-            .enumerate()
-            .map(|(i, payload)| crate::transform::Message {
-                offset: i as i64,
-                key: None,
-                payload,
-            })
-            .collect();
+        let messages = crate::transform::Message::numbered(0, payloads);
         let mut dedup = crate::transform::dedup::DedupState::default();
         let stats = crate::telemetry::Stats::default();
         let mut expected = Vec::new();
@@ -714,15 +706,8 @@ mod tests {
     fn encoding_the_parts_writes_the_files_of_the_concatenated_batches() {
         let (generator, processor, now) = a_province_day();
         let events: Vec<_> = generator.take(6000).collect();
-        let messages: Vec<crate::transform::Message<'_>> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| crate::transform::Message {
-                offset: i as i64,
-                key: None,
-                payload: &e.payload,
-            })
-            .collect();
+        let messages =
+            crate::transform::Message::numbered(0, events.iter().map(|e| e.payload.as_slice()));
         let parts = || {
             let mut dedup = crate::transform::dedup::DedupState::default();
             let stats = crate::telemetry::Stats::default();

@@ -158,6 +158,25 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> Message<'a> {
+    /// Keyless messages at consecutive offsets from `first_offset`: a file's lines (offset = line
+    /// number), or the payloads of a test or a bench.
+    pub fn numbered(
+        first_offset: i64,
+        payloads: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Vec<Message<'a>> {
+        payloads
+            .into_iter()
+            .zip(first_offset..)
+            .map(|(payload, offset)| Message {
+                offset,
+                key: None,
+                payload,
+            })
+            .collect()
+    }
+}
+
 /// A contiguous run of one partition's messages after [`prepare_parallel`]: per message, its
 /// candidate or rejection, and the valid ones waiting for dedup.
 pub struct PreparedPart<'m> {

@@ -154,15 +154,7 @@ fn rows_carry_the_applicant_only_as_its_key_and_read_back_into_the_same_dedup_st
             serde_json::json!("410328-2026-000124"),
         ),
     ];
-    let messages: Vec<Message<'_>> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Message {
-            offset: i as i64,
-            key: None,
-            payload: t.as_bytes(),
-        })
-        .collect();
+    let messages = Message::numbered(0, texts.iter().map(|t| t.as_bytes()));
     let mut dedup = DedupState::default();
     let (parts, _) = process_run(&stream, 3, &messages, NOW, 1, &mut dedup, &stats, |_, _| {});
     let files = finish_parts(parts).unwrap();

@@ -508,15 +508,10 @@ pub async fn fixture_lake(root: &Path) -> u64 {
     for (first, last) in [(0, 9_999), (10_000, 19_999)] {
         // The engine's own stages: prepare, dedup in offset order, keep what dedup accepts.
         let events: Vec<_> = (first..=last).map(|_| generator.next_event()).collect();
-        let messages: Vec<haochaping::transform::Message<'_>> = events
-            .iter()
-            .zip(first..)
-            .map(|(event, offset)| haochaping::transform::Message {
-                offset,
-                key: None,
-                payload: &event.payload,
-            })
-            .collect();
+        let messages = haochaping::transform::Message::numbered(
+            first,
+            events.iter().map(|event| event.payload.as_slice()),
+        );
         let (parts, kept) = haochaping::transform::process_run(
             &processor,
             0,
