@@ -38,6 +38,30 @@ const CHUNK_LINES: usize = 16_384;
 /// The rows dedup kept from one prepared part.
 type Part = Box<dyn TableRows>;
 
+/// Appends the next line of `reader`, its `\n` included, to `line`; returns how many bytes it
+/// read, 0 at the end. `BufRead::read_until` with the memchr crate's SIMD search: std's byte search
+/// was 1.5 % of an offline run's instructions (callgrind, 100 000 events).
+fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let (used, done) = match memchr::memchr(b'\n', available) {
+            Some(end) => (end + 1, true),
+            None => (available.len(), available.is_empty()),
+        };
+        line.extend_from_slice(&available[..used]);
+        reader.consume(used);
+        read += used;
+        if done {
+            return Ok(read);
+        }
+    }
+}
+
 fn trim_line(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
@@ -330,11 +354,7 @@ pub async fn ingest_file(
             buffer.clear();
             ends.clear();
             while ends.len() < chunk_lines && buffer.len() < flush_bytes {
-                if reader
-                    .read_until(b'\n', &mut buffer)
-                    .map_err(io_error(&input))?
-                    == 0
-                {
+                if read_line(&mut reader, &mut buffer).map_err(io_error(&input))? == 0 {
                     break;
                 }
                 ends.push(buffer.len());
@@ -424,6 +444,47 @@ pub async fn ingest_file(
 
 #[cfg(test)]
 mod tests {
+    /// The lines `read_line` gives are std's `read_until` lines, whatever the reader's buffer size
+    /// (lines that span its refills) and however the input ends.
+    #[test]
+    fn lines_are_read_as_read_until_reads_them() {
+        use std::io::{BufRead, BufReader};
+        let inputs: [&[u8]; 6] = [
+            b"",
+            b"\n",
+            b"a",
+            b"{\"a\":1}\r\n\n{\"b\":2}\n",
+            b"no newline at the end\nlast",
+            b"\xe5\xa5\xbd\n\xff\xfe\n",
+        ];
+        let long = [b"x".repeat(100), b"\n".to_vec()].concat().repeat(7);
+        for input in inputs.into_iter().chain([long.as_slice()]) {
+            for capacity in [1, 2, 3, 7, 64, 1 << 20] {
+                let mut expected = Vec::new();
+                let mut reader = BufReader::with_capacity(capacity, input);
+                loop {
+                    let mut line = Vec::new();
+                    let n = reader.read_until(b'\n', &mut line).unwrap();
+                    expected.push((n, line));
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let mut got = Vec::new();
+                let mut reader = BufReader::with_capacity(capacity, input);
+                loop {
+                    let mut line = Vec::new();
+                    let n = super::read_line(&mut reader, &mut line).unwrap();
+                    got.push((n, line));
+                    if n == 0 {
+                        break;
+                    }
+                }
+                assert_eq!(got, expected, "{input:?} capacity {capacity}");
+            }
+        }
+    }
+
     #[test]
     fn the_read_window_is_aligned_and_as_long_as_asked() {
         for len in [0, 1, 100, super::HASH_READ_BYTES] {

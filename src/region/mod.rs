@@ -87,8 +87,7 @@ impl RegionCode {
 
     /// The twelve digits.
     pub fn as_str(&self) -> &str {
-        // Only ASCII digits are ever stored.
-        std::str::from_utf8(&self.0).unwrap_or("")
+        digits_text(&self.0)
     }
 
     /// The most specific level this code names.
@@ -159,14 +158,23 @@ impl RegionCode {
     }
 }
 
+/// The text of a [`RegionCode`]'s or a [`SixDigits`]' bytes, without checking them again.
+fn digits_text(digits: &[u8]) -> &str {
+    debug_assert!(digits.iter().all(u8::is_ascii_digit));
+    // SAFETY: both types hold only ASCII digits, which are UTF-8: `RegionCode::parse` checks every
+    // byte, and every other constructor (private to this module) copies bytes of a parsed code or
+    // writes b'0'. Checking them again with `str::from_utf8` was 1.8 % of an offline run's
+    // instructions (callgrind, 100 000 events: five columns of every row are made from them).
+    unsafe { std::str::from_utf8_unchecked(digits) }
+}
+
 /// A 6-digit division code held inline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SixDigits([u8; 6]);
 
 impl SixDigits {
     pub fn as_str(&self) -> &str {
-        // Only ASCII digits are ever stored.
-        std::str::from_utf8(&self.0).unwrap_or("000000")
+        digits_text(&self.0)
     }
 
     pub fn bytes(&self) -> [u8; 6] {
