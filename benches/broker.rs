@@ -1,6 +1,8 @@
 //! End to end through a real Kafka-compatible broker: the bare consume rate of a topic (librdkafka,
 //! no processing: the limit) and the engine's rate on the same topic, both from a fresh consumer
-//! group, so both pay the same group join.
+//! group, so both pay the same group join. Before criterion's runs, one run of the bare consumer
+//! and one of the engine (alerts off) print the process's CPU per message: on two cores shared
+//! with the broker, CPU is what bounds the engine's rate.
 //!
 //! `cargo bench --bench broker` starts Tansu (`HAOCHAPING_TANSU_BIN` or the `.ci/run` cache) and
 //! produces `HAOCHAPING_BENCH_EVENTS` events (default 100 000) into a fresh topic. To measure an
@@ -149,6 +151,37 @@ fn engine(runtime: &tokio::runtime::Runtime, topic: &Topic, alerts: bool) -> u64
     summary.rows_written
 }
 
+/// This process's CPU time so far (user + system, all threads), from `/proc/self/stat`; `None`
+/// where there is no such file.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // utime and stime, fields 14 and 15 of proc(5), in clock ticks of 1/100 s on Linux.
+    let total = ticks(11)? + ticks(12)?;
+    Some(Duration::from_millis(total * 10))
+}
+
+/// Runs `work` once and prints its wall time and the CPU it took per message of the topic.
+fn cpu_per_message<R>(topic: &Topic, name: &str, work: impl FnOnce() -> R) {
+    let (cpu, wall) = (process_cpu(), std::time::Instant::now());
+    std::hint::black_box(work());
+    let wall = wall.elapsed();
+    match (cpu, process_cpu()) {
+        (Some(before), Some(after)) => {
+            let cpu = after.saturating_sub(before);
+            println!(
+                "broker/{name} once: {:.2} s wall, {:.2} s CPU, {:.2} µs of CPU a message",
+                wall.as_secs_f64(),
+                cpu.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / topic.messages as f64
+            );
+        }
+        _ => println!("broker/{name} once: {:.2} s wall", wall.as_secs_f64()),
+    }
+}
+
 fn broker(c: &mut Criterion) {
     // `--list` (how cargo nextest finds benchmarks) names them without starting a broker.
     if std::env::args().any(|a| a == "--list") {
@@ -161,6 +194,12 @@ fn broker(c: &mut Criterion) {
     }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let topic = topic(&runtime);
+    // Criterion measures wall time; what bounds the engine on two cores is CPU, so one run of
+    // each also reports the process's CPU per message (librdkafka's threads included).
+    cpu_per_message(&topic, "bare_consume", || bare_consume(&topic));
+    cpu_per_message(&topic, "engine_alerts_off", || {
+        engine(&runtime, &topic, false)
+    });
     let mut group = c.benchmark_group("broker");
     group.sample_size(10);
     group.throughput(Throughput::Elements(topic.messages));
