@@ -208,7 +208,7 @@ pub struct Evaluation<'a> {
     pub staff_id: Option<Cow<'a, str>>,
     pub staff_name: Option<Cow<'a, str>>,
     /// Tag codes (`evalDetail`), each of the evaluation's level.
-    pub tags: Vec<u16>,
+    pub tags: Tags,
     pub text: Option<Cow<'a, str>>,
     /// Microseconds since the Unix epoch, UTC.
     pub assessed_at_us: i64,
@@ -216,6 +216,10 @@ pub struct Evaluation<'a> {
     pub identity: Identity<'a>,
     pub anonymous: bool,
 }
+
+/// An evaluation's tag codes, sorted and distinct; held inline up to eight (the interface's tag
+/// lists are short), so that most evaluations allocate none.
+pub type Tags = smallvec::SmallVec<[u16; 8]>;
 
 /// China Standard Time is UTC+8 all year (no daylight saving).
 pub const CST_OFFSET_SECONDS: i64 = 8 * 3600;
@@ -684,11 +688,8 @@ fn canonical_time(text: &str) -> Option<chrono::NaiveDateTime> {
 
 /// `evalDetail`: tag codes as a JSON array or a comma-separated string; three digits each, the first
 /// being the level the tag belongs to.
-pub fn parse_tags(
-    value: Option<WireValue<'_>>,
-    level: Satisfaction,
-) -> Result<Vec<u16>, Rejection> {
-    let mut tags = Vec::new();
+pub fn parse_tags(value: Option<WireValue<'_>>, level: Satisfaction) -> Result<Tags, Rejection> {
+    let mut tags = Tags::new();
     let mut push = |item: &str| -> Result<(), Rejection> {
         let item = item.trim();
         if item.is_empty() {
@@ -920,7 +921,7 @@ mod tests {
         assert_eq!(e.satisfaction.level(), 5);
         assert_eq!(e.channel, Channel::HallWindow);
         assert_eq!(e.assess_number, AssessNumber::First);
-        assert_eq!(e.tags, vec![510, 511]);
+        assert_eq!(e.tags.as_slice(), [510, 511]);
         assert!(!e.anonymous);
         // 10:15 CST is 02:15 UTC.
         assert_eq!(e.assessed_at_us, 1_795_313_700_000_000);
