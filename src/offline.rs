@@ -9,8 +9,12 @@
 //! day from the first chunk that reaches it (a backfill, or a second export of one).
 //!
 //! Rejected lines go to `<lake>/_haochaping/rejected/<name>.<hash>.ndjson` with their reason
-//! (redacted, encrypted or withheld by the same rule as the dead-letter topic), and are fsynced before the batch that covers them commits: a crash may
-//! write a rejected line twice (its offset identifies it), never lose it.
+//! (redacted, encrypted or withheld by the same rule as the dead-letter topic), and are fsynced
+//! before the batch that covers them commits: a crash may write a rejected line twice (its offset
+//! identifies it), never lose it. A line over `validation.max_message_bytes` is read no further
+//! than that bound: the rest is hashed as it is skipped, and the rejected record holds the head
+//! with the whole line's size and SHA-256 (the line itself stays in the source file), so no line
+//! of a hostile file costs more memory than the bound.
 //!
 //! Reading, decoding and validating run on one thread while the previous batch is encoded and
 //! written on another, so both cores are busy.
@@ -20,12 +24,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::IngestConfig;
-use crate::decode::Rejection;
+use crate::decode::{Reason, Rejection};
 use crate::engine::{recover_partition, DedupScope, EngineError};
 use crate::lake::{BatchRange, Lake};
 use crate::sink::dlq::protect::{rejected_line, Protector};
 use crate::sink::parquet::{TableError, TableRows, EVALUATIONS_TABLE};
-use crate::telemetry::{Stats, StatsSnapshot};
+use crate::telemetry::{Source, Stats, StatsSnapshot};
 use crate::transform::dedup::DedupState;
 use crate::transform::{process_run_with, Message, Notice, PreparedPart, Processor};
 
@@ -38,28 +42,129 @@ const CHUNK_LINES: usize = 16_384;
 /// The rows dedup kept from one prepared part.
 type Part = Box<dyn TableRows>;
 
-/// Appends the next line of `reader`, its `\n` included, to `line`; returns how many bytes it
-/// read, 0 at the end. `BufRead::read_until` with the memchr crate's SIMD search: std's byte search
-/// was 1.5 % of an offline run's instructions (callgrind, 100 000 events).
-fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<usize> {
+/// What [`read_line`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LineRead {
+    /// The end of the input.
+    End,
+    /// A whole line, its `\n` included when it had one.
+    Whole,
+    /// A line longer than the bound: only its head was kept.
+    Cut(CutLine),
+}
+
+/// A line [`read_line`] kept only the head of: the size and SHA-256 of the whole line as
+/// [`trim_line`] gives it, hashed while the rest was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CutLine {
+    size: usize,
+    sha256: String,
+}
+
+/// Hashes the skipped rest of a cut line. A `\r` is held back until a byte follows it: the line's
+/// last `\r` is not part of the message ([`trim_line`]).
+struct Skipped {
+    hasher: sha2::Sha256,
+    size: usize,
+    held_cr: bool,
+}
+
+impl Skipped {
+    fn new(head: &[u8]) -> Self {
+        use sha2::Digest;
+        Self {
+            hasher: sha2::Sha256::new_with_prefix(head),
+            size: head.len(),
+            held_cr: false,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        let Some((&last, body)) = bytes.split_last() else {
+            return;
+        };
+        if std::mem::take(&mut self.held_cr) {
+            self.hasher.update(b"\r");
+            self.size += 1;
+        }
+        let body = if last == b'\r' {
+            self.held_cr = true;
+            body
+        } else {
+            bytes
+        };
+        self.hasher.update(body);
+        self.size += body.len();
+    }
+
+    fn finish(self) -> CutLine {
+        use sha2::Digest;
+        CutLine {
+            size: self.size,
+            sha256: hex::encode(self.hasher.finalize()),
+        }
+    }
+}
+
+/// Appends the next line of `reader` to `line`: all of it, its `\n` included, when it holds at
+/// most `bound` bytes before the `\n`; otherwise only its first `bound` bytes, and the rest is
+/// read, hashed and dropped, so a hostile file (a line of gigabytes, or no newline at all) costs
+/// no more memory than a line of `bound` bytes.
+///
+/// The lines are those of `BufRead::read_until`, found with the memchr crate's SIMD search: std's
+/// byte search was 1.5 % of an offline run's instructions (callgrind, 100 000 events).
+fn read_line(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    bound: usize,
+) -> std::io::Result<LineRead> {
+    let start = line.len();
     let mut read = 0;
+    let mut skipped: Option<Skipped> = None;
     loop {
         let available = match reader.fill_buf() {
             Ok(available) => available,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let (used, done) = match memchr::memchr(b'\n', available) {
+        let (used, newline) = match memchr::memchr(b'\n', available) {
             Some(end) => (end + 1, true),
-            None => (available.len(), available.is_empty()),
+            None => (available.len(), false),
         };
-        line.extend_from_slice(&available[..used]);
+        let content = &available[..used - usize::from(newline)];
+        match &mut skipped {
+            Some(skipped) => skipped.feed(content),
+            None => {
+                let room = bound - (line.len() - start);
+                if content.len() <= room {
+                    line.extend_from_slice(&available[..used]);
+                } else {
+                    line.extend_from_slice(&content[..room]);
+                    let mut rest = Skipped::new(&line[start..]);
+                    rest.feed(&content[room..]);
+                    skipped = Some(rest);
+                }
+            }
+        }
+        let at_end = available.is_empty();
         reader.consume(used);
         read += used;
-        if done {
-            return Ok(read);
+        if newline || at_end {
+            return Ok(match (read, skipped) {
+                (0, _) => LineRead::End,
+                (_, None) => LineRead::Whole,
+                (_, Some(skipped)) => LineRead::Cut(skipped.finish()),
+            });
         }
     }
+}
+
+/// The bytes [`read_line`] keeps of a line. The head of a cut line, less a trailing `\r`
+/// ([`trim_line`]), is still over the message bound, so it is rejected as oversize like the
+/// whole line would be.
+fn line_bound(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_add(2)
 }
 
 fn trim_line(line: &[u8]) -> &[u8] {
@@ -75,8 +180,12 @@ fn park(
     offset: i64,
     line: &[u8],
     rejection: &Rejection,
+    cut: Option<&CutLine>,
 ) -> std::io::Result<()> {
-    let parked = protector.protect(line, usize::MAX);
+    let parked = match cut {
+        None => protector.protect(line, usize::MAX),
+        Some(cut) => protector.protect_head(line, usize::MAX, (cut.size, cut.sha256.clone())),
+    };
     let record = rejected_line(&parked, rejection.reason.code(), &rejection.message, offset);
     serde_json::to_writer(&mut *out, &record)?;
     out.write_all(b"\n")
@@ -319,6 +428,8 @@ pub async fn ingest_file(
     let processor = Processor::from_config(&config);
     let protector = crate::sink::dlq::protector(&config)?;
     let (flush_rows, flush_bytes) = (config.lake.flush_rows, config.lake.flush_bytes);
+    let max_message_bytes = config.validation.max_message_bytes;
+    let bound = line_bound(max_message_bytes);
     let reader_stats = stats.clone();
     let reader_topic = topic.clone();
     let input = path.to_owned();
@@ -350,12 +461,17 @@ pub async fn ingest_file(
         // Batches are cut between chunks, so a chunk is never larger than a batch.
         let chunk_lines = CHUNK_LINES.min(flush_rows).max(1);
         let mut ends = Vec::with_capacity(chunk_lines);
+        // The chunk's lines that were cut at `bound`, by offset.
+        let mut cuts: Vec<(i64, CutLine)> = Vec::new();
         loop {
             buffer.clear();
             ends.clear();
+            cuts.clear();
             while ends.len() < chunk_lines && buffer.len() < flush_bytes {
-                if read_line(&mut reader, &mut buffer).map_err(io_error(&input))? == 0 {
-                    break;
+                match read_line(&mut reader, &mut buffer, bound).map_err(io_error(&input))? {
+                    LineRead::End => break,
+                    LineRead::Whole => {}
+                    LineRead::Cut(cut) => cuts.push((offset + ends.len() as i64, cut)),
                 }
                 ends.push(buffer.len());
             }
@@ -400,8 +516,25 @@ pub async fn ingest_file(
             )?;
             batch_rows += kept;
             parts.extend(rows);
-            for (offset, line, rejection) in rejections {
-                park(&mut rejected, &protector, offset, line, &rejection)
+            for (offset, line, mut rejection) in rejections {
+                let cut = cuts
+                    .iter()
+                    .find(|(at, _)| *at == offset)
+                    .map(|(_, cut)| cut);
+                if let Some(cut) = cut.filter(|_| rejection.reason == Reason::Oversize) {
+                    // The message named the head's size; the line's is the one to report.
+                    rejection = Rejection::oversize(cut.size, max_message_bytes);
+                }
+                if let Some(cut) = cut {
+                    // The received bytes count the whole line, the skipped rest too.
+                    let source = Source {
+                        table: EVALUATIONS_TABLE,
+                        partition: 0,
+                    };
+                    let skipped = cut.size.saturating_sub(line.len());
+                    reader_stats.processed(source, 0, skipped as u64, 0, 0);
+                }
+                park(&mut rejected, &protector, offset, line, &rejection, cut)
                     .map_err(io_error(&rejected_path))?;
             }
             if batch_rows >= flush_rows || batch_bytes >= flush_bytes {
@@ -444,43 +577,112 @@ pub async fn ingest_file(
 
 #[cfg(test)]
 mod tests {
+    /// What `read_line` should give, from std's `read_until`: the whole line when at most `bound`
+    /// bytes precede its `\n`, else its first `bound` bytes with the size and SHA-256 of the line
+    /// as `trim_line` gives it.
+    fn expected_lines(
+        input: &[u8],
+        capacity: usize,
+        bound: usize,
+    ) -> Vec<(super::LineRead, Vec<u8>)> {
+        use std::io::{BufRead, BufReader};
+        let mut lines = Vec::new();
+        let mut reader = BufReader::with_capacity(capacity, input);
+        loop {
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line).unwrap() == 0 {
+                lines.push((super::LineRead::End, line));
+                return lines;
+            }
+            let content = line.strip_suffix(b"\n").unwrap_or(&line);
+            if content.len() <= bound {
+                lines.push((super::LineRead::Whole, line));
+            } else {
+                let message = super::trim_line(&line);
+                let cut = super::CutLine {
+                    size: message.len(),
+                    sha256: crate::sink::dlq::protect::sha256_hex(message),
+                };
+                lines.push((super::LineRead::Cut(cut), content[..bound].to_vec()));
+            }
+        }
+    }
+
     /// The lines `read_line` gives are std's `read_until` lines, whatever the reader's buffer size
-    /// (lines that span its refills) and however the input ends.
+    /// (lines that span its refills), however the input ends, and wherever the bound cuts them (in
+    /// a character, before or after a `\r`).
     #[test]
     fn lines_are_read_as_read_until_reads_them() {
-        use std::io::{BufRead, BufReader};
-        let inputs: [&[u8]; 6] = [
+        use std::io::BufReader;
+        let inputs: [&[u8]; 11] = [
             b"",
             b"\n",
             b"a",
             b"{\"a\":1}\r\n\n{\"b\":2}\n",
             b"no newline at the end\nlast",
             b"\xe5\xa5\xbd\n\xff\xfe\n",
+            b"ab\r\r\n",
+            b"abc\r",
+            b"abcd\r\r",
+            b"\r\n\r\r\n\r",
+            b"a\rb\r\rc\r\n",
         ];
         let long = [b"x".repeat(100), b"\n".to_vec()].concat().repeat(7);
         for input in inputs.into_iter().chain([long.as_slice()]) {
             for capacity in [1, 2, 3, 7, 64, 1 << 20] {
-                let mut expected = Vec::new();
-                let mut reader = BufReader::with_capacity(capacity, input);
-                loop {
-                    let mut line = Vec::new();
-                    let n = reader.read_until(b'\n', &mut line).unwrap();
-                    expected.push((n, line));
-                    if n == 0 {
-                        break;
+                for bound in [0, 1, 2, 3, 4, 5, 99, 100, 101, usize::MAX] {
+                    let mut got = Vec::new();
+                    let mut reader = BufReader::with_capacity(capacity, input);
+                    loop {
+                        let mut line = Vec::new();
+                        let read = super::read_line(&mut reader, &mut line, bound).unwrap();
+                        let end = read == super::LineRead::End;
+                        got.push((read, line));
+                        if end {
+                            break;
+                        }
                     }
+                    assert_eq!(
+                        got,
+                        expected_lines(input, capacity, bound),
+                        "{input:?} capacity {capacity} bound {bound}"
+                    );
                 }
-                let mut got = Vec::new();
-                let mut reader = BufReader::with_capacity(capacity, input);
-                loop {
-                    let mut line = Vec::new();
-                    let n = super::read_line(&mut reader, &mut line).unwrap();
-                    got.push((n, line));
-                    if n == 0 {
-                        break;
-                    }
-                }
-                assert_eq!(got, expected, "{input:?} capacity {capacity}");
+            }
+        }
+    }
+
+    /// A line of 64 MiB, and a file with no newline at all, cost the bound in memory, not their
+    /// size: the head is kept, the rest hashed as it streams past.
+    #[test]
+    fn a_huge_line_keeps_only_its_head() {
+        use std::io::{BufReader, Read};
+        let size = 64usize << 20;
+        let mut whole = sha2::Sha256::default();
+        sha2::Digest::update(&mut whole, vec![b'x'; size]);
+        let sha256 = hex::encode(sha2::Digest::finalize(whole));
+        for tail in [&b"\n{}\n"[..], b""] {
+            let input = std::io::repeat(b'x').take(size as u64).chain(tail);
+            let mut reader = BufReader::with_capacity(1 << 16, input);
+            let mut line = Vec::new();
+            let read = super::read_line(&mut reader, &mut line, 1000).unwrap();
+            assert_eq!(line, vec![b'x'; 1000]);
+            assert!(line.capacity() < 1 << 16, "{}", line.capacity());
+            let cut = super::CutLine {
+                size,
+                sha256: sha256.clone(),
+            };
+            assert_eq!(read, super::LineRead::Cut(cut));
+            // The next line is read as it is.
+            line.clear();
+            let next = super::read_line(&mut reader, &mut line, 1000).unwrap();
+            if tail.is_empty() {
+                assert_eq!(next, super::LineRead::End);
+            } else {
+                assert_eq!(
+                    (next, line.as_slice()),
+                    (super::LineRead::Whole, &b"{}\n"[..])
+                );
             }
         }
     }

@@ -139,6 +139,14 @@ impl Rejection {
             message: message.into(),
         }
     }
+
+    /// A message of `size` bytes over the bound of `max_bytes`.
+    pub fn oversize(size: usize, max_bytes: usize) -> Self {
+        Self::new(
+            Reason::Oversize,
+            format!("message is {size} bytes, the limit is {max_bytes}"),
+        )
+    }
 }
 
 /// A JSON value as the wire sends it, borrowed where possible. Objects are not kept: no field of the
@@ -346,13 +354,7 @@ pub const IDENTITY_FIELDS: [&str; 3] = ["userName", "userCert", "userPhone"];
 /// Decodes one message. Checks size and encoding first so that each gets its own reason.
 pub fn decode(payload: &[u8], max_bytes: usize) -> Result<WireEvaluation<'_>, Rejection> {
     if payload.len() > max_bytes {
-        return Err(Rejection::new(
-            Reason::Oversize,
-            format!(
-                "message is {} bytes, the limit is {max_bytes}",
-                payload.len()
-            ),
-        ));
+        return Err(Rejection::oversize(payload.len(), max_bytes));
     }
     // Only a failed parse needs the full UTF-8 check, to tell a GB18030 or non-text message from
     // malformed JSON.
@@ -403,13 +405,7 @@ fn parse(payload: &[u8]) -> Result<WireEvaluation<'_>, Rejection> {
 /// need [`decode`]'s single pass.
 pub fn message_text(payload: &[u8], max_bytes: usize) -> Result<Cow<'_, str>, Rejection> {
     if payload.len() > max_bytes {
-        return Err(Rejection::new(
-            Reason::Oversize,
-            format!(
-                "message is {} bytes, the limit is {max_bytes}",
-                payload.len()
-            ),
-        ));
+        return Err(Rejection::oversize(payload.len(), max_bytes));
     }
     match std::str::from_utf8(payload) {
         Ok(text) => Ok(Cow::Borrowed(text)),

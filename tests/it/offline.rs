@@ -343,3 +343,100 @@ async fn an_old_export_ingested_again_from_another_file_lands_once() {
     let slots = exported.slots.union(&next.slots).cloned().collect();
     assert_exactly_once(lake_dir(&config), &slots);
 }
+
+/// A hostile line (8 MiB of one record, with identity in it; or a file's last line, without its
+/// newline) is rejected as oversize with its true size and SHA-256, parked as a bounded head that
+/// shows no identity, and the lines around it land as if it were not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_line_is_parked_as_a_bounded_head_with_its_digest() {
+    use base64::Engine as _;
+    use sha2::Digest;
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let dir = tempfile::tempdir().unwrap();
+    let huge = format!(
+        "{{\"userCert\":\"410328199001011234\",\"padding\":\"{}\"}}",
+        "x".repeat(8 << 20)
+    );
+    // Without a dead-letter key the head is withheld; with one, encrypted.
+    for (seed, stem, newline, key) in [(11, "inside", true, None), (13, "last", false, Some(KEY))] {
+        let mut config = offline_config(dir.path().join(format!("lake-{stem}")));
+        config.dlq.encryption_key = key.map(haochaping::config::Secret::new);
+        let max = config.validation.max_message_bytes;
+        let input = dir.path().join(format!("{stem}.ndjson"));
+        let mut produced = Produced::new();
+        write_events(&input, seed, 300, &mut produced);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&input)
+            .unwrap();
+        file.write_all(huge.as_bytes()).unwrap();
+        if newline {
+            file.write_all(b"\r\n").unwrap();
+            let mut generator = generator(seed + 1, 0.0, 0.0);
+            for _ in 0..300 {
+                let event = generator.next_event();
+                file.write_all(&event.payload).unwrap();
+                file.write_all(b"\n").unwrap();
+                produced.record_event(&event);
+            }
+        }
+        drop(file);
+        let stats =
+            haochaping::offline::ingest_file(config.clone(), &input, Arc::new(Stats::default()))
+                .await
+                .unwrap();
+        assert_eq!(stats.accepted, produced.report.accepted, "{stem}");
+        assert_eq!(stats.dead_lettered, 1, "{stem}");
+        let size = std::fs::metadata(&input).unwrap().len();
+        let newlines = 300 * (1 + usize::from(newline)) as u64 + u64::from(newline);
+        let carriage_return = u64::from(newline);
+        assert_eq!(
+            stats.received_bytes,
+            size - newlines - carriage_return,
+            "{stem}"
+        );
+        assert_exactly_once(lake_dir(&config), &produced.slots);
+
+        let rejected = std::fs::read_to_string(rejected_file(lake_dir(&config), stem)).unwrap();
+        assert_eq!(rejected.lines().count(), 1, "{stem}");
+        // A head of the bound, encrypted or withheld (it cannot be parsed to be redacted).
+        assert!(
+            rejected.len() < 2 * max + 1024,
+            "{stem}: {} bytes",
+            rejected.len()
+        );
+        assert!(
+            !rejected.contains("410328199001011234"),
+            "{stem}: {rejected}"
+        );
+        let record: serde_json::Value = serde_json::from_str(rejected.trim_end()).unwrap();
+        assert_eq!(record["reason"], "oversize", "{stem}");
+        assert_eq!(record["offset"], 300, "{stem}");
+        match key {
+            None => assert_eq!(record["payload_form"], "withheld", "{stem}"),
+            Some(key) => {
+                assert_eq!(record["payload_form"], "encrypted", "{stem}");
+                assert_eq!(record["truncated"], true, "{stem}");
+                let sealed = base64::engine::general_purpose::STANDARD
+                    .decode(record["payload_base64"].as_str().unwrap())
+                    .unwrap();
+                let head = haochaping::sink::dlq::DlqKey::parse(key)
+                    .unwrap()
+                    .open(record["encryption"].as_str().unwrap(), &sealed)
+                    .unwrap();
+                assert_eq!(head, huge.as_bytes()[..max + 2], "{stem}");
+            }
+        }
+        assert_eq!(record["original_size"], huge.len(), "{stem}");
+        assert_eq!(
+            record["original_sha256"],
+            hex::encode(sha2::Sha256::digest(huge.as_bytes())),
+            "{stem}"
+        );
+        assert_eq!(
+            record["message"],
+            format!("message is {} bytes, the limit is {max}", huge.len()),
+            "{stem}"
+        );
+    }
+}

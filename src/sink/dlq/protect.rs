@@ -417,11 +417,26 @@ impl Protector {
 
     /// The parked form of a rejected payload in at most `limit` bytes.
     pub fn protect(&self, payload: &[u8], limit: usize) -> Parked {
+        self.protect_known(payload, limit, None)
+    }
+
+    /// The parked form of the head of a payload too large to hold whole, given the size and
+    /// SHA-256 of the whole (an offline line past the read bound: it is hashed as it is skipped).
+    pub fn protect_head(&self, head: &[u8], limit: usize, whole: (usize, String)) -> Parked {
+        self.protect_known(head, limit, Some(whole))
+    }
+
+    fn protect_known(
+        &self,
+        payload: &[u8],
+        limit: usize,
+        original: Option<(usize, String)>,
+    ) -> Parked {
         let parked = seal(
             &classify(&self.keyer, payload),
             self.key.as_ref(),
             limit,
-            None,
+            original,
         );
         crate::telemetry::dlq_parked(parked.form.code(), parked.truncated);
         parked
