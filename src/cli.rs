@@ -354,6 +354,15 @@ pub struct LakeFlags {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flush_bytes: Option<usize>,
+    /// `ingest --from-file`: commit the open files once their row groups hold this many encoded
+    /// bytes (fewer files, more memory); 0 commits every batch [default: 0].
+    #[arg(
+        long = "offline-commit-bytes",
+        id = "offline_commit_bytes",
+        env = "HAOCHAPING_OFFLINE_COMMIT_BYTES"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline_commit_bytes: Option<usize>,
     /// Most messages a second this instance takes (a backfill that must spare the cluster)
     /// [default: no limit].
     #[arg(

@@ -380,6 +380,15 @@ pub struct LakeConfig {
     /// …or this many bytes of messages. Arrow's string columns hold at most 2 GiB per batch, so
     /// this is capped at 1 GiB (a storm of long texts must not get there).
     pub flush_bytes: usize,
+    /// `ingest --from-file` only: each batch of lines (closed by `flush_rows` or `flush_bytes`)
+    /// becomes one more row group of the run's open files, and those are committed once their row
+    /// groups hold this many encoded bytes (and at the end of the file). `0`, the default, commits
+    /// every batch. A bound makes fewer files: a file spread over 20 days fans out to 360 folders,
+    /// and on ext4 each file costs the filesystem ≈ 1 ms; 1 M such events write 360 files instead
+    /// of 1 800 with 192 MiB. The price is memory: the open files stay resident until they are
+    /// committed (≈ 130 MiB more at 64 MiB, on 10 M events), which a run of 50 M events, at the
+    /// 1 GiB bound already, cannot spare (benches/RESULTS.md §21).
+    pub offline_commit_bytes: usize,
     /// zstd level of the Parquet files ingest writes (1–22); files of fewer than
     /// [`crate::sink::parquet::SMALL_FILE_ROWS`] rows are Snappy. Level 1 is the default: on the
     /// generated province it encodes ≈ 9 % faster than 3 and the files come out no larger
@@ -430,6 +439,7 @@ impl Default for LakeConfig {
             flush_interval: Duration::from_secs(30),
             flush_rows: 200_000,
             flush_bytes: 256 << 20,
+            offline_commit_bytes: 0,
             zstd_level: 1,
             compact_every: Duration::from_secs(3600),
             compact_quiet_for: Duration::from_secs(3600),

@@ -38,6 +38,16 @@ pub struct BatchRange {
     pub last_offset: i64,
 }
 
+impl BatchRange {
+    /// This range extended to end at `last_offset`: the range of two adjacent batches together.
+    pub fn through(self, last_offset: i64) -> Self {
+        Self {
+            last_offset,
+            ..self
+        }
+    }
+}
+
 /// What an intent or a commit says of a batch: its range and the files it wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchRecord {

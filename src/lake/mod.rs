@@ -89,9 +89,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use crate::sink::parquet::{
-    concat_slices, encode_ingest_file, group_parts, parse_day, PartitionKey, TableError, TableRows,
-};
+use crate::sink::parquet::{parse_day, OpenFiles, PartitionKey, TableError, TableRows};
 pub use log::{BatchRange, BatchRecord};
 use log::{LogRecord, RecordKind};
 pub use root::{LakeLocation, LakeRoot};
@@ -102,6 +100,9 @@ pub const LOG_FOLDER: &str = "_haochaping/log";
 pub const SNAPSHOT_FOLDER: &str = "_haochaping/snapshots";
 /// The folder of the local lake's per-folder lock files, beside the tables (see [`FolderLock`]).
 pub const LOCK_FOLDER: &str = "_haochaping/locks";
+
+/// How many fsyncs of a local lake's files and folders run at once (see `Lake::make_durable`).
+const SYNC_PARALLELISM: usize = 16;
 
 /// An advisory `flock` on one `dt=…/city=…` folder of a local lake, released when dropped (or when
 /// the process dies). Writers take it shared while they add or remove a file in the folder; a
@@ -370,13 +371,7 @@ impl Lake {
         parts: Vec<Box<dyn TableRows>>,
         zstd_level: i32,
     ) -> Result<Vec<(PartitionKey, Bytes)>, TableError> {
-        let groups = group_parts(parts)?;
-        crate::parallel::in_parallel(groups, crate::parallel::workers(), |(key, slices)| {
-            let batch = concat_slices(slices)?;
-            Ok((key, encode_ingest_file(&batch, zstd_level)?))
-        })
-        .into_iter()
-        .collect()
+        OpenFiles::new(zstd_level).append(parts)?.finish()
     }
 
     /// Puts the record `make(seq)` at `seq` if the number is free, and returns the number it took.
@@ -412,7 +407,7 @@ impl Lake {
                 .await
             {
                 Ok(_) => {
-                    self.make_durable(&[path.to_string()])?;
+                    self.make_durable(&[path.to_string()]).await?;
                     break (path, record);
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
@@ -545,7 +540,7 @@ impl Lake {
             .buffer_unordered(8)
             .try_collect::<Vec<_>>()
             .await?;
-        self.make_durable(&batch.files)?;
+        self.make_durable(&batch.files).await?;
         let commit = self
             .put_record(&topic, partition, seq + 1, |_| {
                 record(RecordKind::Commit, batch.clone())
@@ -739,7 +734,7 @@ impl Lake {
         let dir = self.snapshot_dir(topic, partition);
         let path = dir.clone().join(format!("{upto:020}.dedup"));
         self.store.put(&path, PutPayload::from(bytes)).await?;
-        self.make_durable(&[path.to_string()])?;
+        self.make_durable(&[path.to_string()]).await?;
         let older: Vec<Path> = self
             .store
             .list(Some(&dir))
@@ -860,21 +855,20 @@ impl Lake {
     }
 
     /// On a local lake, fsyncs the files and every folder from theirs up to the root: a new
-    /// `dt=`/`city=` folder is only durable once its parent is synced too.
-    fn make_durable(&self, files: &[String]) -> Result<(), LakeError> {
+    /// `dt=`/`city=` folder is only durable once its parent is synced too. The fsyncs run
+    /// [`SYNC_PARALLELISM`] at a time: each waits on the disk, not the CPU, and concurrent ones
+    /// share the filesystem's journal commits (a batch fanned out to 360 folders: 2 181 fsyncs in
+    /// 0.56 s one after another, 0.37 s sixteen at a time, on the project's ext4; RESULTS §21).
+    /// They have no order among themselves: all of them precede the log record that names the
+    /// files.
+    async fn make_durable(&self, files: &[String]) -> Result<(), LakeError> {
         let Some(root) = &self.local_root else {
             return Ok(());
         };
         let mut dirs = std::collections::BTreeSet::new();
+        let mut paths = Vec::with_capacity(files.len() * 2);
         for file in files {
             let path = root.join(file);
-            let io = |source| LakeError::Io {
-                path: path.clone(),
-                source,
-            };
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(io)?;
             let mut dir = path.parent();
             while let Some(d) = dir.filter(|d| d.starts_with(root)) {
                 if !dirs.insert(d.to_path_buf()) {
@@ -882,15 +876,22 @@ impl Lake {
                 }
                 dir = d.parent();
             }
+            paths.push(path);
         }
-        for dir in dirs {
-            std::fs::File::open(&dir)
-                .and_then(|f| f.sync_all())
-                .map_err(|source| LakeError::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
-        }
+        paths.extend(dirs);
+        futures::stream::iter(paths)
+            .map(|path| async move {
+                let synced = tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || std::fs::File::open(&path).and_then(|f| f.sync_all())
+                })
+                .await
+                .unwrap_or_else(|joined| Err(std::io::Error::other(joined)));
+                synced.map_err(|source| LakeError::Io { path, source })
+            })
+            .buffer_unordered(SYNC_PARALLELISM)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 

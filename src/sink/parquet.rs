@@ -405,6 +405,84 @@ pub fn concat_slices(slices: Vec<RecordBatch>) -> Result<RecordBatch, TableError
     }
 }
 
+/// The files of one commit, one per Hive partition, open while rows come in: each
+/// [`append`](OpenFiles::append) encodes every partition's rows as one more row group of its file
+/// (on every core), so a commit that covers many flushes of rows holds their encoded bytes, not
+/// the rows; [`finish`](OpenFiles::finish) writes the footers. A file's codec is chosen by its first
+/// row group ([`ingest_compression`]: zstd's cost is per page, and a row group's pages are as small
+/// as its rows are few). A flush of the Kafka path is one append; an offline run appends every
+/// batch of lines until its files are large enough to commit.
+pub struct OpenFiles {
+    zstd_level: i32,
+    files: BTreeMap<PartitionKey, ArrowWriter<Vec<u8>>>,
+    rows: u64,
+}
+
+impl OpenFiles {
+    pub fn new(zstd_level: i32) -> Self {
+        Self {
+            zstd_level,
+            files: BTreeMap::new(),
+            rows: 0,
+        }
+    }
+
+    /// Rows appended so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes of the row groups encoded so far (the footers come with [`finish`](Self::finish)).
+    pub fn encoded_bytes(&self) -> usize {
+        self.files.values().map(ArrowWriter::bytes_written).sum()
+    }
+
+    /// Encodes the parts' rows as one more row group of each of their partitions' files. Taken
+    /// and given back by value: after an error the files are incomplete, and gone.
+    pub fn append(mut self, parts: Vec<Box<dyn TableRows>>) -> Result<Self, TableError> {
+        let level = self.zstd_level;
+        let jobs: Vec<_> = group_parts(parts)?
+            .into_iter()
+            .map(|(key, slices)| {
+                let open = self.files.remove(&key);
+                (key, slices, open)
+            })
+            .collect();
+        let appended = crate::parallel::in_parallel(
+            jobs,
+            crate::parallel::workers(),
+            |(key, slices, open)| -> Result<_, TableError> {
+                let batch = concat_slices(slices)?;
+                let mut writer = match open {
+                    Some(writer) => writer,
+                    None => ArrowWriter::try_new(
+                        Vec::with_capacity(batch.get_array_memory_size() / 4),
+                        batch.schema(),
+                        Some(properties(ingest_compression(batch.num_rows(), level)?)),
+                    )?,
+                };
+                writer.write(&batch)?;
+                writer.flush()?;
+                Ok((key, writer, batch.num_rows() as u64))
+            },
+        );
+        for result in appended {
+            let (key, writer, rows) = result?;
+            self.rows += rows;
+            self.files.insert(key, writer);
+        }
+        Ok(self)
+    }
+
+    /// The finished files, in partition order.
+    pub fn finish(self) -> Result<Vec<(PartitionKey, Bytes)>, TableError> {
+        self.files
+            .into_iter()
+            .map(|(key, writer)| Ok((key, Bytes::from(writer.into_inner()?))))
+            .collect()
+    }
+}
+
 /// Columns of the lake's tables whose values are (nearly) unique per row: a dictionary would only
 /// grow until it gave up, costing time to intern every value and bytes for the indices. They are
 /// written plain (zstd still compresses them).
@@ -740,5 +818,82 @@ mod tests {
             assert_eq!(key, expected_key);
             assert!(file == expected_file, "{} differs", key.path());
         }
+    }
+
+    /// Rows appended to open files in several batches read back as the rows of the files one
+    /// append of them all gives, in the same order; each file holds a row group per append that
+    /// reached its partition, and its codec is the one its first row group chose.
+    #[test]
+    fn open_files_hold_a_row_group_per_append() {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let (generator, processor, now) = a_province_day();
+        let events: Vec<_> = generator.take(92_000).collect();
+        let messages =
+            crate::transform::Message::numbered(0, events.iter().map(|e| e.payload.as_slice()));
+        // The same rows twice (a dedup state each): one copy to append, one to compare with.
+        let mut dedup = [(); 2].map(|_| crate::transform::dedup::DedupState::default());
+        let stats = crate::telemetry::Stats::default();
+        let mut run = |copy: usize, messages| {
+            let (parts, _) = crate::transform::process_run(
+                &processor,
+                0,
+                messages,
+                now,
+                2,
+                &mut dedup[copy],
+                &stats,
+                |_, _| {},
+            );
+            parts
+        };
+        // Three batches of lines: the first large enough for the largest cities' files to start
+        // as zstd and the smaller ones' as Snappy, then a small one, which keeps each file's codec.
+        let batches = [
+            &messages[..90_000],
+            &messages[90_000..90_600],
+            &messages[90_600..],
+        ];
+        let mut open = OpenFiles::new(1);
+        let mut all = Vec::new();
+        let mut rows = 0;
+        for messages in batches {
+            let expected = finish_parts(run(1, messages)).unwrap();
+            rows += expected
+                .iter()
+                .map(|(_, b)| b.num_rows() as u64)
+                .sum::<u64>();
+            all.extend(expected);
+            open = open.append(run(0, messages)).unwrap();
+        }
+        assert!(rows > 90_000, "{rows} rows");
+        assert_eq!(open.rows(), rows);
+        let read = |bytes: &Bytes| {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).unwrap();
+            let metadata = reader.metadata().clone();
+            let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+            (metadata, batches)
+        };
+        let files = open.finish().unwrap();
+        assert!(files.len() > 10, "a province's day spreads over its cities");
+        let mut codecs = BTreeMap::new();
+        for (key, file) in &files {
+            let appended: Vec<&RecordBatch> = all
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, b)| b)
+                .collect();
+            let (metadata, batches) = read(file);
+            assert_eq!(metadata.num_row_groups(), appended.len(), "{}", key.path());
+            let expected = ingest_compression(appended[0].num_rows(), 1).unwrap();
+            for group in metadata.row_groups() {
+                assert_eq!(group.column(0).compression(), expected, "{}", key.path());
+            }
+            *codecs.entry(format!("{expected:?}")).or_insert(0) += 1;
+            let schema = appended[0].schema();
+            let got = arrow::compute::concat_batches(&schema, &batches).unwrap();
+            let want = arrow::compute::concat_batches(&schema, appended.iter().copied()).unwrap();
+            assert_eq!(got, want, "{}", key.path());
+        }
+        assert_eq!(codecs.len(), 2, "both codecs chosen: {codecs:?}");
     }
 }

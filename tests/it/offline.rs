@@ -44,6 +44,8 @@ fn offline_config(lake: std::path::PathBuf) -> IngestConfig {
     let mut config = IngestConfig::default();
     config.lake.path = lake.into();
     config.lake.flush_rows = 700;
+    // Every batch a commit (the default), so that a small file still makes several.
+    config.lake.offline_commit_bytes = 0;
     config.identity.secret = Some(SECRET.into());
     config
 }
@@ -135,10 +137,7 @@ async fn a_file_lands_once_even_when_ingested_twice() {
         produced.record_event(event);
     }
 
-    let mut config = IngestConfig::default();
-    config.lake.path = dir.path().join("lake").into();
-    config.lake.flush_rows = 700;
-    config.identity.secret = Some(SECRET.into());
+    let config = offline_config(dir.path().join("lake"));
     let first =
         haochaping::offline::ingest_file(config.clone(), &input, Arc::new(Stats::default()))
             .await
@@ -438,5 +437,61 @@ async fn a_huge_line_is_parked_as_a_bounded_head_with_its_digest() {
             format!("message is {} bytes, the limit is {max}", huge.len()),
             "{stem}"
         );
+    }
+}
+
+/// An offline run's batches become row groups of open files, committed once those hold
+/// `offline_commit_bytes`: with a bound larger than the file, one commit of one file per folder,
+/// each file a row group per batch; with a smaller bound, several commits. Either way every row lands
+/// once, and a rerun finds every line in the lake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_row_groups_of_few_commits() {
+    use parquet::file::reader::FileReader;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("day.ndjson");
+    let mut produced = Produced::new();
+    write_events(&input, 31, 5_000, &mut produced);
+    let batches = 5_000u64.div_ceil(700);
+    for (commit_bytes, stem) in [(1 << 30, "one"), (512 << 10, "some")] {
+        let mut config = offline_config(dir.path().join(format!("lake-{stem}")));
+        config.lake.offline_commit_bytes = commit_bytes;
+        let stats =
+            haochaping::offline::ingest_file(config.clone(), &input, Arc::new(Stats::default()))
+                .await
+                .unwrap();
+        assert_exactly_once(lake_dir(&config), &produced.slots);
+        let files = parquet_files(&lake_dir(&config).join("evaluations"));
+        let folders: std::collections::BTreeSet<_> = files
+            .iter()
+            .map(|f| f.parent().unwrap().to_owned())
+            .collect();
+        let row_groups: usize = files
+            .iter()
+            .map(|f| {
+                let reader = parquet::file::reader::SerializedFileReader::new(
+                    std::fs::File::open(f).unwrap(),
+                )
+                .unwrap();
+                reader.metadata().num_row_groups()
+            })
+            .sum();
+        if stem == "one" {
+            assert_eq!(stats.batches_committed, 1, "{stats:?}");
+            assert_eq!(files.len(), folders.len(), "one file a folder");
+        } else {
+            assert!((2..batches).contains(&stats.batches_committed), "{stats:?}");
+        }
+        // A row group for each batch that reached the folder: more than one per file.
+        assert!(
+            row_groups > files.len(),
+            "{row_groups} row groups in {} files",
+            files.len()
+        );
+        assert_eq!(stats.rows_written, produced.report.accepted, "{stats:?}");
+        let again =
+            haochaping::offline::ingest_file(config.clone(), &input, Arc::new(Stats::default()))
+                .await
+                .unwrap();
+        assert_eq!((again.received, again.already_in_lake), (0, 5_000));
     }
 }
