@@ -355,7 +355,7 @@ pub struct LakeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flush_bytes: Option<usize>,
     /// `ingest --from-file`: commit the open files once their row groups hold this many encoded
-    /// bytes (fewer files, more memory); 0 commits every batch [default: 0].
+    /// bytes (fewer files, more memory); 0 commits every batch [default: 67108864].
     #[arg(
         long = "offline-commit-bytes",
         id = "offline_commit_bytes",

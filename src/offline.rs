@@ -19,9 +19,10 @@
 //! Reading, decoding and validating run on one thread while the previous batch is encoded on
 //! another, so both cores are busy. Each batch of lines is one more row group of the run's open
 //! files (one per `dt × city` folder), and the files are committed with the lines they cover once
-//! they hold `lake.offline_commit_bytes` (by default, after every batch): a commit can span many
-//! batches without holding their rows, so a file spread over many days writes few files per folder
-//! (each costs the filesystem ≈ 1 ms) for the memory of their encoded bytes.
+//! they hold `lake.offline_commit_bytes` (64 MiB): a commit spans many batches without holding
+//! their rows, so a file spread over many days writes few files per folder (each costs the
+//! filesystem ≈ 1 ms) for the memory of their encoded bytes. After each batch the allocator is
+//! asked to return the pages the batch freed ([`crate::parallel::return_freed_memory`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -436,7 +437,13 @@ pub async fn ingest_file(
                     None => (range, OpenFiles::new(zstd_level)),
                     Some((covered, files)) => (covered.through(range.last_offset), files),
                 };
-                let files = tokio::task::spawn_blocking(move || files.append(parts)).await??;
+                let files = tokio::task::spawn_blocking(move || {
+                    let appended = files.append(parts);
+                    // The batch's rows are freed, the open files stay: give the pages back.
+                    crate::parallel::return_freed_memory();
+                    appended
+                })
+                .await??;
                 open = Some((covered, files));
             }
             let due = |(_, files): &mut (BatchRange, OpenFiles)| {

@@ -382,12 +382,12 @@ pub struct LakeConfig {
     pub flush_bytes: usize,
     /// `ingest --from-file` only: each batch of lines (closed by `flush_rows` or `flush_bytes`)
     /// becomes one more row group of the run's open files, and those are committed once their row
-    /// groups hold this many encoded bytes (and at the end of the file). `0`, the default, commits
-    /// every batch. A bound makes fewer files: a file spread over 20 days fans out to 360 folders,
-    /// and on ext4 each file costs the filesystem ≈ 1 ms; 1 M such events write 360 files instead
-    /// of 1 800 with 192 MiB. The price is memory: the open files stay resident until they are
-    /// committed (≈ 130 MiB more at 64 MiB, on 10 M events), which a run of 50 M events, at the
-    /// 1 GiB bound already, cannot spare (benches/RESULTS.md §21).
+    /// groups hold this many encoded bytes (and at the end of the file); `0` commits every batch.
+    /// Fewer commits make fewer files: a file spread over 20 days fans out to 360 folders, and on
+    /// ext4 each file costs the filesystem ≈ 1 ms; the default (64 MiB) writes 720 files instead of
+    /// 1 800 for 1 M such events, 0.85× the wall. The open files stay resident until committed:
+    /// 10 M events peak at 457 MiB with the default, and 50 M at 1 000.5 MiB (benches/RESULTS.md
+    /// §21).
     pub offline_commit_bytes: usize,
     /// zstd level of the Parquet files ingest writes (1–22); files of fewer than
     /// [`crate::sink::parquet::SMALL_FILE_ROWS`] rows are Snappy. Level 1 is the default: on the
@@ -439,7 +439,7 @@ impl Default for LakeConfig {
             flush_interval: Duration::from_secs(30),
             flush_rows: 200_000,
             flush_bytes: 256 << 20,
-            offline_commit_bytes: 0,
+            offline_commit_bytes: 64 << 20,
             zstd_level: 1,
             compact_every: Duration::from_secs(3600),
             compact_quiet_for: Duration::from_secs(3600),

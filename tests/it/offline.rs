@@ -44,7 +44,7 @@ fn offline_config(lake: std::path::PathBuf) -> IngestConfig {
     let mut config = IngestConfig::default();
     config.lake.path = lake.into();
     config.lake.flush_rows = 700;
-    // Every batch a commit (the default), so that a small file still makes several.
+    // Every batch a commit, so that a small file still makes several.
     config.lake.offline_commit_bytes = 0;
     config.identity.secret = Some(SECRET.into());
     config
