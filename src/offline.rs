@@ -555,11 +555,11 @@ pub async fn ingest_file(
                     .iter()
                     .find(|(at, _)| *at == offset)
                     .map(|(_, cut)| cut);
-                if let Some(cut) = cut.filter(|_| rejection.reason == Reason::Oversize) {
-                    // The message named the head's size; the line's is the one to report.
-                    rejection = Rejection::oversize(cut.size, max_message_bytes);
-                }
                 if let Some(cut) = cut {
+                    if rejection.reason == Reason::Oversize {
+                        // The message named the head's size; the line's is the one to report.
+                        rejection = Rejection::oversize(cut.size, max_message_bytes);
+                    }
                     // The received bytes count the whole line, the skipped rest too.
                     let source = Source {
                         table: EVALUATIONS_TABLE,
