@@ -65,7 +65,7 @@ async fn sigkill_at_any_point_then_restart_leaves_every_event_exactly_once() {
     assert_eq!(count_by_reason(&dead), expected_by_reason(&produced.report));
     // No staging leftovers survive in the table (readers would see them); uncommitted files are
     // ruled out by the exactly-once check above.
-    let leftovers: Vec<_> = walk(&lake.path().join("evaluations"))
+    let leftovers: Vec<_> = all_files(&lake.path().join("evaluations"))
         .into_iter()
         .filter(|p| p.contains('#'))
         .collect();
@@ -107,20 +107,6 @@ async fn sigterm_flushes_commits_and_exits_zero() {
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["accepted"], 2_000, "{summary}");
     assert_exactly_once(lake.path(), &produced.slots);
-}
-
-/// Signals once a line containing `needle` appears; keeps draining the pipe so the child never blocks.
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path.display().to_string());
-        }
-    }
-    out
 }
 
 /// The same for the three streams at once: evaluations, their cases and the workflow of their bad

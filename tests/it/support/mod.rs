@@ -257,6 +257,20 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Every file below `dir`, at any depth, by path (staged and stray files included).
+pub fn all_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(all_files(&path));
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+    out
+}
+
 /// Every batch of one Parquet file.
 pub fn read_parquet(path: &Path) -> Vec<arrow::array::RecordBatch> {
     read_file(path)
