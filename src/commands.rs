@@ -15,6 +15,25 @@ use crate::generate::{self, Generator, GeneratorConfig};
 use crate::lake::{LakeLocation, LakeRoot};
 use crate::telemetry::Stats;
 
+/// An error and its causes on one line, for the operator: each cause is added after a colon
+/// unless the text so far already says it. Most of our errors name their cause in their own
+/// message (`{path}: {source}`, which logs show) and expose it as the source too, so printing the
+/// whole chain would repeat it (`… No space left on device (os error 28): No space left on device
+/// (os error 28)`).
+pub fn error_report(error: &anyhow::Error) -> String {
+    let mut report = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if report.is_empty() {
+            report = text;
+        } else if !report.contains(&text) {
+            report.push_str(": ");
+            report.push_str(&text);
+        }
+    }
+    report
+}
+
 pub async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Ingest(args) => ingest(args).await,
@@ -368,5 +387,55 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::error_report;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Inner {
+        #[error("No space left on device (os error 28)")]
+        Full,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("rejected.ndjson: {source}")]
+        Says { source: Inner },
+        #[error("writing the rejected lines")]
+        Hides { source: Inner },
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let cases: [(anyhow::Error, &str); 4] = [
+            (
+                Outer::Says {
+                    source: Inner::Full,
+                }
+                .into(),
+                "rejected.ndjson: No space left on device (os error 28)",
+            ),
+            (
+                Outer::Hides {
+                    source: Inner::Full,
+                }
+                .into(),
+                "writing the rejected lines: No space left on device (os error 28)",
+            ),
+            (
+                anyhow::Error::from(Outer::Says {
+                    source: Inner::Full,
+                })
+                .context("ingest export.ndjson"),
+                "ingest export.ndjson: rejected.ndjson: No space left on device (os error 28)",
+            ),
+            (Inner::Full.into(), "No space left on device (os error 28)"),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error_report(&error), expected);
+        }
     }
 }

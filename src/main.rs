@@ -67,7 +67,7 @@ async fn run() -> ExitCode {
     match haochaping::commands::execute(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", haochaping::commands::error_report(&e));
             ExitCode::from(if e.is::<haochaping::config::ConfigError>() {
                 2
             } else {

@@ -11,10 +11,11 @@
 //! Rejected lines go to `<lake>/_haochaping/rejected/<name>.<hash>.ndjson` with their reason
 //! (redacted, encrypted or withheld by the same rule as the dead-letter topic), and are fsynced
 //! before the batch that covers them commits: a crash may write a rejected line twice (its offset
-//! identifies it), never lose it. A line over `validation.max_message_bytes` is read no further
-//! than that bound: the rest is hashed as it is skipped, and the rejected record holds the head
-//! with the whole line's size and SHA-256 (the line itself stays in the source file), so no line
-//! of a hostile file costs more memory than the bound.
+//! identifies it), never lose it, and a full disk is waited out (`offline/rejected.rs`). A line
+//! over `validation.max_message_bytes` is read no further than that bound: the rest is hashed as
+//! it is skipped, and the rejected record holds the head with the whole line's size and SHA-256
+//! (the line itself stays in the source file), so no line of a hostile file costs more memory
+//! than the bound.
 //!
 //! Reading, decoding and validating run on one thread while the previous batch is encoded on
 //! another, so both cores are busy. Each batch of lines is one more row group of the run's open
@@ -24,7 +25,9 @@
 //! filesystem ≈ 1 ms) for the memory of their encoded bytes. After each batch the allocator is
 //! asked to return the pages the batch freed ([`crate::parallel::return_freed_memory`]).
 
-use std::io::{BufRead, BufReader, Write};
+mod rejected;
+
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -32,11 +35,11 @@ use crate::config::IngestConfig;
 use crate::decode::{Reason, Rejection};
 use crate::engine::{recover_partition, DedupScope, EngineError};
 use crate::lake::{BatchRange, Lake};
-use crate::sink::dlq::protect::{rejected_line, Protector};
 use crate::sink::parquet::{OpenFiles, TableRows, EVALUATIONS_TABLE};
 use crate::telemetry::{Source, Stats, StatsSnapshot};
 use crate::transform::dedup::DedupState;
 use crate::transform::{process_run_with, Message, Notice, PreparedPart, Processor};
+use rejected::RejectedLines;
 
 /// Offline sources are named `file+<content hash>`; `+` never occurs in a Kafka topic name.
 pub const OFFLINE_SOURCE_PREFIX: &str = "file+";
@@ -177,69 +180,6 @@ fn trim_line(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Appends a rejected line, with its reason, to the rejected file: redacted, encrypted or withheld
-/// by the same rule as the dead-letter topic (see [`crate::sink::dlq::protect`]).
-fn park(
-    out: &mut impl Write,
-    protector: &Protector,
-    offset: i64,
-    line: &[u8],
-    rejection: &Rejection,
-    cut: Option<&CutLine>,
-) -> std::io::Result<()> {
-    let parked = match cut {
-        None => protector.protect(line, usize::MAX),
-        Some(cut) => protector.protect_head(line, usize::MAX, (cut.size, cut.sha256.clone())),
-    };
-    let record = rejected_line(&parked, rejection.reason.code(), &rejection.message, offset);
-    serde_json::to_writer(&mut *out, &record)?;
-    out.write_all(b"\n")
-}
-
-/// Opens the rejected-lines file for appending. A run killed while writing can leave a torn last
-/// line; it is cut off (its batch never committed, so its lines are parked again), or the next
-/// line would be glued to it.
-fn open_rejected(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(path)?;
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(file);
-    }
-    // Look back in blocks for the last newline.
-    let mut end = len;
-    let mut block = vec![0u8; 64 << 10];
-    let whole_lines = loop {
-        let start = end.saturating_sub(block.len() as u64);
-        let chunk = &mut block[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(chunk)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            break start + i as u64 + 1;
-        }
-        if start == 0 {
-            break 0;
-        }
-        end = start;
-    };
-    if whole_lines < len {
-        tracing::warn!(file = %path.display(), torn_bytes = len - whole_lines, "cutting off a torn rejected line left by a killed run");
-        file.set_len(whole_lines)?;
-        file.sync_all()?;
-    }
-    Ok(file)
-}
-
-/// Flushes the rejected lines written so far and makes them durable.
-fn make_durable(out: &mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()> {
-    out.flush()?;
-    out.get_ref().sync_data()
-}
-
 /// Bytes the content hash reads at a time.
 const HASH_READ_BYTES: usize = 1 << 20;
 
@@ -370,8 +310,8 @@ pub async fn ingest_file(
         .health
         .partitions
         .store(1, std::sync::atomic::Ordering::Relaxed);
-    // The rejected lines are appended to a file beside the lake while the run goes, and cut back
-    // to the committed position on recovery: that needs a local folder.
+    // The rejected lines are appended to a file beside the lake while the run goes, and a torn
+    // last line is cut off when a rerun opens it: that needs a local folder.
     let Some(lake_path) = config.lake.path.local_path() else {
         return Err(EngineError::Config(crate::config::ConfigError::Invalid {
             field: "lake.path",
@@ -415,8 +355,7 @@ pub async fn ingest_file(
     let rejected_dir = lake_path.join("_haochaping/rejected");
     std::fs::create_dir_all(&rejected_dir).map_err(io_error(&rejected_dir))?;
     let rejected_path = rejected_dir.join(format!("{stem}.{}.ndjson", &hash[..16]));
-    let mut rejected =
-        std::io::BufWriter::new(open_rejected(&rejected_path).map_err(io_error(&rejected_path))?);
+    let mut rejected = RejectedLines::open(rejected_path, config.lake.persistence())?;
     let file = std::fs::File::open(path).map_err(io_error(path))?;
 
     // The writer: appends each batch's rows to the open files while the reader goes on, and
@@ -568,11 +507,10 @@ pub async fn ingest_file(
                     let skipped = cut.size.saturating_sub(line.len());
                     reader_stats.processed(source, 0, skipped as u64, 0, 0);
                 }
-                park(&mut rejected, &protector, offset, line, &rejection, cut)
-                    .map_err(io_error(&rejected_path))?;
+                rejected.park(&protector, offset, line, &rejection, cut)?;
             }
             if batch_rows >= flush_rows || batch_bytes >= flush_bytes {
-                make_durable(&mut rejected).map_err(io_error(&rejected_path))?;
+                rejected.make_durable()?;
                 let range = BatchRange {
                     topic: reader_topic.clone(),
                     partition: 0,
@@ -597,10 +535,10 @@ pub async fn ingest_file(
                 first_offset: first,
                 last_offset: offset - 1,
             };
-            make_durable(&mut rejected).map_err(io_error(&rejected_path))?;
+            rejected.make_durable()?;
             let _ = batches.blocking_send((range, parts));
         }
-        make_durable(&mut rejected).map_err(io_error(&rejected_path))?;
+        rejected.make_durable()?;
         Ok(())
     });
     let read_result = read.await?;
@@ -736,35 +674,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn a_torn_rejected_line_is_cut_off_before_appending() {
-        use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.ndjson");
-        // (content left by a killed run, content after reopening)
-        let cases: [(&[u8], &[u8]); 5] = [
-            (b"", b""),
-            (b"{\"a\":1}\n", b"{\"a\":1}\n"),
-            (b"{\"a\":1}\n{\"b\":", b"{\"a\":1}\n"),
-            (b"{\"b\":", b""),
-            (b"{\"a\":1}\n{\"b\":2}\n", b"{\"a\":1}\n{\"b\":2}\n"),
-        ];
-        for (left, kept) in cases {
-            std::fs::write(&path, left).unwrap();
-            let mut file = super::open_rejected(&path).unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), kept);
-            file.write_all(b"{\"c\":3}\n").unwrap();
-            assert_eq!(
-                std::fs::read(&path).unwrap(),
-                [kept, b"{\"c\":3}\n"].concat()
-            );
-        }
-        // A torn line longer than one look-back block.
-        let long = [b"{\"a\":1}\n".as_slice(), &vec![b'x'; 200 << 10]].concat();
-        std::fs::write(&path, long).unwrap();
-        super::open_rejected(&path).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n");
     }
 }

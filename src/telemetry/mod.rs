@@ -283,6 +283,12 @@ pub fn lake_commit_retried(table: &str) {
         .increment(1);
 }
 
+/// The disk refused a write to an offline run's rejected-lines file, which is retried while the run
+/// waits.
+pub fn rejected_lines_write_retried() {
+    metrics::counter!("haochaping_rejected_lines_write_retries_total").increment(1);
+}
+
 /// How many partitions wait for their previous batch's commit with their next batch full (fetching
 /// paused): a lake or dead-letter outage shows here first.
 pub fn partitions_backpressured(count: usize) {

@@ -307,3 +307,159 @@ async fn offline_rejected_lines_survive_a_kill_before_their_batch_commits() {
     );
     assert_exactly_once(&lake, &produced.slots);
 }
+
+/// A tmpfs of a given size mounted on a folder of its own: a disk that fills up, and whose owner
+/// then frees space, without filling the machine's. Unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount -t tmpfs {}", path.display());
+        Self(path.to_owned())
+    }
+
+    fn grow(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "remount {}", self.0.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// An offline run on a disk that fills up, in the two places it writes: the lake (its batches'
+/// files) and the rejected-lines file. Either way the run waits (it ended with an error when the
+/// rejected lines found the disk full), counts its attempts on `/metrics`, and finishes once space
+/// is freed: every evaluation once, every rejected line parked, no partial file left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_a_full_disk_is_waited_out_wherever_it_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("export.ndjson");
+    let mut produced = Produced::new();
+    let mut generator = generator(43, 0.05, 0.03);
+    let mut lines = Vec::new();
+    for _ in 0..24_000 {
+        let event = generator.next_event();
+        lines.extend_from_slice(&event.payload);
+        lines.push(b'\n');
+        produced.record_event(&event);
+    }
+    std::fs::write(&input, &lines).unwrap();
+    let config = dir.path().join("haochaping.toml");
+    std::fs::write(&config, "[lake]\nretry_backoff_max = \"1s\"\n").unwrap();
+
+    // (what fills up, the disk's size, what the run says while it waits, the metric it counts in)
+    let cases = [
+        (
+            "lake",
+            "1m",
+            "the lake refused the batch",
+            "haochaping_lake_commit_retries_total",
+        ),
+        (
+            "lake/_haochaping/rejected",
+            "16k",
+            "the disk refused rejected lines",
+            "haochaping_rejected_lines_write_retries_total",
+        ),
+    ];
+    for (full, size, waiting, metric) in cases {
+        let lake = dir.path().join(format!("lake-{size}"));
+        let disk = SmallDisk::mount(
+            &dir.path()
+                .join(full.replacen("lake", &format!("lake-{size}"), 1)),
+            size,
+        );
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut child = crate::support::haochaping()
+            .args(["ingest", "--from-file"])
+            .arg(&input)
+            .arg("--lake")
+            .arg(&lake)
+            .arg("--config")
+            .arg(&config)
+            .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
+            .args(["--metrics-addr", &addr])
+            .env("HAOCHAPING_IDENTITY_SECRET", SECRET)
+            .env("HAOCHAPING_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = collect(child.stderr.take().unwrap());
+        wait_until(Duration::from_secs(60), waiting, || {
+            log.lock().unwrap().contains(waiting)
+        })
+        .await;
+        wait_until(Duration::from_secs(30), metric, || {
+            // A blocking request from the test's runtime: nothing else runs on it meanwhile.
+            let scraped = http_get(&addr, "/metrics").unwrap_or_default();
+            metric_value(&scraped, metric).unwrap_or(0) > 0
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{full}: the run ended on a full disk:\n{}",
+            log.lock().unwrap()
+        );
+
+        disk.grow("256m");
+        let status = tokio::task::spawn_blocking(move || {
+            let mut stdout = String::new();
+            std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+            (child.wait().unwrap(), stdout)
+        });
+        let (status, summary) = tokio::time::timeout(Duration::from_secs(120), status)
+            .await
+            .expect("the run never finished once space was freed")
+            .unwrap();
+        assert!(status.success(), "{full}:\n{}", log.lock().unwrap());
+        let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        assert_eq!(
+            summary["rows_written"], produced.report.accepted,
+            "{summary}"
+        );
+        assert_exactly_once(&lake, &produced.slots);
+
+        let rejected_dir = lake.join("_haochaping/rejected");
+        let mut offsets = Vec::new();
+        for file in std::fs::read_dir(&rejected_dir).unwrap() {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let record: serde_json::Value = serde_json::from_slice(line).unwrap();
+                offsets.push(record["offset"].as_i64().unwrap());
+            }
+        }
+        let distinct: std::collections::BTreeSet<i64> = offsets.iter().copied().collect();
+        assert_eq!(
+            offsets.len(),
+            distinct.len(),
+            "{full}: a line parked twice in one run"
+        );
+        assert_eq!(
+            distinct.len() as u64,
+            produced.report.dead_lettered(),
+            "{full}"
+        );
+        let partial: Vec<_> = all_files(&lake)
+            .into_iter()
+            .filter(|f| f.contains('#'))
+            .collect();
+        assert!(partial.is_empty(), "{full}: {partial:?}");
+        drop(disk);
+    }
+}
