@@ -531,6 +531,9 @@ async fn replay_returns_dead_letters_to_the_source_topic() {
     let options = ReplayOptions {
         kafka: haochaping::config::KafkaConfig {
             brokers: brokers.clone(),
+            // The second replay below joins the same group, and the mock cluster assigns it the
+            // partition only once the first member's session has expired (45 s by default).
+            properties: [("session.timeout.ms".to_owned(), "6000".to_owned())].into(),
             ..Default::default()
         },
         dlq_topic: "evaluations.dlq".into(),

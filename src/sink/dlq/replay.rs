@@ -53,7 +53,8 @@ pub struct ReplayOptions {
     pub reasons: Vec<Reason>,
     /// Consumer group whose offsets remember what was replayed.
     pub group: String,
-    /// Stop once nothing has arrived for this long and everything is committed.
+    /// Stop once nothing has arrived for this long since the group assigned partitions (or since
+    /// the last record) and everything is committed.
     pub exit_when_idle: Option<Duration>,
 }
 
@@ -205,6 +206,7 @@ pub async fn replay(
     // Next offset to commit per partition, once everything before it is delivered.
     let mut positions: HashMap<i32, i64> = HashMap::new();
     let mut last_activity = Instant::now();
+    let mut assigned = false;
     tokio::pin!(shutdown);
     loop {
         let received = tokio::select! {
@@ -265,7 +267,12 @@ pub async fn replay(
             }
             Err(_tick) => {
                 settle(&consumer, &options.dlq_topic, &mut pending, &mut positions).await?;
-                let assigned = consumer.assignment().is_ok_and(|a| a.count() > 0);
+                if !assigned && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                    // Idleness counts from the assignment: a group join slower than the idle
+                    // time (a loaded machine) ended the replay before its first fetch.
+                    assigned = true;
+                    last_activity = Instant::now();
+                }
                 if let Some(idle) = options.exit_when_idle {
                     if assigned && last_activity.elapsed() >= idle {
                         break;
