@@ -24,16 +24,9 @@ fn rejected_file(lake: &std::path::Path, stem: &str) -> std::path::PathBuf {
     found.into_iter().next().unwrap()
 }
 
-/// Writes `count` generated events as NDJSON and records them in `produced`.
+/// Writes `count` generated events (none redelivered or bad) as NDJSON.
 fn write_events(path: &std::path::Path, seed: u64, count: usize, produced: &mut Produced) {
-    let mut file = std::fs::File::create(path).unwrap();
-    let mut generator = generator(seed, 0.0, 0.0);
-    for _ in 0..count {
-        let event = generator.next_event();
-        file.write_all(&event.payload).unwrap();
-        file.write_all(b"\n").unwrap();
-        produced.record_event(&event);
-    }
+    write_ndjson(path, &mut generator(seed, 0.0, 0.0), count, produced);
 }
 
 fn lake_dir(config: &IngestConfig) -> &std::path::Path {
@@ -510,26 +503,17 @@ async fn sigkill_at_any_point_of_an_offline_run_leaves_every_line_once() {
     let dir = tempfile::tempdir().unwrap();
     let (lake, input) = (dir.path().join("lake"), dir.path().join("export.ndjson"));
     let mut produced = Produced::new();
-    let mut file = std::fs::File::create(&input).unwrap();
-    let mut generator = generator(41, 0.05, 0.03);
-    for _ in 0..24_000 {
-        let event = generator.next_event();
-        file.write_all(&event.payload).unwrap();
-        file.write_all(b"\n").unwrap();
-        produced.record_event(&event);
-    }
-    drop(file);
+    write_ndjson(
+        &input,
+        &mut generator(41, 0.05, 0.03),
+        24_000,
+        &mut produced,
+    );
     let run = |limited: bool| {
-        let mut command = crate::support::haochaping();
+        let mut command = ingest_file_command(&input, &lake);
         command
-            .args(["ingest", "--from-file"])
-            .arg(&input)
-            .arg("--lake")
-            .arg(&lake)
             .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
-            .env("HAOCHAPING_IDENTITY_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         if limited {
             command.args(["--max-events-per-second", "4000"]);
         }

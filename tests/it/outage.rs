@@ -225,27 +225,13 @@ async fn offline_rejected_lines_survive_a_kill_before_their_batch_commits() {
     let lake = dir.path().join("lake");
     let input = dir.path().join("day.ndjson");
     let mut produced = Produced::new();
-    let mut generator = generator(33, 0.0, 0.05);
-    let mut lines = Vec::new();
-    for _ in 0..3_000 {
-        let event = generator.next_event();
-        lines.extend_from_slice(&event.payload);
-        lines.push(b'\n');
-        produced.record_event(&event);
-    }
-    std::fs::write(&input, &lines).unwrap();
+    write_ndjson(&input, &mut generator(33, 0.0, 0.05), 3_000, &mut produced);
     let run = || {
-        let mut command = crate::support::haochaping();
+        let mut command = ingest_file_command(&input, &lake);
         command
-            .args(["ingest", "--from-file"])
-            .arg(&input)
-            .arg("--lake")
-            .arg(&lake)
             .args(["--flush-rows", "500"])
-            .env("HAOCHAPING_IDENTITY_SECRET", SECRET)
             .env("HAOCHAPING_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         command
     };
 
@@ -349,15 +335,12 @@ async fn offline_a_full_disk_is_waited_out_wherever_it_is_full() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("export.ndjson");
     let mut produced = Produced::new();
-    let mut generator = generator(43, 0.05, 0.03);
-    let mut lines = Vec::new();
-    for _ in 0..24_000 {
-        let event = generator.next_event();
-        lines.extend_from_slice(&event.payload);
-        lines.push(b'\n');
-        produced.record_event(&event);
-    }
-    std::fs::write(&input, &lines).unwrap();
+    write_ndjson(
+        &input,
+        &mut generator(43, 0.05, 0.03),
+        24_000,
+        &mut produced,
+    );
     let config = dir.path().join("haochaping.toml");
     std::fs::write(&config, "[lake]\nretry_backoff_max = \"1s\"\n").unwrap();
 
@@ -384,19 +367,12 @@ async fn offline_a_full_disk_is_waited_out_wherever_it_is_full() {
             size,
         );
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut child = crate::support::haochaping()
-            .args(["ingest", "--from-file"])
-            .arg(&input)
-            .arg("--lake")
-            .arg(&lake)
+        let mut child = ingest_file_command(&input, &lake)
             .arg("--config")
             .arg(&config)
             .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
             .args(["--metrics-addr", &addr])
-            .env("HAOCHAPING_IDENTITY_SECRET", SECRET)
             .env("HAOCHAPING_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let log = collect(child.stderr.take().unwrap());

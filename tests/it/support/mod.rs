@@ -257,6 +257,33 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Writes `count` events of `generator` to `path` as NDJSON, and records them in `produced`.
+pub fn write_ndjson(path: &Path, generator: &mut Generator, count: usize, produced: &mut Produced) {
+    let mut lines = Vec::new();
+    for _ in 0..count {
+        let event = generator.next_event();
+        lines.extend_from_slice(&event.payload);
+        lines.push(b'\n');
+        produced.record_event(&event);
+    }
+    std::fs::write(path, lines).unwrap();
+}
+
+/// `haochaping ingest --from-file <input> --lake <lake>` with the tests' identity secret, its
+/// summary on stdout and its log on stderr, both piped.
+pub fn ingest_file_command(input: &Path, lake: &Path) -> Command {
+    let mut command = haochaping();
+    command
+        .args(["ingest", "--from-file"])
+        .arg(input)
+        .arg("--lake")
+        .arg(lake)
+        .env("HAOCHAPING_IDENTITY_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
 /// Every file below `dir`, at any depth, by path (staged and stray files included).
 pub fn all_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
