@@ -26,7 +26,9 @@ def main():
     tick = os.sysconf("SC_CLK_TCK")
     start = last = time.perf_counter()
     before, cores = 0, []
-    while child.poll() is None:
+    # Asks whether the child ended without reaping it: its stat file stays readable until wait4
+    # below reaps it.
+    while os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
         time.sleep(INTERVAL)
         now = time.perf_counter()
         try:
@@ -35,9 +37,12 @@ def main():
             break
         cores.append((ticks - before) / tick / (now - last))
         before, last = ticks, now
-    child.wait()
+    # The totals from the kernel's account of the ended child, the last interval included.
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
     print(" ".join(f"{c:.1f}" for c in cores))
-    print(f"wall {time.perf_counter() - start:.2f} s, CPU {before / tick:.2f} s, exit {child.returncode}")
+    print(f"wall {wall:.2f} s, CPU {usage.ru_utime + usage.ru_stime:.2f} s, "
+          f"exit {os.waitstatus_to_exitcode(status)}")
 
 
 if __name__ == "__main__":

@@ -15,21 +15,23 @@ use crate::generate::{self, Generator, GeneratorConfig};
 use crate::lake::{LakeLocation, LakeRoot};
 use crate::telemetry::Stats;
 
-/// An error and its causes on one line, for the operator: each cause is added after a colon
-/// unless the text so far already says it. Most of our errors name their cause in their own
-/// message (`{path}: {source}`, which logs show) and expose it as the source too, so printing the
-/// whole chain would repeat it (`… No space left on device (os error 28): No space left on device
-/// (os error 28)`).
+/// An error and its causes on one line, for the operator: each cause after a colon, unless the
+/// link before it already ends with it. Most of our errors name their cause in their own message
+/// (`{path}: {source}`, which logs show) and expose it as the source too, so printing the whole
+/// chain would repeat it (`… No space left on device (os error 28): No space left on device (os
+/// error 28)`).
 pub fn error_report(error: &anyhow::Error) -> String {
     let mut report = String::new();
+    let mut previous = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
         if report.is_empty() {
-            report = text;
-        } else if !report.contains(&text) {
+            report.clone_from(&text);
+        } else if !previous.ends_with(&text) {
             report.push_str(": ");
             report.push_str(&text);
         }
+        previous = text;
     }
     report
 }
@@ -410,7 +412,7 @@ mod report_tests {
 
     #[test]
     fn each_cause_is_said_once() {
-        let cases: [(anyhow::Error, &str); 4] = [
+        let cases: [(anyhow::Error, &str); 5] = [
             (
                 Outer::Says {
                     source: Inner::Full,
@@ -433,6 +435,13 @@ mod report_tests {
                 "ingest export.ndjson: rejected.ndjson: No space left on device (os error 28)",
             ),
             (Inner::Full.into(), "No space left on device (os error 28)"),
+            // A cause whose words the context happens to use is still said.
+            (
+                anyhow::Error::from(Inner::Full)
+                    .context("No space left on device (os error 28) on the last run"),
+                "No space left on device (os error 28) on the last run: No space left on device \
+                 (os error 28)",
+            ),
         ];
         for (error, expected) in cases {
             assert_eq!(error_report(&error), expected);

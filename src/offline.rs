@@ -423,6 +423,9 @@ pub async fn ingest_file(
     };
     let read = tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
         let workers = crate::parallel::workers();
+        // The writer stops taking batches only when it failed: a full disk is then no longer
+        // worth waiting out, and its error is the one reported.
+        let writer_failed = || batches.is_closed();
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let now = chrono::Utc::now().timestamp_micros();
         let mut offset: i64 = 0;
@@ -507,10 +510,10 @@ pub async fn ingest_file(
                     let skipped = cut.size.saturating_sub(line.len());
                     reader_stats.processed(source, 0, skipped as u64, 0, 0);
                 }
-                rejected.park(&protector, offset, line, &rejection, cut)?;
+                rejected.park(&protector, offset, line, &rejection, cut, &writer_failed)?;
             }
             if batch_rows >= flush_rows || batch_bytes >= flush_bytes {
-                rejected.make_durable()?;
+                rejected.make_durable(&writer_failed)?;
                 let range = BatchRange {
                     topic: reader_topic.clone(),
                     partition: 0,
@@ -535,10 +538,10 @@ pub async fn ingest_file(
                 first_offset: first,
                 last_offset: offset - 1,
             };
-            rejected.make_durable()?;
+            rejected.make_durable(&writer_failed)?;
             let _ = batches.blocking_send((range, parts));
         }
-        rejected.make_durable()?;
+        rejected.make_durable(&writer_failed)?;
         Ok(())
     });
     let read_result = read.await?;

@@ -1,10 +1,13 @@
 //! The offline run's rejected-lines file, `<lake>/_haochaping/rejected/<name>.<hash>.ndjson`: one
 //! JSON record a line, appended while the run goes and made durable before the batch covering the
-//! lines is committed. A disk that refuses a write (full, or a quota) is waited out as the lake's
-//! commits wait it out: the write resumes at the byte where it stopped, so nothing is torn or
-//! doubled. An fsync that fails ends the run instead: after one, the kernel may have dropped the
-//! pages it could not write, and a second fsync can succeed without them. The batch was not
-//! committed, so the rerun parks its lines again.
+//! lines is handed to the writer. A disk that refuses a write because it is full, over a quota,
+//! read-only or not writable by us is waited out as the lake's commits wait it out: the write
+//! resumes at the byte where it stopped, so while the run lives no record is torn or written twice
+//! (a kill, or `lake.give_up_after` running out, can leave a torn last record, which the next run
+//! cuts off). Any other write error, and an fsync that fails, end the run: after a failed fsync the
+//! kernel may have dropped the pages it could not write, and a second fsync can succeed without
+//! them. The batch was not committed, so the rerun parks its lines again. A filesystem that
+//! reports a full disk only at fsync (some network filesystems) therefore ends the run.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -17,7 +20,8 @@ use crate::retry::Persistence;
 use crate::sink::dlq::protect::{rejected_line, Protector};
 
 /// Parked records are written once this many bytes wait, so a batch of rejected lines costs this
-/// much memory, not the batch's size.
+/// much memory (plus one record, up to `validation.max_message_bytes` encoded), not the batch's
+/// size.
 const WRITE_AT_BYTES: usize = 1 << 20;
 
 pub(super) struct RejectedLines {
@@ -53,6 +57,7 @@ impl RejectedLines {
         line: &[u8],
         rejection: &Rejection,
         cut: Option<&CutLine>,
+        abandon: &dyn Fn() -> bool,
     ) -> Result<(), EngineError> {
         let parked = match cut {
             None => protector.protect(line, usize::MAX),
@@ -62,23 +67,25 @@ impl RejectedLines {
         serde_json::to_writer(&mut self.pending, &record).map_err(|e| self.io(e.into()))?;
         self.pending.push(b'\n');
         if self.pending.len() >= WRITE_AT_BYTES {
-            self.write_pending()?;
+            self.write_pending(abandon)?;
         }
         Ok(())
     }
 
-    /// Writes what is parked and makes the file durable.
-    pub(super) fn make_durable(&mut self) -> Result<(), EngineError> {
-        self.write_pending()?;
+    /// Writes what is parked and makes the file durable. A refused write is waited out unless
+    /// `abandon` says the run is over (its writer failed).
+    pub(super) fn make_durable(&mut self, abandon: &dyn Fn() -> bool) -> Result<(), EngineError> {
+        self.write_pending(abandon)?;
         self.file.sync_data().map_err(|e| self.io(e))
     }
 
-    fn write_pending(&mut self) -> Result<(), EngineError> {
+    fn write_pending(&mut self, abandon: &dyn Fn() -> bool) -> Result<(), EngineError> {
         let path = &self.path;
         let written = write_retrying(
             &mut self.file,
             &self.pending,
             self.persistence,
+            abandon,
             |error, attempt, delay| {
                 tracing::warn!(file = %path.display(), %error, attempt, retry_in_ms = delay.as_millis() as u64, "the disk refused rejected lines; the run waits and retries");
                 crate::telemetry::rejected_lines_write_retried();
@@ -97,12 +104,24 @@ impl RejectedLines {
     }
 }
 
-/// Writes all of `bytes` to `out`. A refused write is tried again after `persistence`'s backoff
-/// (`on_retry` is told first) from where the last one stopped, until `persistence` gives up.
+/// Whether a refused write is waited out: the refusals an operator fixes while the run waits
+/// (space freed, a quota raised, the disk remounted writable, permissions set right).
+fn waited_out(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::{PermissionDenied, QuotaExceeded, ReadOnlyFilesystem, StorageFull};
+    matches!(
+        kind,
+        StorageFull | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied
+    )
+}
+
+/// Writes all of `bytes` to `out`. A write refused for a reason that is [`waited_out`] is tried
+/// again after `persistence`'s backoff (`on_retry` is told first) from where the last one stopped,
+/// until `persistence` gives up or `abandon` holds; any other error is returned at once.
 fn write_retrying(
     out: &mut impl Write,
     bytes: &[u8],
     persistence: Persistence,
+    abandon: &dyn Fn() -> bool,
     mut on_retry: impl FnMut(&std::io::Error, u32, Duration),
 ) -> std::io::Result<()> {
     let mut written = 0;
@@ -116,6 +135,7 @@ fn write_retrying(
                 (attempt, failing_since) = (0, None);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if !waited_out(e.kind()) || abandon() => return Err(e),
             Err(e) => {
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 let Some(delay) = persistence.next_delay(attempt, since) else {
@@ -175,12 +195,25 @@ mod tests {
     use crate::retry::{Backoff, Persistence};
 
     /// A disk that takes at most `step` bytes a write and refuses the writes whose number is in
-    /// `refused` (0-based, counting every call).
+    /// `refused` (0-based, counting every call) with `error` (an errno).
     struct Disk {
         taken: Vec<u8>,
         step: usize,
         refused: Vec<usize>,
         calls: usize,
+        error: i32,
+    }
+
+    impl Disk {
+        fn new(step: usize, refused: Vec<usize>) -> Self {
+            Self {
+                taken: Vec::new(),
+                step,
+                refused,
+                calls: 0,
+                error: 28, // ENOSPC
+            }
+        }
     }
 
     impl Write for Disk {
@@ -188,7 +221,7 @@ mod tests {
             let call = self.calls;
             self.calls += 1;
             if self.refused.contains(&call) {
-                return Err(Error::from_raw_os_error(28)); // ENOSPC
+                return Err(Error::from_raw_os_error(self.error));
             }
             let n = bytes.len().min(self.step);
             self.taken.extend_from_slice(&bytes[..n]);
@@ -221,16 +254,18 @@ mod tests {
             (1, &[999], 1),
         ];
         for (step, refused, retries) in cases {
-            let mut disk = Disk {
-                taken: Vec::new(),
-                step,
-                refused: refused.to_vec(),
-                calls: 0,
-            };
+            let mut disk = Disk::new(step, refused.to_vec());
             let mut told = Vec::new();
-            super::write_retrying(&mut disk, &bytes, persistence(None), |e, attempt, _| {
-                told.push((e.raw_os_error(), attempt));
-            })
+            let never = || false;
+            super::write_retrying(
+                &mut disk,
+                &bytes,
+                persistence(None),
+                &never,
+                |e, attempt, _| {
+                    told.push((e.raw_os_error(), attempt));
+                },
+            )
             .unwrap();
             assert_eq!(disk.taken, bytes, "{step} {refused:?}");
             assert_eq!(told.len(), retries, "{step} {refused:?}");
@@ -239,29 +274,35 @@ mod tests {
     }
 
     #[test]
-    fn a_disk_refusing_for_longer_than_allowed_ends_the_write() {
-        let mut disk = Disk {
-            taken: Vec::new(),
-            step: 10,
-            refused: (1..10_000).collect(),
-            calls: 0,
-        };
-        let error = super::write_retrying(
-            &mut disk,
-            &[b'x'; 100],
-            persistence(Some(Duration::from_millis(20))),
-            |_, _, _| {},
-        )
-        .unwrap_err();
-        assert_eq!(error.raw_os_error(), Some(28));
-        assert_eq!(disk.taken, [b'x'; 10], "the first write's bytes stay taken");
-        let mut zero = Disk {
-            taken: Vec::new(),
-            step: 0,
-            refused: Vec::new(),
-            calls: 0,
-        };
-        let error = super::write_retrying(&mut zero, b"x", persistence(None), |_, _, _| {});
+    fn a_write_ends_when_told_to_or_when_waiting_cannot_help() {
+        // (errno of the refusals, how long persistence waits, abandon, the error returned)
+        let cases: [(i32, Option<u64>, bool, i32); 6] = [
+            (28, Some(20), false, 28),   // ENOSPC, for longer than allowed
+            (122, Some(20), false, 122), // EDQUOT
+            (30, Some(20), false, 30),   // EROFS
+            (1, Some(20), false, 1),     // EPERM (an immutable folder)
+            (28, None, true, 28),        // the run is over: its writer failed
+            (5, None, false, 5),         // EIO: not waited out
+        ];
+        for (errno, limit, abandon, expected) in cases {
+            let mut disk = Disk::new(10, (1..10_000).collect());
+            disk.error = errno;
+            let limit = limit.map(Duration::from_millis);
+            let abandon = move || abandon;
+            let error = super::write_retrying(
+                &mut disk,
+                &[b'x'; 100],
+                persistence(limit),
+                &abandon,
+                |_, _, _| {},
+            )
+            .unwrap_err();
+            assert_eq!(error.raw_os_error(), Some(expected), "{errno}");
+            assert_eq!(disk.taken, [b'x'; 10], "the first write's bytes stay taken");
+        }
+        let never = || false;
+        let mut zero = Disk::new(0, Vec::new());
+        let error = super::write_retrying(&mut zero, b"x", persistence(None), &never, |_, _, _| {});
         assert_eq!(error.unwrap_err().kind(), ErrorKind::WriteZero);
     }
 

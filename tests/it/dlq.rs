@@ -568,10 +568,29 @@ async fn replay_returns_dead_letters_to_the_source_topic() {
         "evaluations.dlq/0/1"
     );
 
-    // The group's offsets were committed after delivery: a second replay finds nothing new.
-    let again = replay(options, std::future::pending()).await.unwrap();
-    assert_eq!((again.read, again.replayed), (0, 0));
-    assert_eq!(read(&brokers, "evaluations").len(), 2);
+    // The group's offsets were committed after delivery: a second replay reads only the dead
+    // letter parked since (and had it ended before its first fetch, it would have read none).
+    let delivery = dead_letters
+        .send(
+            Some(&b"P-4"[..]),
+            FULL.as_bytes(),
+            &invalid_area,
+            position(3),
+        )
+        .await
+        .unwrap();
+    dead_letters.confirm(vec![delivery]).await.unwrap();
+    let again = tokio::time::timeout(
+        Duration::from_secs(60),
+        replay(options, std::future::pending()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((again.read, again.replayed), (1, 1), "{again:?}");
+    let replayed = read(&brokers, "evaluations");
+    assert_eq!(replayed.len(), 3);
+    assert_eq!(replayed[2].key.as_deref(), Some(&b"P-4"[..]));
 }
 
 fn dead_letters_with_key(brokers: &str, key: &str) -> DeadLetters {

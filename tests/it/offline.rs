@@ -492,10 +492,10 @@ async fn batches_are_row_groups_of_few_commits() {
 /// SIGKILL at any point of an offline run, several times: the row groups its open files held are
 /// lost with the process, and each rerun resumes where the lake's last commit ended. Commits span
 /// a few batches (`--offline-commit-bytes`), the rate limit stretches a run over seconds so the
-/// kills land inside it, and every kill falls at a different moment: between appends, inside a
-/// commit's puts, between the files and the log record. After a final run every evaluation is
-/// in the lake once, every rejected line is parked (some twice, never none), and no staged file is
-/// left where readers would see it.
+/// kills land inside it, at random moments: between appends, inside a commit or between commits,
+/// wherever they fall. After a final run every evaluation is in the lake once, every rejected line
+/// is parked (some twice, never none), and no staged file is left where readers would see it.
+/// SIGKILL keeps the page cache, so this checks the order of the protocol's steps, not its fsyncs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_any_point_of_an_offline_run_leaves_every_line_once() {
     use rand::{Rng, SeedableRng};

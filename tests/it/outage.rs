@@ -326,6 +326,17 @@ impl Drop for SmallDisk {
     }
 }
 
+/// A child process killed when dropped: a failed assertion must not leave a run waiting for
+/// ever on a disk that is never freed.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An offline run on a disk that fills up, in the two places it writes: the lake (its batches'
 /// files) and the rejected-lines file. Either way the run waits (it ended with an error when the
 /// rejected lines found the disk full), counts its attempts on `/metrics`, and finishes once space
@@ -344,38 +355,42 @@ async fn offline_a_full_disk_is_waited_out_wherever_it_is_full() {
     let config = dir.path().join("haochaping.toml");
     std::fs::write(&config, "[lake]\nretry_backoff_max = \"1s\"\n").unwrap();
 
-    // (what fills up, the disk's size, what the run says while it waits, the metric it counts in)
+    // (the small disk's folder in the lake, its size, what the run says while it waits there, the
+    // metric it counts in, a roomy disk inside the small one). A lake on a full disk gets its
+    // rejected lines a roomy disk of their own, so that the lake's commits meet the full disk
+    // first.
     let cases = [
         (
-            "lake",
+            "",
             "1m",
             "the lake refused the batch",
             "haochaping_lake_commit_retries_total",
+            Some("_haochaping/rejected"),
         ),
         (
-            "lake/_haochaping/rejected",
+            "_haochaping/rejected",
             "16k",
             "the disk refused rejected lines",
             "haochaping_rejected_lines_write_retries_total",
+            None,
         ),
     ];
-    for (full, size, waiting, metric) in cases {
+    for (full, size, waiting, metric, roomy) in cases {
         let lake = dir.path().join(format!("lake-{size}"));
-        let disk = SmallDisk::mount(
-            &dir.path()
-                .join(full.replacen("lake", &format!("lake-{size}"), 1)),
-            size,
-        );
+        let disk = SmallDisk::mount(&lake.join(full), size);
+        let _roomy = roomy.map(|folder| SmallDisk::mount(&lake.join(folder), "64m"));
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut child = ingest_file_command(&input, &lake)
-            .arg("--config")
-            .arg(&config)
-            .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
-            .args(["--metrics-addr", &addr])
-            .env("HAOCHAPING_LOG", "info")
-            .spawn()
-            .unwrap();
-        let log = collect(child.stderr.take().unwrap());
+        let mut child = Killed(
+            ingest_file_command(&input, &lake)
+                .arg("--config")
+                .arg(&config)
+                .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
+                .args(["--metrics-addr", &addr])
+                .env("HAOCHAPING_LOG", "info")
+                .spawn()
+                .unwrap(),
+        );
+        let log = collect(child.0.stderr.take().unwrap());
         wait_until(Duration::from_secs(60), waiting, || {
             log.lock().unwrap().contains(waiting)
         })
@@ -388,22 +403,30 @@ async fn offline_a_full_disk_is_waited_out_wherever_it_is_full() {
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(
-            child.try_wait().unwrap().is_none(),
-            "{full}: the run ended on a full disk:\n{}",
+            child.0.try_wait().unwrap().is_none(),
+            "{metric}: the run ended on a full disk:\n{}",
             log.lock().unwrap()
         );
 
         disk.grow("256m");
-        let status = tokio::task::spawn_blocking(move || {
-            let mut stdout = String::new();
-            std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
-            (child.wait().unwrap(), stdout)
-        });
-        let (status, summary) = tokio::time::timeout(Duration::from_secs(120), status)
-            .await
-            .expect("the run never finished once space was freed")
-            .unwrap();
-        assert!(status.success(), "{full}:\n{}", log.lock().unwrap());
+        let mut status = None;
+        wait_until(
+            Duration::from_secs(120),
+            "the run's end once space was freed",
+            || {
+                status = child.0.try_wait().unwrap();
+                status.is_some()
+            },
+        )
+        .await;
+        assert!(
+            status.unwrap().success(),
+            "{metric}:\n{}",
+            log.lock().unwrap()
+        );
+        // The summary is one short line: the pipe held it while the run went.
+        let mut summary = String::new();
+        std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut summary).unwrap();
         let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
         assert_eq!(
             summary["rows_written"], produced.report.accepted,
@@ -424,18 +447,18 @@ async fn offline_a_full_disk_is_waited_out_wherever_it_is_full() {
         assert_eq!(
             offsets.len(),
             distinct.len(),
-            "{full}: a line parked twice in one run"
+            "{metric}: a line parked twice in one run"
         );
         assert_eq!(
             distinct.len() as u64,
             produced.report.dead_lettered(),
-            "{full}"
+            "{metric}"
         );
         let partial: Vec<_> = all_files(&lake)
             .into_iter()
             .filter(|f| f.contains('#'))
             .collect();
-        assert!(partial.is_empty(), "{full}: {partial:?}");
-        drop(disk);
+        assert!(partial.is_empty(), "{metric}: {partial:?}");
+        // Dropped in reverse: the run (ended), the roomy disk, then the small one.
     }
 }

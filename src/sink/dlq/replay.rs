@@ -54,7 +54,8 @@ pub struct ReplayOptions {
     /// Consumer group whose offsets remember what was replayed.
     pub group: String,
     /// Stop once nothing has arrived for this long since the group assigned partitions (or since
-    /// the last record) and everything is committed.
+    /// the last record) and everything is committed. A member the group assigns nothing (more
+    /// members than partitions, or no such topic) never stops this way.
     pub exit_when_idle: Option<Duration>,
 }
 
