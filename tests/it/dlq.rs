@@ -596,3 +596,34 @@ async fn replay_returns_dead_letters_to_the_source_topic() {
 fn dead_letters_with_key(brokers: &str, key: &str) -> DeadLetters {
     dead_letters(brokers, Some(key), |_| {})
 }
+
+/// A replay of a dead-letter topic that does not exist (a typo in `--dlq-topic`) ends with an
+/// error naming it, instead of waiting for ever for partitions that no one will assign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_a_missing_topic_says_so() {
+    let (_cluster, brokers) = cluster();
+    let options = ReplayOptions {
+        kafka: haochaping::config::KafkaConfig {
+            brokers,
+            ..Default::default()
+        },
+        dlq_topic: "evaluatoins.dlq".into(),
+        to: None,
+        key: None,
+        reasons: Vec::new(),
+        group: "replay-missing".into(),
+        exit_when_idle: Some(Duration::from_secs(2)),
+    };
+    let error = tokio::time::timeout(
+        Duration::from_secs(60),
+        replay(options, std::future::pending()),
+    )
+    .await
+    .expect("the replay waited for ever")
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("evaluatoins.dlq") && text.contains("does not exist"),
+        "{text}"
+    );
+}

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -55,7 +56,7 @@ pub struct ReplayOptions {
     pub group: String,
     /// Stop once nothing has arrived for this long since the group assigned partitions (or since
     /// the last record) and everything is committed. A member the group assigns nothing (more
-    /// members than partitions, or no such topic) never stops this way.
+    /// members than partitions) never stops this way; a topic that does not exist is an error.
     pub exit_when_idle: Option<Duration>,
 }
 
@@ -170,6 +171,8 @@ pub enum ReplayError {
     Produce { topic: String, source: KafkaError },
     #[error("the replay producer was dropped before acknowledging a record")]
     Canceled,
+    #[error("the dead-letter topic {topic} does not exist (check `dlq replay --topic`)")]
+    MissingTopic { topic: String },
 }
 
 /// Replays the dead-letter topic until `shutdown` resolves (or it idles, see [`ReplayOptions`]).
@@ -191,7 +194,17 @@ pub async fn replay(
     for (key, value) in &options.kafka.properties {
         config.set(key, value);
     }
-    let consumer: StreamConsumer = config.create().map_err(consume_error)?;
+    let consumer: Arc<StreamConsumer> = Arc::new(config.create().map_err(consume_error)?);
+    // A subscription to a topic the cluster does not have is never assigned a partition: the
+    // replay would wait for ever, however idle.
+    if !topic_exists(consumer.clone(), options.dlq_topic.clone())
+        .await
+        .map_err(consume_error)?
+    {
+        return Err(ReplayError::MissingTopic {
+            topic: options.dlq_topic.clone(),
+        });
+    }
     let producer =
         crate::source::kafka::producer(&options.kafka).map_err(|source| ReplayError::Produce {
             topic: options.to.clone().unwrap_or_default(),
@@ -324,6 +337,19 @@ async fn produce(
 
 /// Waits for every pending delivery, then commits the positions reached: an offset is committed
 /// only once every record before it is in its target topic.
+/// Whether the cluster has `topic`: its metadata lists the topic without an error.
+async fn topic_exists(consumer: Arc<StreamConsumer>, topic: String) -> Result<bool, KafkaError> {
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)?
+}
+
 async fn settle(
     consumer: &StreamConsumer,
     dlq_topic: &str,
