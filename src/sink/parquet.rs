@@ -593,6 +593,18 @@ mod tests {
         (generator, processor, chrono::Utc::now().timestamp_micros())
     }
 
+    /// The rows `messages` give, built in parts on two threads as a flush takes them, and how many
+    /// were kept.
+    fn built_parts<'m>(
+        processor: &'m crate::transform::Processor,
+        messages: &'m [crate::transform::Message<'m>],
+        now: i64,
+        dedup: &mut crate::transform::dedup::DedupState,
+    ) -> (Vec<Box<dyn TableRows>>, usize) {
+        let stats = crate::telemetry::Stats::default();
+        crate::transform::process_run(processor, 0, messages, now, 2, dedup, &stats, |_, _| {})
+    }
+
     /// A Parquet file's rows as one batch of `like`'s schema.
     fn read_back(bytes: Bytes, like: &RecordBatch) -> RecordBatch {
         let read: Vec<RecordBatch> =
@@ -788,17 +800,7 @@ mod tests {
             crate::transform::Message::numbered(0, events.iter().map(|e| e.payload.as_slice()));
         let parts = || {
             let mut dedup = crate::transform::dedup::DedupState::default();
-            let stats = crate::telemetry::Stats::default();
-            let (parts, kept) = crate::transform::process_run(
-                &processor,
-                0,
-                &messages,
-                now,
-                2,
-                &mut dedup,
-                &stats,
-                |_, _| {},
-            );
+            let (parts, kept) = built_parts(&processor, &messages, now, &mut dedup);
             assert!(
                 parts.len() >= 2 && kept > 5800,
                 "{} parts, {kept} rows",
@@ -832,20 +834,8 @@ mod tests {
             crate::transform::Message::numbered(0, events.iter().map(|e| e.payload.as_slice()));
         // The same rows twice (a dedup state each): one copy to append, one to compare with.
         let mut dedup = [(); 2].map(|_| crate::transform::dedup::DedupState::default());
-        let stats = crate::telemetry::Stats::default();
-        let mut run = |copy: usize, messages| {
-            let (parts, _) = crate::transform::process_run(
-                &processor,
-                0,
-                messages,
-                now,
-                2,
-                &mut dedup[copy],
-                &stats,
-                |_, _| {},
-            );
-            parts
-        };
+        let mut run =
+            |copy: usize, messages| built_parts(&processor, messages, now, &mut dedup[copy]).0;
         // Three batches of lines: the first large enough for the largest cities' files to start
         // as zstd and the smaller ones' as Snappy, then a small one, which keeps each file's codec.
         let batches = [

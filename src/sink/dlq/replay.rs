@@ -335,8 +335,6 @@ async fn produce(
     }
 }
 
-/// Waits for every pending delivery, then commits the positions reached: an offset is committed
-/// only once every record before it is in its target topic.
 /// Whether the cluster has `topic`: its metadata lists the topic without an error.
 async fn topic_exists(consumer: Arc<StreamConsumer>, topic: String) -> Result<bool, KafkaError> {
     tokio::task::spawn_blocking(move || {
@@ -350,6 +348,8 @@ async fn topic_exists(consumer: Arc<StreamConsumer>, topic: String) -> Result<bo
     .map_err(|_| KafkaError::Canceled)?
 }
 
+/// Waits for every pending delivery, then commits the positions reached: an offset is committed
+/// only once every record before it is in its target topic.
 async fn settle(
     consumer: &StreamConsumer,
     dlq_topic: &str,
