@@ -65,9 +65,9 @@ async fn sigkill_at_any_point_then_restart_leaves_every_event_exactly_once() {
     assert_eq!(count_by_reason(&dead), expected_by_reason(&produced.report));
     // No staging leftovers survive in the table (readers would see them); uncommitted files are
     // ruled out by the exactly-once check above.
-    let leftovers: Vec<_> = all_files(&lake.path().join("evaluations"))
+    let leftovers: Vec<_> = walk_files(&lake.path().join("evaluations"))
         .into_iter()
-        .filter(|p| p.contains('#'))
+        .filter(|p| p.to_string_lossy().contains('#'))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -241,20 +241,12 @@ pub fn lake_strings(lake: &Path) -> Vec<String> {
     cells
 }
 
+/// Every Parquet file below `dir`, in path order.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return files;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(parquet_files(&path));
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            files.push(path);
-        }
-    }
-    files
+    walk_files(dir)
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "parquet"))
+        .collect()
 }
 
 /// Writes `count` events of `generator` to `path` as NDJSON, and records them in `produced`.
@@ -282,20 +274,6 @@ pub fn ingest_file_command(input: &Path, lake: &Path) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
-}
-
-/// Every file below `dir`, at any depth, by path (staged and stray files included).
-pub fn all_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(all_files(&path));
-        } else {
-            out.push(path.display().to_string());
-        }
-    }
-    out
 }
 
 /// Every batch of one Parquet file.
@@ -351,7 +329,8 @@ pub fn assert_exactly_once(lake: &Path, expected: &HashSet<(String, i8)>) {
     assert_slots_once(&counts, expected);
 }
 
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
+/// Every file below `dir`, at any depth, in path order (staged and stray files included).
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
