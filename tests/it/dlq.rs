@@ -627,3 +627,86 @@ async fn replay_of_a_missing_topic_says_so() {
         "{text}"
     );
 }
+
+/// A replay that joins a group whose one partition another member holds (a second replay, or a
+/// replay job with two replicas) is assigned nothing; it still ends once idle. The holder here is
+/// a plain consumer that never commits, so a replay that was given the partition reads all three
+/// dead letters and one given nothing reads none: the case is retried in a fresh group until the
+/// group gave the replay nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_assigned_nothing_still_ends_when_idle() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_cluster, brokers) = cluster();
+    let dead_letters = dead_letters(&brokers, Some(KEY), |_| {});
+    let invalid_area = Rejection::new(Reason::InvalidAreaCode, "areaCode: unknown");
+    for offset in 0..3 {
+        let key = format!("P-{offset}");
+        let delivery = dead_letters
+            .send(
+                Some(key.as_bytes()),
+                FULL.as_bytes(),
+                &invalid_area,
+                position(offset),
+            )
+            .await
+            .unwrap();
+        dead_letters.confirm(vec![delivery]).await.unwrap();
+    }
+    for attempt in 0..10 {
+        let group = format!("replay-pair-{attempt}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (holding, held) = std::sync::mpsc::channel();
+        let holder = {
+            let (brokers, group, stop) = (brokers.clone(), group.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("group.id", &group)
+                    .set("session.timeout.ms", "6000")
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest")
+                    .create()
+                    .unwrap();
+                consumer.subscribe(&["evaluations.dlq"]).unwrap();
+                let mut told = false;
+                while !stop.load(Ordering::Relaxed) {
+                    consumer.poll(Duration::from_millis(100));
+                    if !told && consumer.assignment().is_ok_and(|a| a.count() == 1) {
+                        told = holding.send(()).is_ok();
+                    }
+                }
+            })
+        };
+        held.recv_timeout(Duration::from_secs(60))
+            .expect("the holder was never assigned the partition");
+        let options = ReplayOptions {
+            kafka: haochaping::config::KafkaConfig {
+                brokers: brokers.clone(),
+                // The mock cluster ends a rebalance when the members' sessions expire.
+                properties: [("session.timeout.ms".to_owned(), "6000".to_owned())].into(),
+                ..Default::default()
+            },
+            dlq_topic: "evaluations.dlq".into(),
+            to: None,
+            key: Some(DlqKey::parse(KEY).unwrap()),
+            reasons: Vec::new(),
+            group,
+            exit_when_idle: Some(Duration::from_secs(2)),
+        };
+        let report = tokio::time::timeout(
+            Duration::from_secs(60),
+            replay(options, std::future::pending()),
+        )
+        .await
+        .expect("a replay assigned nothing never ended")
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        holder.join().unwrap();
+        eprintln!("attempt {attempt}: the replay read {}", report.read);
+        if report.read == 0 {
+            return;
+        }
+        assert_eq!(report.read, 3, "{report:?}");
+    }
+    panic!("the group gave the replay the partition in every attempt: the case was never tested");
+}

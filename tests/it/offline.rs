@@ -584,3 +584,138 @@ async fn sigkill_at_any_point_of_an_offline_run_leaves_every_line_once() {
         .collect();
     assert!(staged.is_empty(), "{staged:?}");
 }
+
+/// The parked offsets of a rejected-lines file; every line must be a whole JSON record.
+fn parked_offsets(path: &std::path::Path) -> std::collections::BTreeSet<i64> {
+    let bytes = std::fs::read(path).unwrap();
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_slice(line).unwrap_or_else(|e| {
+                panic!("a torn record ({e}): {}", String::from_utf8_lossy(line))
+            });
+            record["offset"].as_i64().unwrap()
+        })
+        .collect()
+}
+
+/// Waits for a child and returns whether it succeeded, with its stderr. A run that failed must
+/// have failed for the reason a second writer gives it, said in its error, and none may panic.
+fn outcome(child: std::process::Child, what: &str) -> (bool, String) {
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!log.contains("panicked"), "{what}: {log}");
+    if !output.status.success() {
+        assert!(
+            log.contains("error: fenced"),
+            "{what} failed otherwise: {log}"
+        );
+    }
+    (output.status.success(), log)
+}
+
+/// Two runs of one file at the same time on one lake (an operator's retry while the first still
+/// runs, or two schedulers): they claim the same pseudo-partition, the later claim fences the
+/// earlier run at its next commit, and the earlier one stops with that error. Whatever each got
+/// to commit, a final run leaves every evaluation in the lake once and every rejected line
+/// parked as whole records: the second run's open of the rejected-lines file may meet the first
+/// one's appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_of_one_file_at_once_land_each_line_once() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, input) = (dir.path().join("lake"), dir.path().join("export.ndjson"));
+    let mut produced = Produced::new();
+    write_ndjson(
+        &input,
+        &mut generator(43, 0.05, 0.03),
+        12_000,
+        &mut produced,
+    );
+    let run = || {
+        let mut command = ingest_file_command(&input, &lake);
+        command
+            .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
+            .args(["--max-events-per-second", "4000"])
+            .stdout(Stdio::null());
+        command.spawn().unwrap()
+    };
+
+    let first = run();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let second = run();
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        (
+            outcome(first, "the first run"),
+            outcome(second, "the second run"),
+        )
+    })
+    .await
+    .unwrap();
+    // The second claim came while the first run was still reading: the first one is fenced.
+    assert!(!first.0, "the first run was not fenced: {}", first.1);
+    assert!(second.0, "{}", second.1);
+    assert_exactly_once(&lake, &produced.slots);
+
+    let last = ingest_file_command(&input, &lake).output().unwrap();
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    assert_exactly_once(&lake, &produced.slots);
+    let parked = parked_offsets(&rejected_file(&lake, "export"));
+    assert_eq!(parked.len() as u64, produced.report.dead_lettered());
+}
+
+/// A run stopped (SIGSTOP) in the middle of its work while another run of the same file does it
+/// all, then continued: it is fenced at its next commit, so nothing it held in hand lands twice,
+/// and what it appends to the rejected-lines file meanwhile is whole records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_offline_run_that_wakes_up_is_fenced() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, input) = (dir.path().join("lake"), dir.path().join("export.ndjson"));
+    let mut produced = Produced::new();
+    write_ndjson(
+        &input,
+        &mut generator(47, 0.05, 0.03),
+        12_000,
+        &mut produced,
+    );
+
+    let stalled = ingest_file_command(&input, &lake)
+        .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
+        .args(["--max-events-per-second", "4000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let pid = Pid::from_raw(stalled.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let committed_by_the_stalled_run = parquet_files(&lake.join("evaluations")).len();
+
+    let other = ingest_file_command(&input, &lake).output().unwrap();
+    assert!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert_exactly_once(&lake, &produced.slots);
+
+    kill(pid, Signal::SIGCONT).unwrap();
+    let (succeeded, log) = tokio::task::spawn_blocking(move || outcome(stalled, "the stalled run"))
+        .await
+        .unwrap();
+    assert!(!succeeded, "the stalled run was not fenced: {log}");
+    assert_exactly_once(&lake, &produced.slots);
+    let parked = parked_offsets(&rejected_file(&lake, "export"));
+    assert_eq!(parked.len() as u64, produced.report.dead_lettered());
+    assert!(
+        committed_by_the_stalled_run > 0,
+        "the stalled run had committed nothing: the stop tested nothing past the start"
+    );
+}

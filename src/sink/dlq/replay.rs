@@ -17,11 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::protect::{
@@ -54,11 +56,33 @@ pub struct ReplayOptions {
     pub reasons: Vec<Reason>,
     /// Consumer group whose offsets remember what was replayed.
     pub group: String,
-    /// Stop once nothing has arrived for this long since the group assigned partitions (or since
-    /// the last record) and everything is committed. A member the group assigns nothing (more
-    /// members than partitions) never stops this way; a topic that does not exist is an error.
+    /// Stop once nothing has arrived for this long since the group gave this member its
+    /// assignment (or since the last record) and everything is committed. A member assigned
+    /// nothing (more members than partitions) stops after this long too; a topic that does not
+    /// exist is an error.
     pub exit_when_idle: Option<Duration>,
 }
+
+/// The replay's consumer context: notes when the group has given this member its assignment, even
+/// an empty one (more members than partitions), which is where idleness starts to count.
+#[derive(Default)]
+struct ReplayContext {
+    joined: std::sync::atomic::AtomicBool,
+}
+
+impl ClientContext for ReplayContext {}
+
+impl ConsumerContext for ReplayContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            tracing::info!(partitions = list.count(), "dlq replay: partitions assigned");
+            self.joined
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+type ReplayConsumer = StreamConsumer<ReplayContext>;
 
 /// Why a dead letter was not replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +218,11 @@ pub async fn replay(
     for (key, value) in &options.kafka.properties {
         config.set(key, value);
     }
-    let consumer: Arc<StreamConsumer> = Arc::new(config.create().map_err(consume_error)?);
+    let consumer: Arc<ReplayConsumer> = Arc::new(
+        config
+            .create_with_context(ReplayContext::default())
+            .map_err(consume_error)?,
+    );
     // A subscription to a topic the cluster does not have is never assigned a partition: the
     // replay would wait for ever, however idle.
     if !topic_exists(consumer.clone(), options.dlq_topic.clone())
@@ -281,9 +309,14 @@ pub async fn replay(
             }
             Err(_tick) => {
                 settle(&consumer, &options.dlq_topic, &mut pending, &mut positions).await?;
-                if !assigned && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                let joined = consumer
+                    .context()
+                    .joined
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if !assigned && joined {
                     // Idleness counts from the assignment: a group join slower than the idle
-                    // time (a loaded machine) ended the replay before its first fetch.
+                    // time (a loaded machine) ended the replay before its first fetch. An empty
+                    // assignment counts too, or a member with no partition would never end.
                     assigned = true;
                     last_activity = Instant::now();
                 }
@@ -336,7 +369,7 @@ async fn produce(
 }
 
 /// Whether the cluster has `topic`: its metadata lists the topic without an error.
-async fn topic_exists(consumer: Arc<StreamConsumer>, topic: String) -> Result<bool, KafkaError> {
+async fn topic_exists(consumer: Arc<ReplayConsumer>, topic: String) -> Result<bool, KafkaError> {
     tokio::task::spawn_blocking(move || {
         let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
         Ok(metadata
@@ -351,7 +384,7 @@ async fn topic_exists(consumer: Arc<StreamConsumer>, topic: String) -> Result<bo
 /// Waits for every pending delivery, then commits the positions reached: an offset is committed
 /// only once every record before it is in its target topic.
 async fn settle(
-    consumer: &StreamConsumer,
+    consumer: &ReplayConsumer,
     dlq_topic: &str,
     pending: &mut Vec<(String, DeliveryFuture)>,
     positions: &mut HashMap<i32, i64>,
