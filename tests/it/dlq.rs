@@ -528,21 +528,9 @@ async fn replay_returns_dead_letters_to_the_source_topic() {
     let dead = read(&brokers, "evaluations.dlq");
     assert_eq!(dead.len(), 3);
 
-    let options = ReplayOptions {
-        kafka: haochaping::config::KafkaConfig {
-            brokers: brokers.clone(),
-            // The second replay below joins the same group, and the mock cluster assigns it the
-            // partition only once the first member's session has expired (45 s by default).
-            properties: [("session.timeout.ms".to_owned(), "6000".to_owned())].into(),
-            ..Default::default()
-        },
-        dlq_topic: "evaluations.dlq".into(),
-        to: None,
-        key: Some(DlqKey::parse(KEY).unwrap()),
-        reasons: Vec::new(),
-        group: "replay-test".into(),
-        exit_when_idle: Some(Duration::from_secs(2)),
-    };
+    // The second replay below joins the same group, and the mock cluster assigns it the
+    // partition only once the first member's session has expired.
+    let options = replay_options(&brokers, "replay-test");
     let report = tokio::time::timeout(
         Duration::from_secs(60),
         replay(options.clone(), std::future::pending()),
@@ -593,6 +581,24 @@ async fn replay_returns_dead_letters_to_the_source_topic() {
     assert_eq!(replayed[2].key.as_deref(), Some(&b"P-4"[..]));
 }
 
+/// A replay of `evaluations.dlq` in `group` with the test key, ending after 2 s idle. The mock
+/// cluster ends a rebalance only when the members' sessions expire, so sessions are short.
+fn replay_options(brokers: &str, group: &str) -> ReplayOptions {
+    ReplayOptions {
+        kafka: haochaping::config::KafkaConfig {
+            brokers: brokers.to_owned(),
+            properties: [("session.timeout.ms".to_owned(), "6000".to_owned())].into(),
+            ..Default::default()
+        },
+        dlq_topic: "evaluations.dlq".into(),
+        to: None,
+        key: Some(DlqKey::parse(KEY).unwrap()),
+        reasons: Vec::new(),
+        group: group.to_owned(),
+        exit_when_idle: Some(Duration::from_secs(2)),
+    }
+}
+
 fn dead_letters_with_key(brokers: &str, key: &str) -> DeadLetters {
     dead_letters(brokers, Some(key), |_| {})
 }
@@ -603,16 +609,8 @@ fn dead_letters_with_key(brokers: &str, key: &str) -> DeadLetters {
 async fn replay_of_a_missing_topic_says_so() {
     let (_cluster, brokers) = cluster();
     let options = ReplayOptions {
-        kafka: haochaping::config::KafkaConfig {
-            brokers,
-            ..Default::default()
-        },
         dlq_topic: "evaluatoins.dlq".into(),
-        to: None,
-        key: None,
-        reasons: Vec::new(),
-        group: "replay-missing".into(),
-        exit_when_idle: Some(Duration::from_secs(2)),
+        ..replay_options(&brokers, "replay-missing")
     };
     let error = tokio::time::timeout(
         Duration::from_secs(60),
@@ -679,20 +677,7 @@ async fn a_replay_assigned_nothing_still_ends_when_idle() {
         };
         held.recv_timeout(Duration::from_secs(60))
             .expect("the holder was never assigned the partition");
-        let options = ReplayOptions {
-            kafka: haochaping::config::KafkaConfig {
-                brokers: brokers.clone(),
-                // The mock cluster ends a rebalance when the members' sessions expire.
-                properties: [("session.timeout.ms".to_owned(), "6000".to_owned())].into(),
-                ..Default::default()
-            },
-            dlq_topic: "evaluations.dlq".into(),
-            to: None,
-            key: Some(DlqKey::parse(KEY).unwrap()),
-            reasons: Vec::new(),
-            group,
-            exit_when_idle: Some(Duration::from_secs(2)),
-        };
+        let options = replay_options(&brokers, &group);
         let report = tokio::time::timeout(
             Duration::from_secs(60),
             replay(options, std::future::pending()),

@@ -489,6 +489,46 @@ async fn batches_are_row_groups_of_few_commits() {
     }
 }
 
+/// An export in a fresh folder: `lines` lines, 5 % redelivered and 3 % bad. The folder, the lake's
+/// path in it, the export's path, and what was written.
+fn export(
+    seed: u64,
+    lines: usize,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Produced,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, input) = (dir.path().join("lake"), dir.path().join("export.ndjson"));
+    let mut produced = Produced::new();
+    write_ndjson(
+        &input,
+        &mut generator(seed, 0.05, 0.03),
+        lines,
+        &mut produced,
+    );
+    (dir, lake, input, produced)
+}
+
+/// An offline run of `input` whose commits span a few small batches; with `limited`, kept to
+/// 4 000 lines/s, so that a test can act while it is in the middle of its work.
+fn small_commits_run(
+    input: &std::path::Path,
+    lake: &std::path::Path,
+    limited: bool,
+) -> std::process::Command {
+    let mut command = ingest_file_command(input, lake);
+    command
+        .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
+        .stdout(std::process::Stdio::null());
+    if limited {
+        command.args(["--max-events-per-second", "4000"]);
+    }
+    command
+}
+
 /// SIGKILL at any point of an offline run, several times: the row groups its open files held are
 /// lost with the process, and each rerun resumes where the lake's last commit ended. Commits span
 /// a few batches (`--offline-commit-bytes`), the rate limit stretches a run over seconds so the
@@ -499,26 +539,8 @@ async fn batches_are_row_groups_of_few_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_any_point_of_an_offline_run_leaves_every_line_once() {
     use rand::{Rng, SeedableRng};
-    use std::process::Stdio;
-    let dir = tempfile::tempdir().unwrap();
-    let (lake, input) = (dir.path().join("lake"), dir.path().join("export.ndjson"));
-    let mut produced = Produced::new();
-    write_ndjson(
-        &input,
-        &mut generator(41, 0.05, 0.03),
-        24_000,
-        &mut produced,
-    );
-    let run = |limited: bool| {
-        let mut command = ingest_file_command(&input, &lake);
-        command
-            .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
-            .stdout(Stdio::null());
-        if limited {
-            command.args(["--max-events-per-second", "4000"]);
-        }
-        command
-    };
+    let (_dir, lake, input, produced) = export(41, 24_000);
+    let run = |limited| small_commits_run(&input, &lake, limited);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut committed_before_the_last_run = 0;
@@ -548,18 +570,9 @@ async fn sigkill_at_any_point_of_an_offline_run_leaves_every_line_once() {
     );
     assert_exactly_once(&lake, &produced.slots);
 
-    // Every rejected line is parked; whole lines only, a kill may tear the last one.
-    let rejected = std::fs::read(rejected_file(&lake, "export")).unwrap();
-    let offsets: std::collections::BTreeSet<i64> = rejected
-        .split(|&b| b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| {
-            serde_json::from_slice::<serde_json::Value>(line).unwrap()["offset"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(offsets.len() as u64, produced.report.dead_lettered());
+    // Every rejected line is parked, as whole records: a rerun cuts off the one a kill tore.
+    let parked = parked_offsets(&rejected_file(&lake, "export"));
+    assert_eq!(parked.len() as u64, produced.report.dead_lettered());
 
     // Open files span batches: some file holds more than one batch's row group.
     let files = parquet_files(&lake.join("evaluations"));
@@ -623,24 +636,8 @@ fn outcome(child: std::process::Child, what: &str) -> (bool, String) {
 /// one's appends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_of_one_file_at_once_land_each_line_once() {
-    use std::process::Stdio;
-    let dir = tempfile::tempdir().unwrap();
-    let (lake, input) = (dir.path().join("lake"), dir.path().join("export.ndjson"));
-    let mut produced = Produced::new();
-    write_ndjson(
-        &input,
-        &mut generator(43, 0.05, 0.03),
-        12_000,
-        &mut produced,
-    );
-    let run = || {
-        let mut command = ingest_file_command(&input, &lake);
-        command
-            .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
-            .args(["--max-events-per-second", "4000"])
-            .stdout(Stdio::null());
-        command.spawn().unwrap()
-    };
+    let (_dir, lake, input, produced) = export(43, 12_000);
+    let run = || small_commits_run(&input, &lake, true).spawn().unwrap();
 
     let first = run();
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
@@ -676,23 +673,8 @@ async fn two_runs_of_one_file_at_once_land_each_line_once() {
 async fn a_stalled_offline_run_that_wakes_up_is_fenced() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    use std::process::Stdio;
-    let dir = tempfile::tempdir().unwrap();
-    let (lake, input) = (dir.path().join("lake"), dir.path().join("export.ndjson"));
-    let mut produced = Produced::new();
-    write_ndjson(
-        &input,
-        &mut generator(47, 0.05, 0.03),
-        12_000,
-        &mut produced,
-    );
-
-    let stalled = ingest_file_command(&input, &lake)
-        .args(["--flush-rows", "400", "--offline-commit-bytes", "150000"])
-        .args(["--max-events-per-second", "4000"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (_dir, lake, input, produced) = export(47, 12_000);
+    let stalled = small_commits_run(&input, &lake, true).spawn().unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
     let pid = Pid::from_raw(stalled.id() as i32);
     kill(pid, Signal::SIGSTOP).unwrap();
