@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use haochaping::config::LakeConfig;
-use haochaping::decode::decode;
+use haochaping::decode::{decode, FIELD_NAMES};
 use haochaping::generate::{Generator, GeneratorConfig};
 use haochaping::lake::Lake;
 use haochaping::sink::parquet::{EvaluationRows, TableRows};
@@ -117,8 +117,10 @@ fn stages(c: &mut Criterion) {
 
 /// What the libraries alone cost per event, beside the stages above (issue 16's bound): the JSON
 /// parse with nothing kept (sonic-rs's own DOM, its fastest full parse, and its serde path into the
-/// engine's wire struct, which is `stages/decode`), and the Arrow builders alone (rows of
-/// evaluations already decoded, validated and keyed). `stages/rows_to_parquet` is the encoder's.
+/// engine's wire struct, which is `stages/decode`), the Arrow builders alone (rows of evaluations
+/// already decoded, validated and keyed), and one pass from bytes to Arrow columns by arrow's own
+/// JSON reader (every wire field as text, nothing checked). `stages/rows_to_parquet` is the
+/// encoder's.
 fn floor(c: &mut Criterion) {
     let events = events();
     let now = chrono::Utc::now().timestamp_micros();
@@ -141,6 +143,39 @@ fn floor(c: &mut Criterion) {
                 .filter(|p| sonic_rs::from_slice::<serde::de::IgnoredAny>(p).is_ok())
                 .count()
         })
+    });
+    // The lines arrow's reader takes (a malformed line would fail its whole batch), as one buffer.
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(
+        FIELD_NAMES
+            .iter()
+            .map(|name| arrow::datatypes::Field::new(*name, arrow::datatypes::DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let arrow_json = |ndjson: &[u8]| -> Result<usize, arrow::error::ArrowError> {
+        let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+            .with_batch_size(16_384)
+            .with_coerce_primitive(true)
+            .build_decoder()?;
+        let (mut rows, mut rest) = (0, ndjson);
+        loop {
+            let read = decoder.decode(rest)?;
+            rest = &rest[read..];
+            if let Some(batch) = decoder.flush()? {
+                rows += batch.num_rows();
+            }
+            if rest.is_empty() {
+                return Ok(rows);
+            }
+        }
+    };
+    let ndjson: Vec<u8> = events
+        .iter()
+        .map(|p| [p.as_slice(), b"\n"].concat())
+        .filter(|line| matches!(arrow_json(line), Ok(1)))
+        .flatten()
+        .collect();
+    group.bench_function("arrow_json_columns", |b| {
+        b.iter(|| arrow_json(&ndjson).expect("decode"))
     });
     let valid: Vec<_> = events
         .iter()
