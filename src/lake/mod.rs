@@ -10,9 +10,10 @@
 //! put-if-absent. Nothing else is conditional, and there is no rename, so a local folder and an object
 //! store behave alike:
 //!
-//! 1. **Claim.** Recovery (on every assignment, before any message) reads the log, rolls back the
-//!    batches that never committed, and puts a `claim` at the next free number. From then on the
-//!    writer's *lease* is the number its next record must take.
+//! 1. **Claim.** Recovery (on every assignment, before any message) reads the log, puts a `claim` at
+//!    the next free number, and only then rolls back the batches that never committed: before the
+//!    claim stands, their writer could still commit them. From then on the writer's *lease* is the
+//!    number its next record must take.
 //! 2. **Intent.** Put an `intent` at the lease's number, listing every data file the batch will write.
 //! 3. **Data.** Put each file at its final place,
 //!    `<table>/dt=…/city=…/<topic>-<partition>-<first>-<last>-<seq>.parquet`, `seq` being the intent's
@@ -634,6 +635,28 @@ impl Lake {
         for _ in 0..ATTEMPTS {
             let entries = self.read_log(topic, partition).await?;
             let state = log::read_log(&entries, now_us());
+            // Claim first, then roll back. Until the claim stands, the writer of an uncommitted
+            // batch may still commit it (it was only slow), and its files must then stay; once the
+            // claim stands at the log's next number, that writer's commit finds the number taken
+            // and is fenced, so its files can go. Rolling back first lost a batch whose commit
+            // landed between the rollback and the claim (the claim then failed, and the log read
+            // again said the batch was committed, its files already deleted).
+            let claim = |_| LogRecord {
+                kind: RecordKind::Claim,
+                writer: self.writer.clone(),
+                written_at_us: now_us(),
+                batch: None,
+                compaction: None,
+            };
+            let claimed = match self
+                .put_record(topic, partition, state.next_seq, claim)
+                .await
+            {
+                Ok(claimed) => claimed,
+                // Another writer claimed or wrote meanwhile: read the log again.
+                Err(LakeError::Fenced { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             let mut rolled_back_files = Vec::new();
             for (_, batch) in &state.uncommitted {
                 self.delete_files(&batch.files).await?;
@@ -651,22 +674,6 @@ impl Lake {
                     }
                 }
             }
-            let claim = |_| LogRecord {
-                kind: RecordKind::Claim,
-                writer: self.writer.clone(),
-                written_at_us: now_us(),
-                batch: None,
-                compaction: None,
-            };
-            let claimed = match self
-                .put_record(topic, partition, state.next_seq, claim)
-                .await
-            {
-                Ok(claimed) => claimed,
-                // Another writer claimed or wrote meanwhile: read the log again.
-                Err(LakeError::Fenced { .. }) => continue,
-                Err(e) => return Err(e),
-            };
             for &seq in &state.deletable {
                 self.delete_quietly(&self.record_path(topic, partition, seq))
                     .await?;
