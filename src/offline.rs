@@ -232,6 +232,9 @@ struct OlderDays {
     /// The first day recovery loaded; the days before it are loaded here, on demand.
     window_start: i32,
     loaded: std::collections::BTreeSet<i32>,
+    /// This run's recovery: which of the source's own files count (see
+    /// [`crate::lake::Recovery::owns_or_counts`]).
+    own: crate::lake::Recovery,
 }
 
 impl OlderDays {
@@ -259,7 +262,10 @@ impl OlderDays {
             let files = lake
                 .files_where(
                     |day| days.contains(&day),
-                    |name| name.topic.starts_with(OFFLINE_SOURCE_PREFIX),
+                    |name| {
+                        name.topic.starts_with(OFFLINE_SOURCE_PREFIX)
+                            && self.own.owns_or_counts(name)
+                    },
                 )
                 .await?;
             crate::engine::load_dedup_state(lake, rule, files).await
@@ -350,6 +356,8 @@ pub async fn ingest_file(
     );
     stats.partition_recovered(recovery.rolled_back_files.len(), dedup.len());
     let start = recovery.next_offset.unwrap_or(0);
+    // Which of this source's own files count, for the older days' keys loaded later.
+    let own = recovery.clone();
     let mut lease = recovery.lease;
 
     let rejected_dir = lake_path.join("_haochaping/rejected");
@@ -420,6 +428,7 @@ pub async fn ingest_file(
         runtime: runtime.clone(),
         window_start,
         loaded: std::collections::BTreeSet::new(),
+        own,
     };
     let read = tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
         let workers = crate::parallel::workers();

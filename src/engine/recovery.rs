@@ -66,8 +66,14 @@ pub async fn recover_partition(
         }
         DedupScope::TopicsStartingWith(prefix) => {
             // Every offline source's rows, so one snapshot per source would not do: read them all.
+            // This source's own files only where the claim says they count: a rival run's files
+            // of an intent the claim fenced are deleted by that run, and their keys must not
+            // make this run drop the lines as duplicates.
             let files = lake
-                .files_where(|day| day >= since, |name| name.topic.starts_with(prefix))
+                .files_where(
+                    |day| day >= since,
+                    |name| name.topic.starts_with(prefix) && recovery.owns_or_counts(name),
+                )
                 .await?;
             let files_read = files.len();
             let dedup = load_dedup_state(lake, rule, files).await?;

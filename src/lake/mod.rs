@@ -230,6 +230,14 @@ impl Recovery {
             || name.seq >= self.claimed
             || self.log.file_is_committed(name.seq, name.compacted)
     }
+
+    /// For a listing over many sources: a file of another (topic, partition) is taken as it is
+    /// (its own log is not read), a file of the recovered one only where it [`counts`](Self::counts).
+    pub fn owns_or_counts(&self, name: &DataFileName<'_>) -> bool {
+        name.topic != self.lease.topic
+            || name.partition != self.lease.partition
+            || self.counts(name)
+    }
 }
 
 /// The parts of a data file's name, `<topic>-<partition>-<first>-<last>-<seq>.parquet`.
