@@ -568,11 +568,8 @@ async fn sigkill_at_any_point_of_an_offline_run_leaves_every_line_once() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_exactly_once(&lake, &produced.slots);
-
     // Every rejected line is parked, as whole records: a rerun cuts off the one a kill tore.
-    let parked = parked_offsets(&rejected_file(&lake, "export"));
-    assert_eq!(parked.len() as u64, produced.report.dead_lettered());
+    assert_every_line_once(&lake, &produced);
 
     // Open files span batches: some file holds more than one batch's row group.
     let files = parquet_files(&lake.join("evaluations"));
@@ -611,6 +608,14 @@ fn parked_offsets(path: &std::path::Path) -> std::collections::BTreeSet<i64> {
             record["offset"].as_i64().unwrap()
         })
         .collect()
+}
+
+/// Every evaluation of `produced` is in the lake once, and every rejected line of the export is
+/// parked as a whole record (some perhaps twice, none missing).
+fn assert_every_line_once(lake: &std::path::Path, produced: &Produced) {
+    assert_exactly_once(lake, &produced.slots);
+    let parked = parked_offsets(&rejected_file(lake, "export"));
+    assert_eq!(parked.len() as u64, produced.report.dead_lettered());
 }
 
 /// Waits for a child and returns whether it succeeded, with its stderr. A run that failed must
@@ -665,9 +670,7 @@ async fn two_runs_of_one_file_at_once_land_each_line_once() {
         "{}",
         String::from_utf8_lossy(&last.stderr)
     );
-    assert_exactly_once(&lake, &produced.slots);
-    let parked = parked_offsets(&rejected_file(&lake, "export"));
-    assert_eq!(parked.len() as u64, produced.report.dead_lettered());
+    assert_every_line_once(&lake, &produced);
 }
 
 /// A run stopped (SIGSTOP) in the middle of its work while another run of the same file does it
@@ -701,9 +704,7 @@ async fn a_stalled_offline_run_that_wakes_up_is_fenced() {
         .await
         .unwrap();
     assert!(!succeeded, "the stalled run was not fenced: {log}");
-    assert_exactly_once(&lake, &produced.slots);
-    let parked = parked_offsets(&rejected_file(&lake, "export"));
-    assert_eq!(parked.len() as u64, produced.report.dead_lettered());
+    assert_every_line_once(&lake, &produced);
     assert!(
         committed_by_the_stalled_run > 0,
         "the stalled run had committed nothing: the stop tested nothing past the start"
