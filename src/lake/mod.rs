@@ -29,7 +29,15 @@
 //! group on the same lake) takes the next number with its own claim. The first writer's next put
 //! then finds its number taken and fails with [`LakeError::Fenced`]: before its data (nothing was
 //! written) or at its commit (it deletes its own files; the next recovery deletes them again should it
-//! die first). A fenced writer drops the partition.
+//! die first). A writer whose intent stands but lies below a rival's record (a retry after a failed
+//! put, the rival having rolled the batch back meanwhile) deletes the files named after its intent
+//! too: puts of an earlier attempt may have landed after that rollback. Every put of an attempt ends
+//! before the attempt returns, so none lands after its own clean-up. A fenced writer drops the
+//! partition.
+//!
+//! A log is read by listing it and then reading each record; a record gone by then (tidied by the
+//! writer that owns the partition) makes the log read again, so a committed batch's intent is never
+//! read apart from its commit.
 //!
 //! Between a crash and the next recovery, readers can see the files of the unfinished batch; once a
 //! writer recovers the partition they are gone before anything else happens. The log lives outside
@@ -173,7 +181,7 @@ pub enum LakeError {
         partition: i32,
         seq: u64,
     },
-    #[error("{topic}/{partition}: other writers kept claiming the partition; gave up after {attempts} attempts")]
+    #[error("{topic}/{partition}: other writers kept changing the partition's log; gave up after {attempts} attempts")]
     Contended {
         topic: String,
         partition: i32,
@@ -200,6 +208,25 @@ impl Lease {
     /// The number the next batch's intent (and its files' names) will take.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+}
+
+/// A log record as read back (see `Lake::read_record`).
+#[derive(Debug)]
+enum Stored {
+    Record(LogRecord),
+    /// Empty or unreadable: a power loss before the store made it durable.
+    Torn,
+    /// Listed, then deleted before the read.
+    Gone,
+}
+
+impl Stored {
+    fn into_record(self) -> Option<LogRecord> {
+        match self {
+            Stored::Record(record) => Some(record),
+            Stored::Torn | Stored::Gone => None,
+        }
     }
 }
 
@@ -383,27 +410,40 @@ impl Lake {
         OpenFiles::new(zstd_level).append(parts)?.finish()
     }
 
-    /// Puts the record `make(seq)` at `seq` if the number is free, and returns the number it took.
-    /// A number taken by this writer's own earlier attempt at the same record (a retry after a lost
-    /// answer) counts as done; taken by a compaction, a writer moves on to the next number (see
-    /// [`log::when_taken`]); taken by anything else, the writer is fenced.
+    /// Puts the record `make(seq)` at `seq` if the number is free, and returns the number it took,
+    /// once this writer is known to be in sequence there (see [`Lake::check_in_sequence`]).
     async fn put_record(
+        &self,
+        topic: &str,
+        partition: i32,
+        seq: u64,
+        make: impl Fn(u64) -> LogRecord,
+    ) -> Result<u64, LakeError> {
+        let (seq, kind) = self.take_number(topic, partition, seq, make).await?;
+        if kind != RecordKind::Compact {
+            // A compactor owns nothing: it checks its plan against the lake before exposing it.
+            self.check_in_sequence(topic, partition, seq).await?;
+        }
+        Ok(seq)
+    }
+
+    /// Puts the record `make(seq)` at `seq` if the number is free, and returns the number where
+    /// this writer's record now stands. A number taken by this writer's own earlier attempt at the
+    /// same record (a retry after a lost answer) counts as done; taken by a compaction, a writer
+    /// moves on to the next number (see [`log::when_taken`]); taken by anything else, the writer is
+    /// fenced, and nothing of its stands at that number.
+    async fn take_number(
         &self,
         topic: &str,
         partition: i32,
         mut seq: u64,
         make: impl Fn(u64) -> LogRecord,
-    ) -> Result<u64, LakeError> {
+    ) -> Result<(u64, RecordKind), LakeError> {
         let create = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        let fenced = |seq| LakeError::Fenced {
-            topic: topic.to_owned(),
-            partition,
-            seq,
-        };
-        let (path, record) = loop {
+        loop {
             let record = make(seq);
             let path = self.record_path(topic, partition, seq);
             let bytes = serde_json::to_vec_pretty(&record).map_err(|source| LakeError::Record {
@@ -417,25 +457,31 @@ impl Lake {
             {
                 Ok(_) => {
                     self.make_durable(&[path.to_string()]).await?;
-                    break (path, record);
+                    return Ok((seq, record.kind));
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    let existing = self.read_record(&path).await?;
+                    let existing = self.read_record(&path).await?.into_record();
                     match log::when_taken(&record, existing.as_ref()) {
-                        log::Taken::Done => break (path, record),
+                        log::Taken::Done => return Ok((seq, record.kind)),
                         log::Taken::MoveOn => seq += 1,
-                        log::Taken::Fenced => return Err(fenced(seq)),
+                        log::Taken::Fenced => return Err(self.fenced(topic, partition, seq)),
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
-        };
-        if record.kind == RecordKind::Compact {
-            // A compactor owns nothing: it checks its plan against the lake before exposing it.
-            return Ok(seq);
         }
-        // The number was free, but it may have been freed by tidying after another writer moved
-        // on: then that writer's newest commit stands above it, and this writer is stale.
+    }
+
+    /// Whether this writer, whose record stands at `seq`, still owns the partition. The number was
+    /// free, but it may have been freed by tidying after another writer moved on: then that
+    /// writer's newest commit stands above it, and this writer is stale.
+    async fn check_in_sequence(
+        &self,
+        topic: &str,
+        partition: i32,
+        seq: u64,
+    ) -> Result<(), LakeError> {
+        let path = self.record_path(topic, partition, seq);
         let mut above = self
             .store
             .list_with_offset(Some(&self.log_dir(topic, partition)), &path);
@@ -448,56 +494,80 @@ impl Lake {
             if !newer {
                 continue;
             }
-            // This writer's own later record is a retry's, not a rival's; a compaction fences no one.
+            // This writer's own later record is a retry's, not a rival's; a compaction fences no
+            // one. A record torn or gone is counted a rival's: only another writer deletes one.
             let rival = self
                 .read_record(&meta.location)
                 .await?
+                .into_record()
                 .is_none_or(|r| r.writer != self.writer && r.kind != RecordKind::Compact);
             if rival {
-                return Err(fenced(seq));
+                return Err(self.fenced(topic, partition, seq));
             }
         }
-        Ok(seq)
+        Ok(())
     }
 
-    /// A record, or `None` when it is torn (empty or not a record: a power loss before it was
-    /// durable) or gone (tidied away by another writer meanwhile).
-    async fn read_record(&self, path: &Path) -> Result<Option<LogRecord>, LakeError> {
+    fn fenced(&self, topic: &str, partition: i32, seq: u64) -> LakeError {
+        LakeError::Fenced {
+            topic: topic.to_owned(),
+            partition,
+            seq,
+        }
+    }
+
+    /// A record as read back: whole, torn (empty or not a record: a power loss before it was
+    /// durable), or gone (listed, then tidied away by another writer before this read).
+    async fn read_record(&self, path: &Path) -> Result<Stored, LakeError> {
         let bytes = match self.store.get(path).await {
             Ok(got) => got.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(object_store::Error::NotFound { .. }) => return Ok(Stored::Gone),
             Err(e) => return Err(e.into()),
         };
         match serde_json::from_slice(&bytes) {
-            Ok(record) => Ok(Some(record)),
+            Ok(record) => Ok(Stored::Record(record)),
             Err(error) => {
                 tracing::warn!(record = %path, %error, "torn log record; treated as absent");
-                Ok(None)
+                Ok(Stored::Torn)
             }
         }
     }
 
-    /// The partition's log, sorted by sequence number.
+    /// The partition's log, sorted by sequence number. A record listed but gone when read (tidied
+    /// by another writer meanwhile) makes the whole log read again: read as a hole, it would have
+    /// cut an intent from its commit, and the batch, committed, would have been rolled back.
     async fn read_log(&self, topic: &str, partition: i32) -> Result<log::Entries, LakeError> {
+        const ATTEMPTS: u32 = 20;
         let dir = self.log_dir(topic, partition);
-        let mut seqs: Vec<(u64, Path)> = self
-            .store
-            .list(Some(&dir))
-            .try_filter_map(|meta| async move {
-                Ok(meta
-                    .location
-                    .filename()
-                    .and_then(log::parse_record_name)
-                    .map(|seq| (seq, meta.location.clone())))
-            })
-            .try_collect()
-            .await?;
-        seqs.sort_unstable_by_key(|(seq, _)| *seq);
-        let mut entries = Vec::with_capacity(seqs.len());
-        for (seq, path) in seqs {
-            entries.push((seq, self.read_record(&path).await?));
+        'listing: for _ in 0..ATTEMPTS {
+            let mut seqs: Vec<(u64, Path)> = self
+                .store
+                .list(Some(&dir))
+                .try_filter_map(|meta| async move {
+                    Ok(meta
+                        .location
+                        .filename()
+                        .and_then(log::parse_record_name)
+                        .map(|seq| (seq, meta.location.clone())))
+                })
+                .try_collect()
+                .await?;
+            seqs.sort_unstable_by_key(|(seq, _)| *seq);
+            let mut entries = Vec::with_capacity(seqs.len());
+            for (seq, path) in seqs {
+                match self.read_record(&path).await? {
+                    Stored::Record(record) => entries.push((seq, Some(record))),
+                    Stored::Torn => entries.push((seq, None)),
+                    Stored::Gone => continue 'listing,
+                }
+            }
+            return Ok(entries);
         }
-        Ok(entries)
+        Err(LakeError::Contended {
+            topic: topic.to_owned(),
+            partition,
+            attempts: ATTEMPTS,
+        })
     }
 
     /// Writes a batch's files and commits it (steps 2–6 of the protocol). Idempotent for this
@@ -527,18 +597,29 @@ impl Lake {
             batch: Some(batch),
             compaction: None,
         };
-        let seq = self
-            .put_record(&topic, partition, lease.next_seq, |seq| {
+        // Fenced here, the number is a rival's, and so are any files named after it.
+        let (seq, _) = self
+            .take_number(&topic, partition, lease.next_seq, |seq| {
                 record(RecordKind::Intent, batch_at(seq))
             })
             .await?;
         let batch = batch_at(seq);
+        if let Err(error) = self.check_in_sequence(&topic, partition, seq).await {
+            if error.is_fenced() {
+                // The intent is ours, this attempt's or a failed earlier one's, whose puts may
+                // have landed after the rival's rollback swept them: take them away.
+                self.delete_files(&batch.files).await?;
+            }
+            return Err(error);
+        }
         let puts: Vec<(Path, Bytes)> = files
             .into_iter()
             .zip(batch.files.iter())
             .map(|((_, bytes), path)| (Path::from(path.as_str()), bytes))
             .collect();
-        futures::stream::iter(puts)
+        // Every put ends before an error is returned: a put still running after it could land its
+        // file after a retry (or the rival that fenced this writer) had swept the batch's files.
+        let landed: Vec<Result<_, LakeError>> = futures::stream::iter(puts)
             .map(|(path, bytes)| async move {
                 let _lock = self.lock_folder_of(path.as_ref(), false).await?;
                 self.store
@@ -547,8 +628,9 @@ impl Lake {
                     .map_err(LakeError::from)
             })
             .buffer_unordered(8)
-            .try_collect::<Vec<_>>()
-            .await?;
+            .collect()
+            .await;
+        landed.into_iter().collect::<Result<Vec<_>, _>>()?;
         self.make_durable(&batch.files).await?;
         let commit = self
             .put_record(&topic, partition, seq + 1, |_| {

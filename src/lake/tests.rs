@@ -414,3 +414,215 @@ async fn local_lake_removes_staging_leftovers_of_a_killed_put() {
     lake.recover("evaluations", 3).await.unwrap();
     assert!(!staging.exists());
 }
+
+/// An in-memory store that puts a rival's step or a fault exactly between two of a writer's.
+#[derive(Debug, Default)]
+struct Hooked {
+    inner: InMemory,
+    /// Before a read of the key, these are deleted (a rival tidying between a listing and a read).
+    delete_before_get: std::sync::Mutex<Vec<(Path, Vec<Path>)>>,
+    /// The next put of each of these fails.
+    fail_put: std::sync::Mutex<Vec<Path>>,
+    /// Puts of these wait first, so that they end after a failed one.
+    slow_put: std::sync::Mutex<Vec<Path>>,
+}
+
+impl std::fmt::Display for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hooked({})", self.inner)
+    }
+}
+
+/// Takes `path`'s entry from a hook list.
+fn take<T>(hooks: &std::sync::Mutex<Vec<(Path, T)>>, path: &Path) -> Option<T> {
+    let mut hooks = hooks.lock().unwrap();
+    let at = hooks.iter().position(|(p, _)| p == path)?;
+    Some(hooks.swap_remove(at).1)
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Hooked {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let failing = {
+            let mut fail = self.fail_put.lock().unwrap();
+            let at = fail.iter().position(|p| p == location);
+            at.map(|at| fail.swap_remove(at)).is_some()
+        };
+        if failing {
+            return Err(object_store::Error::Generic {
+                store: "hooked",
+                source: "injected put failure".into(),
+            });
+        }
+        if self.slow_put.lock().unwrap().contains(location) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        if let Some(doomed) = take(&self.delete_before_get, location) {
+            for path in doomed {
+                self.inner.delete(&path).await?;
+            }
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn hooked_lake() -> (Lake, Arc<Hooked>) {
+    let store = Arc::new(Hooked::default());
+    (Lake::with_store(store.clone(), "evaluations"), store)
+}
+
+#[tokio::test]
+async fn a_record_tidied_between_the_listing_and_its_read_is_not_taken_for_torn() {
+    let (lake, store) = hooked_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    lake.commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap();
+    // The next batch, committed but not yet tidied: the log is commit 2, intent 3, commit 4.
+    let seq = lease.next_seq();
+    let file = lake.data_path(&key(b"410300"), &range(10, 19), seq);
+    let batch = BatchRecord {
+        range: range(10, 19),
+        files: vec![file.to_string()],
+        rows: 1,
+    };
+    let record = |kind| LogRecord {
+        kind,
+        writer: lake.writer.clone(),
+        written_at_us: now_us(),
+        batch: Some(batch.clone()),
+        compaction: None,
+    };
+    lake.put_record("evaluations", 3, seq, |_| record(RecordKind::Intent))
+        .await
+        .unwrap();
+    lake.store
+        .put(&file, Bytes::from_static(b"y").into())
+        .await
+        .unwrap();
+    lake.put_record("evaluations", 3, seq + 1, |_| record(RecordKind::Commit))
+        .await
+        .unwrap();
+    // Another writer's recovery lists all three; the owner's tidy removes the two below its commit
+    // just before the intent is read.
+    let path = |seq| lake.record_path("evaluations", 3, seq);
+    store
+        .delete_before_get
+        .lock()
+        .unwrap()
+        .push((path(seq), vec![path(seq - 1), path(seq)]));
+    let recovery = lake
+        .another_writer()
+        .recover("evaluations", 3)
+        .await
+        .unwrap();
+    assert!(
+        store.delete_before_get.lock().unwrap().is_empty(),
+        "the tidy happened during the recovery's read"
+    );
+    assert_eq!(recovery.next_offset, Some(20));
+    assert!(recovery.rolled_back_files.is_empty(), "{recovery:?}");
+    assert_eq!(covered(&lake).await, vec![(0, 9), (10, 19)]);
+}
+
+#[tokio::test]
+async fn a_fenced_writer_that_retries_takes_away_the_files_its_failed_attempt_left() {
+    let (lake, store) = hooked_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    let two_files = || {
+        vec![
+            (key(b"410300"), Bytes::from_static(b"a")),
+            (key(b"410100"), Bytes::from_static(b"b")),
+        ]
+    };
+    let landed = lake.data_path(&key(b"410300"), &range(0, 9), lease.next_seq());
+    let failed = lake.data_path(&key(b"410100"), &range(0, 9), lease.next_seq());
+    store.fail_put.lock().unwrap().push(failed.clone());
+    store.slow_put.lock().unwrap().push(landed.clone());
+    let error = lake
+        .commit_batch(&mut lease, range(0, 9), two_files(), 2)
+        .await
+        .unwrap_err();
+    assert!(!error.is_fenced(), "{error}");
+    assert!(
+        store.inner.head(&landed).await.is_ok(),
+        "the attempt returned while one of its puts was still running"
+    );
+    // Meanwhile another writer took the partition and rolled the batch back; then a put of the
+    // first writer that had stalled landed after that rollback.
+    let rival = lake.another_writer();
+    let recovery = rival.recover("evaluations", 3).await.unwrap();
+    assert_eq!(recovery.rolled_back_files.len(), 2);
+    lake.store
+        .put(&landed, Bytes::from_static(b"a").into())
+        .await
+        .unwrap();
+    // The first writer retries (as `commit_files` does), finds itself fenced, and cleans up.
+    let error = lake
+        .commit_batch(&mut lease, range(0, 9), two_files(), 2)
+        .await
+        .unwrap_err();
+    assert!(error.is_fenced(), "{error}");
+    assert_eq!(files(&lake).await, Vec::<String>::new());
+    let mut rival_lease = recovery.lease;
+    rival
+        .commit_batch(&mut rival_lease, range(0, 9), two_files(), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        covered(&lake).await,
+        vec![(0, 9), (0, 9)],
+        "two folders, once each"
+    );
+}

@@ -640,10 +640,6 @@ fn outcome(child: std::process::Child, what: &str) -> (bool, String) {
 /// parked as whole records: the second run's open of the rejected-lines file may meet the first
 /// one's appends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "kept out of CI until the stalled-writer race below is fixed (2026-11-27): before \
-            recovery claimed ahead of its rollback and skipped a rival's uncounted files, 4 runs in 8 \
-            lost 218-715 rows and 2 in 8 ended the second run with `object store: … not found`; \
-            after both fixes it passed 18 of 18 runs. Run with --run-ignored."]
 async fn two_runs_of_one_file_at_once_land_each_line_once() {
     let (_dir, lake, input, produced) = export(43, 12_000);
     let run = || small_commits_run(&input, &lake, true).spawn().unwrap();
@@ -677,10 +673,6 @@ async fn two_runs_of_one_file_at_once_land_each_line_once() {
 /// all, then continued: it is fenced at its next commit, so nothing it held in hand lands twice,
 /// and what it appends to the rejected-lines file meanwhile is whole records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open race (2026-11-27): in several of about 16 runs beside the test above (none of \
-            12 alone), a data file of the stalled run's fenced intent stayed in the lake beside the \
-            other run's file for the same lines: duplicated rows for a reader of the folder. Run with \
-            --run-ignored."]
 async fn a_stalled_offline_run_that_wakes_up_is_fenced() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
