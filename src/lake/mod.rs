@@ -29,11 +29,10 @@
 //! group on the same lake) takes the next number with its own claim. The first writer's next put
 //! then finds its number taken and fails with [`LakeError::Fenced`]: before its data (nothing was
 //! written) or at its commit (it deletes its own files; the next recovery deletes them again should it
-//! die first). A writer whose intent stands but lies below a rival's record (a retry after a failed
-//! put, the rival having rolled the batch back meanwhile) deletes the files named after its intent
-//! too: puts of an earlier attempt may have landed after that rollback. Every put of an attempt ends
-//! before the attempt returns, so none lands after its own clean-up. A fenced writer drops the
-//! partition.
+//! die first). A writer that retries a batch and finds its earlier attempt's intent below a rival's
+//! record deletes that intent's files if the log says it never committed: the earlier attempt's
+//! puts may have landed after the rival rolled the batch back. Every put of an attempt has ended
+//! (in this process) before the attempt returns. A fenced writer drops the partition.
 //!
 //! A log is read by listing it and then reading each record; a record gone by then (tidied by the
 //! writer that owns the partition) makes the log read again, so a committed batch's intent is never
@@ -209,6 +208,15 @@ impl Lease {
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
+}
+
+/// Where `Lake::take_number` put a record.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    seq: u64,
+    kind: RecordKind,
+    /// This writer's earlier attempt at the same record had put it.
+    earlier: bool,
 }
 
 /// A log record as read back (see `Lake::read_record`).
@@ -419,26 +427,26 @@ impl Lake {
         seq: u64,
         make: impl Fn(u64) -> LogRecord,
     ) -> Result<u64, LakeError> {
-        let (seq, kind) = self.take_number(topic, partition, seq, make).await?;
-        if kind != RecordKind::Compact {
+        let placed = self.take_number(topic, partition, seq, make).await?;
+        if placed.kind != RecordKind::Compact {
             // A compactor owns nothing: it checks its plan against the lake before exposing it.
-            self.check_in_sequence(topic, partition, seq).await?;
+            self.check_in_sequence(topic, partition, placed.seq).await?;
         }
-        Ok(seq)
+        Ok(placed.seq)
     }
 
-    /// Puts the record `make(seq)` at `seq` if the number is free, and returns the number where
-    /// this writer's record now stands. A number taken by this writer's own earlier attempt at the
-    /// same record (a retry after a lost answer) counts as done; taken by a compaction, a writer
-    /// moves on to the next number (see [`log::when_taken`]); taken by anything else, the writer is
-    /// fenced, and nothing of its stands at that number.
+    /// Puts the record `make(seq)` at `seq` if the number is free, and returns where this
+    /// writer's record now stands. A number taken by this writer's own earlier attempt at the same
+    /// record (a retry after a lost answer or a failed step) counts as done; taken by a compaction,
+    /// a writer moves on to the next number (see [`log::when_taken`]); taken by anything else (or
+    /// by a record torn or gone by the time it is read), the writer is fenced.
     async fn take_number(
         &self,
         topic: &str,
         partition: i32,
         mut seq: u64,
         make: impl Fn(u64) -> LogRecord,
-    ) -> Result<(u64, RecordKind), LakeError> {
+    ) -> Result<Placed, LakeError> {
         let create = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -457,12 +465,22 @@ impl Lake {
             {
                 Ok(_) => {
                     self.make_durable(&[path.to_string()]).await?;
-                    return Ok((seq, record.kind));
+                    return Ok(Placed {
+                        seq,
+                        kind: record.kind,
+                        earlier: false,
+                    });
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     let existing = self.read_record(&path).await?.into_record();
                     match log::when_taken(&record, existing.as_ref()) {
-                        log::Taken::Done => return Ok((seq, record.kind)),
+                        log::Taken::Done => {
+                            return Ok(Placed {
+                                seq,
+                                kind: record.kind,
+                                earlier: true,
+                            })
+                        }
                         log::Taken::MoveOn => seq += 1,
                         log::Taken::Fenced => return Err(self.fenced(topic, partition, seq)),
                     }
@@ -495,12 +513,14 @@ impl Lake {
                 continue;
             }
             // This writer's own later record is a retry's, not a rival's; a compaction fences no
-            // one. A record torn or gone is counted a rival's: only another writer deletes one.
-            let rival = self
-                .read_record(&meta.location)
-                .await?
-                .into_record()
-                .is_none_or(|r| r.writer != self.writer && r.kind != RecordKind::Compact);
+            // one. A record gone since the listing was tidied (a finished compaction's, or one
+            // below a newer commit, which stays and is judged in its turn); a torn one counts
+            // as a rival's.
+            let rival = match self.read_record(&meta.location).await? {
+                Stored::Record(r) => r.writer != self.writer && r.kind != RecordKind::Compact,
+                Stored::Torn => true,
+                Stored::Gone => false,
+            };
             if rival {
                 return Err(self.fenced(topic, partition, seq));
             }
@@ -597,18 +617,19 @@ impl Lake {
             batch: Some(batch),
             compaction: None,
         };
-        // Fenced here, the number is a rival's, and so are any files named after it.
-        let (seq, _) = self
+        // Fenced here, no record of this writer's stands at the number: files named after it
+        // are not known to be its own, so none is touched.
+        let placed = self
             .take_number(&topic, partition, lease.next_seq, |seq| {
                 record(RecordKind::Intent, batch_at(seq))
             })
             .await?;
+        let seq = placed.seq;
         let batch = batch_at(seq);
         if let Err(error) = self.check_in_sequence(&topic, partition, seq).await {
-            if error.is_fenced() {
-                // The intent is ours, this attempt's or a failed earlier one's, whose puts may
-                // have landed after the rival's rollback swept them: take them away.
-                self.delete_files(&batch.files).await?;
+            if error.is_fenced() && placed.earlier {
+                self.clean_up_fenced_retry(&topic, partition, seq, &batch)
+                    .await?;
             }
             return Err(error);
         }
@@ -648,8 +669,34 @@ impl Lake {
             Err(e) => return Err(e),
         };
         lease.next_seq = commit_seq + 1;
-        self.tidy(&topic, partition, commit_seq).await?;
+        // The batch is committed: a failed tidy must not make the caller retry it (the retry
+        // would write it again under the next number). The next commit's tidy does this one's.
+        if let Err(error) = self.tidy(&topic, partition, commit_seq).await {
+            tracing::warn!(%topic, partition, %error, "tidying the log after a commit failed; the next commit tidies again");
+        }
         Ok(batch)
+    }
+
+    /// A retry whose intent an earlier attempt had put, fenced by a rival's record above it. If
+    /// the log says that intent never committed, the earlier attempt's puts may still have landed
+    /// after the rival's rollback swept the batch: delete them. If it committed (the earlier
+    /// attempt's commit landed, but its answer was lost), the files are the lake's and stay.
+    async fn clean_up_fenced_retry(
+        &self,
+        topic: &str,
+        partition: i32,
+        seq: u64,
+        batch: &BatchRecord,
+    ) -> Result<(), LakeError> {
+        let state = log::read_log(&self.read_log(topic, partition).await?, now_us());
+        let aborted = state
+            .uncommitted
+            .iter()
+            .any(|(s, b)| *s == seq && b == batch);
+        if aborted {
+            self.delete_files(&batch.files).await?;
+        }
+        Ok(())
     }
 
     /// Deletes what the log no longer needs below `upto`, and sweeps the files of aborted intents

@@ -423,6 +423,10 @@ struct Hooked {
     delete_before_get: std::sync::Mutex<Vec<(Path, Vec<Path>)>>,
     /// The next put of each of these fails.
     fail_put: std::sync::Mutex<Vec<Path>>,
+    /// The next put of each of these lands, but its answer is an error (a lost answer).
+    fail_after_put: std::sync::Mutex<Vec<Path>>,
+    /// The next read of each of these fails.
+    fail_get: std::sync::Mutex<Vec<Path>>,
     /// Puts of these wait first, so that they end after a failed one.
     slow_put: std::sync::Mutex<Vec<Path>>,
 }
@@ -430,6 +434,20 @@ struct Hooked {
 impl std::fmt::Display for Hooked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Hooked({})", self.inner)
+    }
+}
+
+/// Whether `path` was in a list of one-shot faults (and takes it out).
+fn once(faults: &std::sync::Mutex<Vec<Path>>, path: &Path) -> bool {
+    let mut faults = faults.lock().unwrap();
+    let at = faults.iter().position(|p| p == path);
+    at.map(|at| faults.swap_remove(at)).is_some()
+}
+
+fn injected(what: &str) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "hooked",
+        source: format!("injected {what} failure").into(),
     }
 }
 
@@ -448,21 +466,17 @@ impl ObjectStore for Hooked {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<object_store::PutResult> {
-        let failing = {
-            let mut fail = self.fail_put.lock().unwrap();
-            let at = fail.iter().position(|p| p == location);
-            at.map(|at| fail.swap_remove(at)).is_some()
-        };
-        if failing {
-            return Err(object_store::Error::Generic {
-                store: "hooked",
-                source: "injected put failure".into(),
-            });
+        if once(&self.fail_put, location) {
+            return Err(injected("put"));
         }
         if self.slow_put.lock().unwrap().contains(location) {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        self.inner.put_opts(location, payload, opts).await
+        let put = self.inner.put_opts(location, payload, opts).await?;
+        if once(&self.fail_after_put, location) {
+            return Err(injected("answer to a put"));
+        }
+        Ok(put)
     }
 
     async fn put_multipart_opts(
@@ -478,6 +492,9 @@ impl ObjectStore for Hooked {
         location: &Path,
         options: object_store::GetOptions,
     ) -> object_store::Result<object_store::GetResult> {
+        if once(&self.fail_get, location) {
+            return Err(injected("get"));
+        }
         if let Some(doomed) = take(&self.delete_before_get, location) {
             for path in doomed {
                 self.inner.delete(&path).await?;
@@ -624,5 +641,55 @@ async fn a_fenced_writer_that_retries_takes_away_the_files_its_failed_attempt_le
         covered(&lake).await,
         vec![(0, 9), (0, 9)],
         "two folders, once each"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_commit_answer_keeps_the_committed_files() {
+    let (lake, store) = hooked_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    let commit = lake.record_path("evaluations", 3, lease.next_seq() + 1);
+    store.fail_after_put.lock().unwrap().push(commit);
+    let error = lake
+        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap_err();
+    assert!(!error.is_fenced(), "{error}");
+    // The commit landed: another writer taking the partition now resumes after the batch.
+    let recovery = lake
+        .another_writer()
+        .recover("evaluations", 3)
+        .await
+        .unwrap();
+    assert_eq!(recovery.next_offset, Some(10));
+    // The first writer retries, is fenced, and must not take the committed files with it.
+    let error = lake
+        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap_err();
+    assert!(error.is_fenced(), "{error}");
+    assert_eq!(covered(&lake).await, vec![(0, 9)]);
+}
+
+#[tokio::test]
+async fn a_failed_tidy_after_the_commit_does_not_fail_the_batch() {
+    let (lake, store) = hooked_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    // Only the tidy reads the commit record back.
+    let commit = lake.record_path("evaluations", 3, lease.next_seq() + 1);
+    store.fail_get.lock().unwrap().push(commit);
+    lake.commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .expect("committed, so not to be retried (a retry writes the batch again)");
+    assert!(store.fail_get.lock().unwrap().is_empty(), "the tidy ran");
+    lake.commit_batch(&mut lease, range(10, 19), one_file(b"y"), 1)
+        .await
+        .unwrap();
+    assert_eq!(covered(&lake).await, vec![(0, 9), (10, 19)]);
+    let log = lake.read_log("evaluations", 3).await.unwrap();
+    assert_eq!(
+        log.len(),
+        1,
+        "the next commit tidied what the failed tidy left: {log:?}"
     );
 }
