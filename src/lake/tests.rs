@@ -421,6 +421,8 @@ struct Hooked {
     inner: InMemory,
     /// Before a read of the key, these are deleted (a rival tidying between a listing and a read).
     delete_before_get: std::sync::Mutex<Vec<(Path, Vec<Path>)>>,
+    /// Before a read of the key, these are put (a rival's put landing between a listing and a read).
+    put_before_get: std::sync::Mutex<Vec<(Path, Vec<(Path, Bytes)>)>>,
     /// The next put of each of these fails.
     fail_put: std::sync::Mutex<Vec<Path>>,
     /// The next put of each of these lands, but its answer is an error (a lost answer).
@@ -494,6 +496,11 @@ impl ObjectStore for Hooked {
     ) -> object_store::Result<object_store::GetResult> {
         if once(&self.fail_get, location) {
             return Err(injected("get"));
+        }
+        if let Some(landing) = take(&self.put_before_get, location) {
+            for (path, bytes) in landing {
+                self.inner.put(&path, bytes.into()).await?;
+            }
         }
         if let Some(doomed) = take(&self.delete_before_get, location) {
             for path in doomed {
@@ -692,4 +699,51 @@ async fn a_failed_tidy_after_the_commit_does_not_fail_the_batch() {
         1,
         "the next commit tidied what the failed tidy left: {log:?}"
     );
+}
+
+#[tokio::test]
+async fn a_commit_that_lands_while_another_writer_recovers_keeps_its_files() {
+    let (lake, store) = hooked_lake();
+    let lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    // A slow writer: its intent and file are in, its commit is on the way.
+    let seq = lease.next_seq();
+    let file = lake.data_path(&key(b"410300"), &range(0, 9), seq);
+    let batch = BatchRecord {
+        range: range(0, 9),
+        files: vec![file.to_string()],
+        rows: 1,
+    };
+    let record = |kind| LogRecord {
+        kind,
+        writer: lake.writer.clone(),
+        written_at_us: now_us(),
+        batch: Some(batch.clone()),
+        compaction: None,
+    };
+    lake.put_record("evaluations", 3, seq, |_| record(RecordKind::Intent))
+        .await
+        .unwrap();
+    lake.store
+        .put(&file, Bytes::from_static(b"x").into())
+        .await
+        .unwrap();
+    // Another writer's recovery lists the log without the commit, which lands as it reads on.
+    let commit = serde_json::to_vec(&record(RecordKind::Commit)).unwrap();
+    store.put_before_get.lock().unwrap().push((
+        lake.record_path("evaluations", 3, seq),
+        vec![(lake.record_path("evaluations", 3, seq + 1), commit.into())],
+    ));
+    let recovery = lake
+        .another_writer()
+        .recover("evaluations", 3)
+        .await
+        .unwrap();
+    assert!(
+        store.put_before_get.lock().unwrap().is_empty(),
+        "the commit landed during the read"
+    );
+    // Its claim found the number taken by the commit, so it read the log again: the batch stays.
+    assert_eq!(recovery.next_offset, Some(10));
+    assert!(recovery.rolled_back_files.is_empty(), "{recovery:?}");
+    assert_eq!(covered(&lake).await, vec![(0, 9)]);
 }
