@@ -415,14 +415,17 @@ async fn local_lake_removes_staging_leftovers_of_a_killed_put() {
     assert!(!staging.exists());
 }
 
+/// Actions keyed by the path whose read sets them off, each taken once.
+type Hooks<T> = std::sync::Mutex<Vec<(Path, T)>>;
+
 /// An in-memory store that puts a rival's step or a fault exactly between two of a writer's.
 #[derive(Debug, Default)]
 struct Hooked {
     inner: InMemory,
     /// Before a read of the key, these are deleted (a rival tidying between a listing and a read).
-    delete_before_get: std::sync::Mutex<Vec<(Path, Vec<Path>)>>,
+    delete_before_get: Hooks<Vec<Path>>,
     /// Before a read of the key, these are put (a rival's put landing between a listing and a read).
-    put_before_get: std::sync::Mutex<Vec<(Path, Vec<(Path, Bytes)>)>>,
+    put_before_get: Hooks<Vec<(Path, Bytes)>>,
     /// The next put of each of these fails.
     fail_put: std::sync::Mutex<Vec<Path>>,
     /// The next put of each of these lands, but its answer is an error (a lost answer).
@@ -454,7 +457,7 @@ fn injected(what: &str) -> object_store::Error {
 }
 
 /// Takes `path`'s entry from a hook list.
-fn take<T>(hooks: &std::sync::Mutex<Vec<(Path, T)>>, path: &Path) -> Option<T> {
+fn take<T>(hooks: &Hooks<T>, path: &Path) -> Option<T> {
     let mut hooks = hooks.lock().unwrap();
     let at = hooks.iter().position(|(p, _)| p == path)?;
     Some(hooks.swap_remove(at).1)
