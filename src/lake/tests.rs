@@ -544,6 +544,36 @@ impl ObjectStore for Hooked {
     }
 }
 
+/// A batch of one file by `lake`'s writer, its intent put at `seq` and its file written, as a
+/// writer does before its commit; returns the batch's records (intent or commit).
+async fn intent_and_file(
+    lake: &Lake,
+    range: BatchRange,
+    seq: u64,
+) -> impl Fn(RecordKind) -> LogRecord + '_ {
+    let file = lake.data_path(&key(b"410300"), &range, seq);
+    let batch = BatchRecord {
+        range,
+        files: vec![file.to_string()],
+        rows: 1,
+    };
+    let record = move |kind| LogRecord {
+        kind,
+        writer: lake.writer.clone(),
+        written_at_us: now_us(),
+        batch: Some(batch.clone()),
+        compaction: None,
+    };
+    lake.put_record("evaluations", 3, seq, |_| record(RecordKind::Intent))
+        .await
+        .unwrap();
+    lake.store
+        .put(&file, Bytes::from_static(b"x").into())
+        .await
+        .unwrap();
+    record
+}
+
 fn hooked_lake() -> (Lake, Arc<Hooked>) {
     let store = Arc::new(Hooked::default());
     (Lake::with_store(store.clone(), "evaluations"), store)
@@ -558,26 +588,7 @@ async fn a_record_tidied_between_the_listing_and_its_read_is_not_taken_for_torn(
         .unwrap();
     // The next batch, committed but not yet tidied: the log is commit 2, intent 3, commit 4.
     let seq = lease.next_seq();
-    let file = lake.data_path(&key(b"410300"), &range(10, 19), seq);
-    let batch = BatchRecord {
-        range: range(10, 19),
-        files: vec![file.to_string()],
-        rows: 1,
-    };
-    let record = |kind| LogRecord {
-        kind,
-        writer: lake.writer.clone(),
-        written_at_us: now_us(),
-        batch: Some(batch.clone()),
-        compaction: None,
-    };
-    lake.put_record("evaluations", 3, seq, |_| record(RecordKind::Intent))
-        .await
-        .unwrap();
-    lake.store
-        .put(&file, Bytes::from_static(b"y").into())
-        .await
-        .unwrap();
+    let record = intent_and_file(&lake, range(10, 19), seq).await;
     lake.put_record("evaluations", 3, seq + 1, |_| record(RecordKind::Commit))
         .await
         .unwrap();
@@ -710,26 +721,7 @@ async fn a_commit_that_lands_while_another_writer_recovers_keeps_its_files() {
     let lease = lake.recover("evaluations", 3).await.unwrap().lease;
     // A slow writer: its intent and file are in, its commit is on the way.
     let seq = lease.next_seq();
-    let file = lake.data_path(&key(b"410300"), &range(0, 9), seq);
-    let batch = BatchRecord {
-        range: range(0, 9),
-        files: vec![file.to_string()],
-        rows: 1,
-    };
-    let record = |kind| LogRecord {
-        kind,
-        writer: lake.writer.clone(),
-        written_at_us: now_us(),
-        batch: Some(batch.clone()),
-        compaction: None,
-    };
-    lake.put_record("evaluations", 3, seq, |_| record(RecordKind::Intent))
-        .await
-        .unwrap();
-    lake.store
-        .put(&file, Bytes::from_static(b"x").into())
-        .await
-        .unwrap();
+    let record = intent_and_file(&lake, range(0, 9), seq).await;
     // Another writer's recovery lists the log without the commit, which lands as it reads on.
     let commit = serde_json::to_vec(&record(RecordKind::Commit)).unwrap();
     store.put_before_get.lock().unwrap().push((
