@@ -205,6 +205,58 @@ impl LogState {
     }
 }
 
+/// The first record after `seq` that is not a `compact` (a torn record counts: it stops an intent).
+fn next_decisive(
+    entries: &[(u64, Option<LogRecord>)],
+    seq: u64,
+) -> Option<(u64, Option<&LogRecord>)> {
+    entries
+        .iter()
+        .filter(|(s, _)| *s > seq)
+        .find(|(_, r)| r.as_ref().is_none_or(|r| r.kind != RecordKind::Compact))
+        .map(|(s, r)| (*s, r.as_ref()))
+}
+
+/// What became of a writer's own intent, put at `seq` by an earlier attempt at a batch, as the log
+/// reads now (see [`intent_fate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentFate {
+    /// Its commit is the first record after it that is not a `compact`, at this number.
+    Committed(u64),
+    /// Nothing after it but compactions: the batch is still this writer's to finish.
+    Open,
+    /// Another record stops it (a rival's claim, a torn record): it never commits, and its files
+    /// must go.
+    Aborted,
+    /// No longer in the log: tidied, which happens to an intent only below a newer commit, and
+    /// to an aborted one only after [`ABORTED_INTENT_RETENTION_US`]. Within that time, its commit
+    /// had landed and another writer has moved on from it.
+    Tidied,
+}
+
+/// The rule for a retry of a batch whose intent `mine` an earlier attempt put at `seq`. Pure.
+pub fn intent_fate(entries: &[(u64, Option<LogRecord>)], seq: u64, mine: &LogRecord) -> IntentFate {
+    let at_seq = entries
+        .iter()
+        .find(|(s, _)| *s == seq)
+        .map(|(_, r)| r.as_ref());
+    match at_seq {
+        // Torn: a power loss took the put; recovery sweeps files of that number.
+        Some(None) => IntentFate::Aborted,
+        Some(Some(record)) if record.same_put(mine) => match next_decisive(entries, seq) {
+            None => IntentFate::Open,
+            Some((commit, Some(next)))
+                if next.kind == RecordKind::Commit && next.batch == mine.batch =>
+            {
+                IntentFate::Committed(commit)
+            }
+            Some(_) => IntentFate::Aborted,
+        },
+        // Gone, or a stale writer's record put into the hole it left.
+        _ => IntentFate::Tidied,
+    }
+}
+
 /// Reads a log (sorted by sequence number). Pure: the rules of the protocol in one place.
 ///
 /// Records below the newest commit are deletable, except intents that never committed and are
@@ -218,14 +270,7 @@ pub fn read_log(entries: &[(u64, Option<LogRecord>)], now_us: i64) -> LogState {
         next_seq: entries.last().map_or(0, |(s, _)| s + 1),
         ..Default::default()
     };
-    // The first record after `seq` that is not a `compact` (torn records count: they stop it).
-    let next_decisive = |seq: u64| -> Option<(u64, Option<&LogRecord>)> {
-        entries
-            .iter()
-            .filter(|(s, _)| *s > seq)
-            .find(|(_, r)| r.as_ref().is_none_or(|r| r.kind != RecordKind::Compact))
-            .map(|(s, r)| (*s, r.as_ref()))
-    };
+    let next_decisive = |seq: u64| next_decisive(entries, seq);
     for (seq, record) in entries {
         let Some(record) = record else {
             state.torn.push(*seq);
@@ -366,6 +411,83 @@ mod tests {
             .enumerate()
             .map(|(i, r)| (i as u64 + 10, r))
             .collect()
+    }
+
+    #[test]
+    fn what_became_of_an_earlier_attempt_s_intent() {
+        let mine = intent("a", 0, 9).unwrap();
+        let without = |seq: u64, entries: Entries| -> Entries {
+            entries.into_iter().filter(|(s, _)| *s != seq).collect()
+        };
+        // Every log has the intent's place at 11 (the claim is at 10).
+        let cases: Vec<(&str, Entries, IntentFate)> = vec![
+            (
+                "alone at the top",
+                log(vec![claim("a"), intent("a", 0, 9)]),
+                IntentFate::Open,
+            ),
+            (
+                "only a compaction after it",
+                log(vec![claim("a"), intent("a", 0, 9), compact("c", 12)]),
+                IntentFate::Open,
+            ),
+            (
+                "its commit after it",
+                log(vec![claim("a"), intent("a", 0, 9), commit("a", 0, 9)]),
+                IntentFate::Committed(12),
+            ),
+            (
+                "its commit after a compaction",
+                log(vec![
+                    claim("a"),
+                    intent("a", 0, 9),
+                    compact("c", 12),
+                    commit("a", 0, 9),
+                ]),
+                IntentFate::Committed(13),
+            ),
+            (
+                "a rival's claim after it",
+                log(vec![claim("a"), intent("a", 0, 9), claim("b")]),
+                IntentFate::Aborted,
+            ),
+            (
+                "a torn record after it",
+                log(vec![claim("a"), intent("a", 0, 9), None]),
+                IntentFate::Aborted,
+            ),
+            (
+                "a commit of another batch after it",
+                log(vec![claim("a"), intent("a", 0, 9), commit("a", 0, 19)]),
+                IntentFate::Aborted,
+            ),
+            (
+                "itself torn",
+                log(vec![claim("a"), None]),
+                IntentFate::Aborted,
+            ),
+            (
+                "tidied after its commit",
+                without(
+                    11,
+                    log(vec![claim("a"), intent("a", 0, 9), commit("a", 0, 9)]),
+                ),
+                IntentFate::Tidied,
+            ),
+            (
+                "tidied, the whole log since moved on",
+                log(vec![commit("b", 10, 19)]),
+                IntentFate::Tidied,
+            ),
+            (
+                "a stale writer's record in the hole",
+                log(vec![claim("a"), intent("s", 0, 9), commit("b", 10, 19)]),
+                IntentFate::Tidied,
+            ),
+        ];
+        for (name, entries, fate) in cases {
+            assert_eq!(intent_fate(&entries, 11, &mine), fate, "{name}");
+        }
     }
 
     #[test]

@@ -21,18 +21,21 @@
 //! 4. **Durability.** On a local lake, fsync the files and every folder up to the root (an object
 //!    store's put is durable when it returns).
 //! 5. **Commit.** Put a `commit` at the number after the intent. This put is the commit point.
-//! 6. **Tidy.** Delete the records below the commit (see [`log::read_log`]); then, and only then, the
-//!    caller commits `last + 1` to the Kafka consumer group (kept for lag monitoring: the lake is the
-//!    source of truth).
+//! 6. **Tidy.** Delete the records below the commit (see [`log::read_log`]); a tidy that fails is
+//!    left to the next commit's, since the batch is committed. Then the caller commits `last + 1`
+//!    to the Kafka consumer group (kept for lag monitoring: the lake is the source of truth).
 //!
 //! **Fencing.** A second writer on the partition (a member evicted after a stall, another consumer
 //! group on the same lake) takes the next number with its own claim. The first writer's next put
 //! then finds its number taken and fails with [`LakeError::Fenced`]: before its data (nothing was
-//! written) or at its commit (it deletes its own files; the next recovery deletes them again should it
-//! die first). A writer that retries a batch and finds its earlier attempt's intent below a rival's
-//! record deletes that intent's files if the log says it never committed: the earlier attempt's
-//! puts may have landed after the rival rolled the batch back. Every put of an attempt has ended
-//! (in this process) before the attempt returns. A fenced writer drops the partition.
+//! written) or at its commit. There the log decides ([`log::intent_fate`]): if the writer's commit
+//! landed before the rival's record, the rival took the batch as committed and its files stay;
+//! otherwise the writer deletes them (the next recovery deletes them again should it die first).
+//! A retry of a batch after an error never puts its intent again: it reads what became of the
+//! earlier attempt's intent the same way, and finishes it, finds it committed, or deletes its files
+//! (the earlier attempt's puts may have landed after a rival rolled it back). Every put of an
+//! attempt has ended (in this process) before the attempt returns. A fenced writer drops the
+//! partition.
 //!
 //! A log is read by listing it and then reading each record; a record gone by then (tidied by the
 //! writer that owns the partition) makes the log read again, so a committed batch's intent is never
@@ -201,12 +204,21 @@ pub struct Lease {
     pub topic: String,
     pub partition: i32,
     next_seq: u64,
+    /// Where the intent of a batch whose commit has not returned yet stands, and the batch's
+    /// range: a retry of that batch settles it there instead of putting the intent again.
+    in_flight: Option<(u64, BatchRange)>,
 }
 
 impl Lease {
     /// The number the next batch's intent (and its files' names) will take.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    fn in_flight(&self, range: &BatchRange) -> Option<u64> {
+        self.in_flight
+            .as_ref()
+            .and_then(|(seq, r)| (r == range).then_some(*seq))
     }
 }
 
@@ -215,8 +227,6 @@ impl Lease {
 struct Placed {
     seq: u64,
     kind: RecordKind,
-    /// This writer's earlier attempt at the same record had put it.
-    earlier: bool,
 }
 
 /// A log record as read back (see `Lake::read_record`).
@@ -468,7 +478,6 @@ impl Lake {
                     return Ok(Placed {
                         seq,
                         kind: record.kind,
-                        earlier: false,
                     });
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
@@ -478,7 +487,6 @@ impl Lake {
                             return Ok(Placed {
                                 seq,
                                 kind: record.kind,
-                                earlier: true,
                             })
                         }
                         log::Taken::MoveOn => seq += 1,
@@ -513,13 +521,11 @@ impl Lake {
                 continue;
             }
             // This writer's own later record is a retry's, not a rival's; a compaction fences no
-            // one. A record gone since the listing was tidied (a finished compaction's, or one
-            // below a newer commit, which stays and is judged in its turn); a torn one counts
-            // as a rival's.
+            // one. A record torn, or gone since the listing, counts as a rival's: a record above
+            // this writer's is tidied only below a newer commit, which this listing may not show.
             let rival = match self.read_record(&meta.location).await? {
                 Stored::Record(r) => r.writer != self.writer && r.kind != RecordKind::Compact,
-                Stored::Torn => true,
-                Stored::Gone => false,
+                Stored::Torn | Stored::Gone => true,
             };
             if rival {
                 return Err(self.fenced(topic, partition, seq));
@@ -590,9 +596,11 @@ impl Lake {
         })
     }
 
-    /// Writes a batch's files and commits it (steps 2–6 of the protocol). Idempotent for this
-    /// writer: after an error other than [`LakeError::Fenced`], calling it again with the same batch
-    /// goes on where the last attempt stopped.
+    /// Writes a batch's files and commits it (steps 2–6 of the protocol), and returns what it
+    /// committed. Idempotent for this writer: after an error other than [`LakeError::Fenced`],
+    /// calling it again with the same batch and lease first reads what became of the earlier
+    /// attempt's intent ([`log::intent_fate`]) and goes on from there; it never puts that intent
+    /// again, which could fill a hole the log has left since.
     pub async fn commit_batch(
         &self,
         lease: &mut Lease,
@@ -617,22 +625,34 @@ impl Lake {
             batch: Some(batch),
             compaction: None,
         };
-        // Fenced here, no record of this writer's stands at the number: files named after it
-        // are not known to be its own, so none is touched.
-        let placed = self
-            .take_number(&topic, partition, lease.next_seq, |seq| {
-                record(RecordKind::Intent, batch_at(seq))
-            })
-            .await?;
-        let seq = placed.seq;
-        let batch = batch_at(seq);
-        if let Err(error) = self.check_in_sequence(&topic, partition, seq).await {
-            if error.is_fenced() && placed.earlier {
-                self.clean_up_fenced_retry(&topic, partition, seq, &batch)
-                    .await?;
+        let seq = match lease.in_flight(&range) {
+            Some(seq) => {
+                let batch = batch_at(seq);
+                let intent = record(RecordKind::Intent, batch.clone());
+                match self
+                    .settle_earlier_attempt(&topic, partition, seq, &intent)
+                    .await?
+                {
+                    Some(commit_seq) => return Ok(self.finish(lease, commit_seq, batch).await),
+                    None => seq,
+                }
             }
-            return Err(error);
-        }
+            None => {
+                // Fenced here, no record of this writer's stands at the number: files named
+                // after it are not known to be its own, so none is touched.
+                let seq = self
+                    .take_number(&topic, partition, lease.next_seq, |seq| {
+                        record(RecordKind::Intent, batch_at(seq))
+                    })
+                    .await?
+                    .seq;
+                lease.in_flight = Some((seq, range.clone()));
+                // Fenced here, this writer has put no file of the batch yet.
+                self.check_in_sequence(&topic, partition, seq).await?;
+                seq
+            }
+        };
+        let batch = batch_at(seq);
         let puts: Vec<(Path, Bytes)> = files
             .into_iter()
             .zip(batch.files.iter())
@@ -658,45 +678,67 @@ impl Lake {
                 record(RecordKind::Commit, batch.clone())
             })
             .await;
-        let commit_seq = match commit {
-            Ok(commit_seq) => commit_seq,
+        match commit {
+            Ok(commit_seq) => Ok(self.finish(lease, commit_seq, batch).await),
             Err(fenced @ LakeError::Fenced { .. }) => {
-                // Our files are not committed and never will be: take them away now, so readers
-                // do not see them until the owner's next recovery.
-                self.delete_files(&batch.files).await?;
-                return Err(fenced);
+                // A rival's record stands at or above the commit's number. Whether the batch
+                // counts is the log's to say: a rival that claimed after this commit landed
+                // took the batch as committed, and its files must stay.
+                let intent = record(RecordKind::Intent, batch.clone());
+                match self
+                    .settle_earlier_attempt(&topic, partition, seq, &intent)
+                    .await
+                {
+                    Ok(Some(commit_seq)) => Ok(self.finish(lease, commit_seq, batch).await),
+                    Ok(None) => Err(fenced),
+                    Err(error) => {
+                        // The intent stays in the log: the owner's next recovery settles it.
+                        tracing::warn!(%topic, partition, %error, "reading the log after a fence failed; the batch's files are left to the partition's owner");
+                        Err(fenced)
+                    }
+                }
             }
-            Err(e) => return Err(e),
-        };
-        lease.next_seq = commit_seq + 1;
-        // The batch is committed: a failed tidy must not make the caller retry it (the retry
-        // would write it again under the next number). The next commit's tidy does this one's.
-        if let Err(error) = self.tidy(&topic, partition, commit_seq).await {
-            tracing::warn!(%topic, partition, %error, "tidying the log after a commit failed; the next commit tidies again");
+            Err(e) => Err(e),
         }
-        Ok(batch)
     }
 
-    /// A retry whose intent an earlier attempt had put, fenced by a rival's record above it. If
-    /// the log says that intent never committed, the earlier attempt's puts may still have landed
-    /// after the rival's rollback swept the batch: delete them. If it committed (the earlier
-    /// attempt's commit landed, but its answer was lost), the files are the lake's and stay.
-    async fn clean_up_fenced_retry(
+    /// Reads what became of this writer's intent at `seq` (an earlier attempt's, or this one's
+    /// after a fence) and acts on it: `Some(commit)` when the batch is committed; `None` when it
+    /// is still this writer's to finish; fenced otherwise, after deleting the intent's files if
+    /// it aborted (puts of an earlier attempt may have landed after the rival's rollback).
+    async fn settle_earlier_attempt(
         &self,
         topic: &str,
         partition: i32,
         seq: u64,
-        batch: &BatchRecord,
-    ) -> Result<(), LakeError> {
-        let state = log::read_log(&self.read_log(topic, partition).await?, now_us());
-        let aborted = state
-            .uncommitted
-            .iter()
-            .any(|(s, b)| *s == seq && b == batch);
-        if aborted {
-            self.delete_files(&batch.files).await?;
+        intent: &LogRecord,
+    ) -> Result<Option<u64>, LakeError> {
+        let entries = self.read_log(topic, partition).await?;
+        match log::intent_fate(&entries, seq, intent) {
+            log::IntentFate::Committed(commit_seq) => Ok(Some(commit_seq)),
+            log::IntentFate::Open => Ok(None),
+            log::IntentFate::Aborted => {
+                if let Some(batch) = &intent.batch {
+                    self.delete_files(&batch.files).await?;
+                }
+                Err(self.fenced(topic, partition, seq))
+            }
+            // Committed, and another writer has moved on since: the files stay.
+            log::IntentFate::Tidied => Err(self.fenced(topic, partition, seq)),
         }
-        Ok(())
+    }
+
+    /// After the batch's commit at `commit_seq`: the lease moves past it, and the log is tidied.
+    async fn finish(&self, lease: &mut Lease, commit_seq: u64, batch: BatchRecord) -> BatchRecord {
+        lease.next_seq = commit_seq + 1;
+        lease.in_flight = None;
+        // The batch is committed: a failed tidy must not make the caller retry it. The next
+        // commit's tidy (or the next recovery) does this one's.
+        let (topic, partition) = (&batch.range.topic, batch.range.partition);
+        if let Err(error) = self.tidy(topic, partition, commit_seq).await {
+            tracing::warn!(%topic, partition, %error, "tidying the log after a commit failed; the next commit tidies again");
+        }
+        batch
     }
 
     /// Deletes what the log no longer needs below `upto`, and sweeps the files of aborted intents
@@ -822,6 +864,7 @@ impl Lake {
                     topic: topic.to_owned(),
                     partition,
                     next_seq: claimed + 1,
+                    in_flight: None,
                 },
                 claimed,
                 log: state,

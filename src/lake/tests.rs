@@ -426,6 +426,8 @@ struct Hooked {
     delete_before_get: Hooks<Vec<Path>>,
     /// Before a read of the key, these are put (a rival's put landing between a listing and a read).
     put_before_get: Hooks<Vec<(Path, Bytes)>>,
+    /// After a put of the key lands, these are put (a rival's put landing right after a writer's).
+    put_after_put: Hooks<Vec<(Path, Bytes)>>,
     /// The next put of each of these fails.
     fail_put: std::sync::Mutex<Vec<Path>>,
     /// The next put of each of these lands, but its answer is an error (a lost answer).
@@ -478,6 +480,11 @@ impl ObjectStore for Hooked {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         let put = self.inner.put_opts(location, payload, opts).await?;
+        if let Some(landing) = take(&self.put_after_put, location) {
+            for (path, bytes) in landing {
+                self.inner.put(&path, bytes.into()).await?;
+            }
+        }
         if once(&self.fail_after_put, location) {
             return Err(injected("answer to a put"));
         }
@@ -741,4 +748,108 @@ async fn a_commit_that_lands_while_another_writer_recovers_keeps_its_files() {
     assert_eq!(recovery.next_offset, Some(10));
     assert!(recovery.rolled_back_files.is_empty(), "{recovery:?}");
     assert_eq!(covered(&lake).await, vec![(0, 9)]);
+}
+
+/// A rival's claim record at `seq`, as its recovery puts it.
+fn rival_claim(lake: &Lake, seq: u64) -> (Path, Bytes) {
+    let claim = LogRecord {
+        kind: RecordKind::Claim,
+        writer: "rival".into(),
+        written_at_us: now_us(),
+        batch: None,
+        compaction: None,
+    };
+    (
+        lake.record_path("evaluations", 3, seq),
+        serde_json::to_vec(&claim).unwrap().into(),
+    )
+}
+
+#[tokio::test]
+async fn a_rival_claiming_right_after_the_commit_leaves_the_batch_committed() {
+    let (lake, store) = hooked_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    let commit = lake.record_path("evaluations", 3, lease.next_seq() + 1);
+    // The rival read the log with the commit in it, so it claims the number after.
+    let claim = rival_claim(&lake, lease.next_seq() + 2);
+    store
+        .put_after_put
+        .lock()
+        .unwrap()
+        .push((commit, vec![claim]));
+    lake.commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .expect("the commit landed before the claim: the batch is in the lake");
+    assert_eq!(covered(&lake).await, vec![(0, 9)]);
+    let error = lake
+        .commit_batch(&mut lease, range(10, 19), one_file(b"y"), 1)
+        .await
+        .unwrap_err();
+    assert!(error.is_fenced(), "{error}");
+    assert_eq!(covered(&lake).await, vec![(0, 9)]);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_commit_answer_finds_the_batch_committed() {
+    let (lake, store) = hooked_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    let commit = lake.record_path("evaluations", 3, lease.next_seq() + 1);
+    store.fail_after_put.lock().unwrap().push(commit);
+    let file = lake.data_path(&key(b"410300"), &range(0, 9), lease.next_seq());
+    assert!(lake
+        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .is_err());
+    // The retry writes nothing again: a file put again could bring back rows a compaction had
+    // merged meanwhile.
+    store.fail_put.lock().unwrap().push(file);
+    lake.commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.fail_put.lock().unwrap().len(),
+        1,
+        "the file was put again"
+    );
+    lake.commit_batch(&mut lease, range(10, 19), one_file(b"y"), 1)
+        .await
+        .unwrap();
+    assert_eq!(covered(&lake).await, vec![(0, 9), (10, 19)]);
+}
+
+#[tokio::test]
+async fn a_late_retry_after_a_lost_commit_answer_puts_nothing_into_the_tidied_log() {
+    let (lake, store) = hooked_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    let commit = lake.record_path("evaluations", 3, lease.next_seq() + 1);
+    store.fail_after_put.lock().unwrap().push(commit);
+    assert!(lake
+        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .is_err());
+    // Before the retry, another writer takes over, commits the next batch and tidies the log
+    // down to its commit: the first writer's intent's number is free again.
+    let rival = lake.another_writer();
+    let recovery = rival.recover("evaluations", 3).await.unwrap();
+    assert_eq!(recovery.next_offset, Some(10));
+    let mut rival_lease = recovery.lease;
+    rival
+        .commit_batch(&mut rival_lease, range(10, 19), one_file(b"y"), 1)
+        .await
+        .unwrap();
+    let error = lake
+        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap_err();
+    assert!(error.is_fenced(), "{error}");
+    // Nothing of the retry stands in the log: an intent put into the hole would read as aborted
+    // and make the next recovery sweep the committed batch's files.
+    let recovery = lake
+        .another_writer()
+        .recover("evaluations", 3)
+        .await
+        .unwrap();
+    assert_eq!(recovery.next_offset, Some(20));
+    assert!(recovery.rolled_back_files.is_empty(), "{recovery:?}");
+    assert_eq!(covered(&lake).await, vec![(0, 9), (10, 19)]);
 }
