@@ -223,14 +223,16 @@ fn next_decisive(
 pub enum IntentFate {
     /// Its commit is the first record after it that is not a `compact`, at this number.
     Committed(u64),
-    /// Nothing after it but compactions: the batch is still this writer's to finish.
+    /// Nothing after it but compactions: the batch is still this writer's to finish (if it is
+    /// younger than half of [`ABORTED_INTENT_RETENTION_US`]: see `Lake::commit_batch`).
     Open,
     /// Another record stops it (a rival's claim, a torn record): it never commits, and its files
     /// must go.
     Aborted,
-    /// No longer in the log: tidied, which happens to an intent only below a newer commit, and
-    /// to an aborted one only after [`ABORTED_INTENT_RETENTION_US`]. Within that time, its commit
-    /// had landed and another writer has moved on from it.
+    /// No longer in the log (or another record at its number): tidied, which happens to an
+    /// intent only below a newer commit, and to an aborted one only after
+    /// [`ABORTED_INTENT_RETENTION_US`]. A writer settles only intents younger than half of that
+    /// (by its clock), so for it this means its commit had landed and another writer moved on.
     Tidied,
 }
 
@@ -261,7 +263,9 @@ pub fn intent_fate(entries: &[(u64, Option<LogRecord>)], seq: u64, mine: &LogRec
 ///
 /// Records below the newest commit are deletable, except intents that never committed and are
 /// younger than [`ABORTED_INTENT_RETENTION_US`], with the record after each; torn records are
-/// deletable once their possible files are swept, which the caller does before deleting anything.
+/// deletable once their possible files are swept, which the caller does before deleting anything
+/// (unless one is the record after such an intent). A `compact` record is removable below the
+/// newest commit, outside such a span, and above no intent still in the log.
 ///
 /// Deleting makes numbers free again. A stale writer that puts into such a hole finds the newest
 /// commit above it (that one is never deleted) and counts itself fenced: see `Lake::put_record`.
@@ -319,16 +323,27 @@ pub fn read_log(entries: &[(u64, Option<LogRecord>)], now_us: i64) -> LogState {
             kept.push(seq + 1);
         }
     }
+    // A `compact` record above an intent still in the log stays: removed first, it would leave a
+    // hole between the intent and its commit, and a stale writer's record put there would make a
+    // committed intent read as aborted. Writers tidy in ascending order, so the intent goes first.
+    let lowest_intent = entries
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_some_and(|r| r.kind == RecordKind::Intent))
+        .map(|(s, _)| *s)
+        .min();
     for (seq, record) in entries {
         let below_newest = newest.is_some_and(|n| *seq < n);
         let compact = record
             .as_ref()
             .is_some_and(|r| r.kind == RecordKind::Compact);
         if compact {
-            if below_newest && !kept.contains(seq) {
+            let above_an_intent = lowest_intent.is_some_and(|i| i < *seq);
+            if below_newest && !kept.contains(seq) && !above_an_intent {
                 state.removable_compactions.push(*seq);
             }
-        } else if record.is_none() || (below_newest && !kept.contains(seq)) {
+        } else if !kept.contains(seq) && (record.is_none() || below_newest) {
+            // A torn record that stops a young aborted intent is kept like any other: deleted,
+            // it would free the number for that intent's writer to commit into.
             state.deletable.push(*seq);
         }
     }
@@ -527,12 +542,13 @@ mod tests {
                 deletable: vec![10, 14],
             },
             Case {
-                name: "a torn record after an intent and a compaction aborts the intent",
+                name: "a torn record after an intent and a compaction aborts the intent, and stays \
+                       while the intent is kept (deleted, it would free the number for its commit)",
                 log: log(vec![claim("a"), intent("a", 0, 9), compact("x", 12), None]),
                 next_offset: None,
                 uncommitted: vec![11],
                 torn: vec![13],
-                deletable: vec![13],
+                deletable: vec![],
             },
             Case {
                 name: "a removed compaction leaves a hole between an intent and its commit",
@@ -588,12 +604,13 @@ mod tests {
                 deletable: vec![],
             },
             Case {
-                name: "a torn commit is absent: its intent rolls back",
+                name: "a torn commit is absent: its intent rolls back, and the torn record stays \
+                       while the intent is kept",
                 log: log(vec![claim("a"), intent("a", 0, 9), commit("a", 0, 9), intent("a", 10, 19), None]),
                 next_offset: Some(10),
                 uncommitted: vec![13],
                 torn: vec![14],
-                deletable: vec![10, 11, 14],
+                deletable: vec![10, 11],
             },
             Case {
                 name: "a torn intent is swept by its sequence number",
@@ -640,6 +657,26 @@ mod tests {
             (
                 "below the newest commit: removable",
                 log(vec![compact("x", 10), intent("a", 0, 9), commit("a", 0, 9)]),
+                vec![10],
+            ),
+            (
+                "between an intent and its commit, the intent not yet tidied: kept",
+                log(vec![
+                    intent("a", 0, 9),
+                    compact("x", 11),
+                    commit("a", 0, 9),
+                    intent("a", 10, 19),
+                    commit("a", 10, 19),
+                ]),
+                vec![],
+            ),
+            (
+                "the same once the writer tidied below its newest commit: removable",
+                log(vec![
+                    compact("x", 10),
+                    intent("a", 10, 19),
+                    commit("a", 10, 19),
+                ]),
                 vec![10],
             ),
             (

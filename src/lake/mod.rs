@@ -34,7 +34,10 @@
 //! A retry of a batch after an error never puts its intent again: it reads what became of the
 //! earlier attempt's intent the same way, and finishes it, finds it committed, or deletes its files
 //! (the earlier attempt's puts may have landed after a rival rolled it back). Every put of an
-//! attempt has ended (in this process) before the attempt returns. A fenced writer drops the
+//! attempt has ended (in this process) before the attempt returns. A writer never puts the commit
+//! of an intent older than half the time the log keeps an aborted intent (12 h, by its clock): it
+//! gives the batch up ([`LakeError::Expired`]), since a rival may since have tidied the intent and
+//! the record that stopped it, and the commit would land in that hole. A fenced writer drops the
 //! partition.
 //!
 //! A log is read by listing it and then reading each record; a record gone by then (tidied by the
@@ -68,7 +71,9 @@
 //!   same files first) changes nothing.
 //! - **Records stay until finished.** Writers never tidy a `compact` record; the compactor removes
 //!   it once its compaction is finished and it lies below the newest commit (so its number is never
-//!   taken again) and not between an aborted intent and the record that stops that intent's writer.
+//!   taken again), not between an aborted intent and the record that stops that intent's writer,
+//!   and above no intent still in the log (removed first, it would leave a hole between an intent
+//!   and its commit).
 //!
 //! **Readers.** On a local lake the folder is swapped whole with `renameat2(RENAME_EXCHANGE)`:
 //! a listing sees every old file or the compacted copy, never both and never neither. Writers hold
@@ -183,6 +188,12 @@ pub enum LakeError {
         partition: i32,
         seq: u64,
     },
+    #[error("gave up the batch whose intent is record {seq} of {topic}/{partition}: too old to commit (over 12 h since it was put); the partition's next owner writes it again")]
+    Expired {
+        topic: String,
+        partition: i32,
+        seq: u64,
+    },
     #[error("{topic}/{partition}: other writers kept changing the partition's log; gave up after {attempts} attempts")]
     Contended {
         topic: String,
@@ -192,9 +203,10 @@ pub enum LakeError {
 }
 
 impl LakeError {
-    /// Whether this writer lost the partition to another (not a failure of the lake).
+    /// Whether this writer lost the partition to another, or gave up a batch too old to commit
+    /// (not a failure of the lake: the writer must drop the partition, not retry).
     pub fn is_fenced(&self) -> bool {
-        matches!(self, LakeError::Fenced { .. })
+        matches!(self, LakeError::Fenced { .. } | LakeError::Expired { .. })
     }
 }
 
@@ -204,9 +216,9 @@ pub struct Lease {
     pub topic: String,
     pub partition: i32,
     next_seq: u64,
-    /// Where the intent of a batch whose commit has not returned yet stands, and the batch's
-    /// range: a retry of that batch settles it there instead of putting the intent again.
-    in_flight: Option<(u64, BatchRange)>,
+    /// The intent of a batch whose commit has not returned yet: a retry of that batch settles it
+    /// there instead of putting the intent again.
+    in_flight: Option<InFlight>,
 }
 
 impl Lease {
@@ -215,12 +227,23 @@ impl Lease {
         self.next_seq
     }
 
-    fn in_flight(&self, range: &BatchRange) -> Option<u64> {
-        self.in_flight
-            .as_ref()
-            .and_then(|(seq, r)| (r == range).then_some(*seq))
+    fn in_flight(&self, range: &BatchRange) -> Option<&InFlight> {
+        self.in_flight.as_ref().filter(|f| f.range == *range)
     }
 }
+
+/// Where a batch's intent stands, and since when (this writer's clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InFlight {
+    seq: u64,
+    range: BatchRange,
+    since_us: i64,
+}
+
+/// How old an intent may be when its commit is put: half the time the log keeps an aborted
+/// intent, so that a rival cannot have tidied it (and the record that stopped it) away before the
+/// commit lands, which would let the commit into the hole and the files count as committed.
+const INTENT_MAX_AGE_US: i64 = log::ABORTED_INTENT_RETENTION_US / 2;
 
 /// Where `Lake::take_number` put a record.
 #[derive(Debug, Clone, Copy)]
@@ -625,8 +648,8 @@ impl Lake {
             batch: Some(batch),
             compaction: None,
         };
-        let seq = match lease.in_flight(&range) {
-            Some(seq) => {
+        let (seq, since_us) = match lease.in_flight(&range) {
+            Some(&InFlight { seq, since_us, .. }) => {
                 let batch = batch_at(seq);
                 let intent = record(RecordKind::Intent, batch.clone());
                 match self
@@ -634,7 +657,7 @@ impl Lake {
                     .await?
                 {
                     Some(commit_seq) => return Ok(self.finish(lease, commit_seq, batch).await),
-                    None => seq,
+                    None => (seq, since_us),
                 }
             }
             None => {
@@ -646,10 +669,15 @@ impl Lake {
                     })
                     .await?
                     .seq;
-                lease.in_flight = Some((seq, range.clone()));
+                let since_us = now_us();
+                lease.in_flight = Some(InFlight {
+                    seq,
+                    range: range.clone(),
+                    since_us,
+                });
                 // Fenced here, this writer has put no file of the batch yet.
                 self.check_in_sequence(&topic, partition, seq).await?;
-                seq
+                (seq, since_us)
             }
         };
         let batch = batch_at(seq);
@@ -673,6 +701,17 @@ impl Lake {
             .await;
         landed.into_iter().collect::<Result<Vec<_>, _>>()?;
         self.make_durable(&batch.files).await?;
+        if now_us().saturating_sub(since_us) > INTENT_MAX_AGE_US {
+            // Too old to commit (a stall, or a day of retries): give the batch up, so that the
+            // partition's next owner writes it again.
+            self.delete_files(&batch.files).await?;
+            lease.in_flight = None;
+            return Err(LakeError::Expired {
+                topic: topic.clone(),
+                partition,
+                seq,
+            });
+        }
         let commit = self
             .put_record(&topic, partition, seq + 1, |_| {
                 record(RecordKind::Commit, batch.clone())
@@ -692,7 +731,7 @@ impl Lake {
                     Ok(Some(commit_seq)) => Ok(self.finish(lease, commit_seq, batch).await),
                     Ok(None) => Err(fenced),
                     Err(error) => {
-                        // The intent stays in the log: the owner's next recovery settles it.
+                        // The intent stays in the log: if it aborted, the next recovery or tidy sweeps its files.
                         tracing::warn!(%topic, partition, %error, "reading the log after a fence failed; the batch's files are left to the partition's owner");
                         Err(fenced)
                     }

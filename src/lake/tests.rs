@@ -853,3 +853,31 @@ async fn a_late_retry_after_a_lost_commit_answer_puts_nothing_into_the_tidied_lo
     assert!(recovery.rolled_back_files.is_empty(), "{recovery:?}");
     assert_eq!(covered(&lake).await, vec![(0, 9), (10, 19)]);
 }
+
+#[tokio::test]
+async fn a_batch_too_old_to_commit_is_given_up_and_its_files_deleted() {
+    let (lake, store) = hooked_lake();
+    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
+    let file = lake.data_path(&key(b"410300"), &range(0, 9), lease.next_seq());
+    store.fail_put.lock().unwrap().push(file);
+    assert!(lake
+        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .is_err());
+    // The retries went on for longer than an intent may wait for its commit.
+    let in_flight = lease.in_flight.as_mut().unwrap();
+    in_flight.since_us -= INTENT_MAX_AGE_US + 1;
+    let error = lake
+        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LakeError::Expired { .. }), "{error}");
+    assert!(error.is_fenced());
+    assert_eq!(files(&lake).await, Vec::<String>::new());
+    let recovery = lake
+        .another_writer()
+        .recover("evaluations", 3)
+        .await
+        .unwrap();
+    assert_eq!(recovery.next_offset, None, "nothing was committed");
+}
