@@ -815,7 +815,7 @@ impl Ingest {
                     }
                 }
                 Err(EngineError::Lake(e)) if e.is_fenced() => {
-                    tracing::warn!(error = %e, "another writer took the partition; its batch is dropped and the partition left to it for a while");
+                    tracing::warn!(error = %e, "this writer may no longer commit to the partition (another writer took it, or the batch grew too old to commit); the batch is dropped and the partition left for a while");
                     self.stats.partition_fenced();
                     fenced.push(tp);
                 }

@@ -20,7 +20,9 @@
 //!    fsync it, swap it with the live folder in one `renameat2(RENAME_EXCHANGE)`, release the lock,
 //!    remove the old copy. Object store: put the merged files, then delete the replaced ones.
 //! 5. **Remove the record** once it lies below the partition's newest commit (so its number is
-//!    never taken again); until then it stays, and later runs find its compaction finished.
+//!    never taken again) and above no intent still in the log (see
+//!    [`super::log::LogState::removable_compactions`]); until then it stays, and later runs find its
+//!    compaction finished.
 //!
 //! What a reader of `read_parquet('<lake>/evaluations/**/*.parquet')` can observe:
 //! - **local lake**: each folder is swapped whole, so a listing sees either every old file or the

@@ -151,8 +151,8 @@ pub struct LogState {
     /// The `compact` records, to be rolled forward where unfinished.
     pub compactions: Vec<(u64, CompactionRecord)>,
     /// `compact` records that may go once their compaction is finished: below the newest commit (so
-    /// their number is never taken again by a writer in good standing) and not between an aborted
-    /// intent and the record that stops its writer.
+    /// their number is never taken again by a writer in good standing), not between an aborted
+    /// intent and the record that stops its writer, and above no intent still in the log.
     pub removable_compactions: Vec<u64>,
 }
 
@@ -231,8 +231,9 @@ pub enum IntentFate {
     Aborted,
     /// No longer in the log (or another record at its number): tidied, which happens to an
     /// intent only below a newer commit, and to an aborted one only after
-    /// [`ABORTED_INTENT_RETENTION_US`]. A writer settles only intents younger than half of that
-    /// (by its clock), so for it this means its commit had landed and another writer moved on.
+    /// [`ABORTED_INTENT_RETENTION_US`]. A writer puts files and commits only for intents younger
+    /// than half of that (by its clock), so for it this means its commit had landed and another
+    /// writer moved on, or the intent aborted and a tidy swept its files before deleting it.
     Tidied,
 }
 

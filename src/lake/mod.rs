@@ -245,6 +245,10 @@ struct InFlight {
 /// commit lands, which would let the commit into the hole and the files count as committed.
 const INTENT_MAX_AGE_US: i64 = log::ABORTED_INTENT_RETENTION_US / 2;
 
+fn too_old(since_us: i64) -> bool {
+    now_us().saturating_sub(since_us) > INTENT_MAX_AGE_US
+}
+
 /// Where `Lake::take_number` put a record.
 #[derive(Debug, Clone, Copy)]
 struct Placed {
@@ -657,10 +661,17 @@ impl Lake {
                     .await?
                 {
                     Some(commit_seq) => return Ok(self.finish(lease, commit_seq, batch).await),
+                    // Checked before any file is put again: a put landing after a rival's
+                    // tidy of the aged intent would stay, counted as committed.
+                    None if too_old(since_us) => {
+                        return Err(self.give_up(lease, &batch, seq).await?);
+                    }
                     None => (seq, since_us),
                 }
             }
             None => {
+                // Taken before the put, so the intent is never younger than this says.
+                let since_us = now_us();
                 // Fenced here, no record of this writer's stands at the number: files named
                 // after it are not known to be its own, so none is touched.
                 let seq = self
@@ -669,7 +680,6 @@ impl Lake {
                     })
                     .await?
                     .seq;
-                let since_us = now_us();
                 lease.in_flight = Some(InFlight {
                     seq,
                     range: range.clone(),
@@ -701,16 +711,8 @@ impl Lake {
             .await;
         landed.into_iter().collect::<Result<Vec<_>, _>>()?;
         self.make_durable(&batch.files).await?;
-        if now_us().saturating_sub(since_us) > INTENT_MAX_AGE_US {
-            // Too old to commit (a stall, or a day of retries): give the batch up, so that the
-            // partition's next owner writes it again.
-            self.delete_files(&batch.files).await?;
-            lease.in_flight = None;
-            return Err(LakeError::Expired {
-                topic: topic.clone(),
-                partition,
-                seq,
-            });
+        if too_old(since_us) {
+            return Err(self.give_up(lease, &batch, seq).await?);
         }
         let commit = self
             .put_record(&topic, partition, seq + 1, |_| {
@@ -739,6 +741,23 @@ impl Lake {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Gives up a batch whose intent is too old to commit (a stall, or half a day of retries):
+    /// its files go, and the partition's next owner writes it again. Returns the error to return.
+    async fn give_up(
+        &self,
+        lease: &mut Lease,
+        batch: &BatchRecord,
+        seq: u64,
+    ) -> Result<LakeError, LakeError> {
+        self.delete_files(&batch.files).await?;
+        lease.in_flight = None;
+        Ok(LakeError::Expired {
+            topic: batch.range.topic.clone(),
+            partition: batch.range.partition,
+            seq,
+        })
     }
 
     /// Reads what became of this writer's intent at `seq` (an earlier attempt's, or this one's

@@ -859,7 +859,7 @@ async fn a_batch_too_old_to_commit_is_given_up_and_its_files_deleted() {
     let (lake, store) = hooked_lake();
     let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
     let file = lake.data_path(&key(b"410300"), &range(0, 9), lease.next_seq());
-    store.fail_put.lock().unwrap().push(file);
+    store.fail_put.lock().unwrap().push(file.clone());
     assert!(lake
         .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
         .await
@@ -867,12 +867,19 @@ async fn a_batch_too_old_to_commit_is_given_up_and_its_files_deleted() {
     // The retries went on for longer than an intent may wait for its commit.
     let in_flight = lease.in_flight.as_mut().unwrap();
     in_flight.since_us -= INTENT_MAX_AGE_US + 1;
+    // Gives up before putting any file again (one landing after a rival's tidy would stay).
+    store.fail_put.lock().unwrap().push(file);
     let error = lake
         .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
         .await
         .unwrap_err();
     assert!(matches!(error, LakeError::Expired { .. }), "{error}");
     assert!(error.is_fenced());
+    assert_eq!(
+        store.fail_put.lock().unwrap().len(),
+        1,
+        "a file was put again"
+    );
     assert_eq!(files(&lake).await, Vec::<String>::new());
     let recovery = lake
         .another_writer()
