@@ -249,13 +249,6 @@ fn too_old(since_us: i64) -> bool {
     now_us().saturating_sub(since_us) > INTENT_MAX_AGE_US
 }
 
-/// Where `Lake::take_number` put a record.
-#[derive(Debug, Clone, Copy)]
-struct Placed {
-    seq: u64,
-    kind: RecordKind,
-}
-
 /// A log record as read back (see `Lake::read_record`).
 #[derive(Debug)]
 enum Stored {
@@ -464,12 +457,13 @@ impl Lake {
         seq: u64,
         make: impl Fn(u64) -> LogRecord,
     ) -> Result<u64, LakeError> {
-        let placed = self.take_number(topic, partition, seq, make).await?;
-        if placed.kind != RecordKind::Compact {
+        let compact = make(seq).kind == RecordKind::Compact;
+        let seq = self.take_number(topic, partition, seq, make).await?;
+        if !compact {
             // A compactor owns nothing: it checks its plan against the lake before exposing it.
-            self.check_in_sequence(topic, partition, placed.seq).await?;
+            self.check_in_sequence(topic, partition, seq).await?;
         }
-        Ok(placed.seq)
+        Ok(seq)
     }
 
     /// Puts the record `make(seq)` at `seq` if the number is free, and returns where this
@@ -483,7 +477,7 @@ impl Lake {
         partition: i32,
         mut seq: u64,
         make: impl Fn(u64) -> LogRecord,
-    ) -> Result<Placed, LakeError> {
+    ) -> Result<u64, LakeError> {
         let create = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -502,20 +496,12 @@ impl Lake {
             {
                 Ok(_) => {
                     self.make_durable(&[path.to_string()]).await?;
-                    return Ok(Placed {
-                        seq,
-                        kind: record.kind,
-                    });
+                    return Ok(seq);
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     let existing = self.read_record(&path).await?.into_record();
                     match log::when_taken(&record, existing.as_ref()) {
-                        log::Taken::Done => {
-                            return Ok(Placed {
-                                seq,
-                                kind: record.kind,
-                            })
-                        }
+                        log::Taken::Done => return Ok(seq),
                         log::Taken::MoveOn => seq += 1,
                         log::Taken::Fenced => return Err(self.fenced(topic, partition, seq)),
                     }
@@ -678,8 +664,7 @@ impl Lake {
                     .take_number(&topic, partition, lease.next_seq, |seq| {
                         record(RecordKind::Intent, batch_at(seq))
                     })
-                    .await?
-                    .seq;
+                    .await?;
                 lease.in_flight = Some(InFlight {
                     seq,
                     range: range.clone(),
