@@ -607,18 +607,27 @@ async fn a_record_tidied_between_the_listing_and_its_read_is_not_taken_for_torn(
         .lock()
         .unwrap()
         .push((path(seq), vec![path(seq - 1), path(seq)]));
+    another_writer_recovers_losing_nothing(&lake, &[(0, 9), (10, 19)]).await;
+    assert!(
+        store.delete_before_get.lock().unwrap().is_empty(),
+        "the tidy happened during the recovery's read"
+    );
+}
+
+/// Another writer recovers the partition: it resumes after the last of `committed` (the offset
+/// ranges in the lake, sorted), rolls nothing back, and every one of them is still there.
+async fn another_writer_recovers_losing_nothing(lake: &Lake, committed: &[(i64, i64)]) {
     let recovery = lake
         .another_writer()
         .recover("evaluations", 3)
         .await
         .unwrap();
-    assert!(
-        store.delete_before_get.lock().unwrap().is_empty(),
-        "the tidy happened during the recovery's read"
+    assert_eq!(
+        recovery.next_offset,
+        committed.last().map(|(_, last)| last + 1)
     );
-    assert_eq!(recovery.next_offset, Some(20));
     assert!(recovery.rolled_back_files.is_empty(), "{recovery:?}");
-    assert_eq!(covered(&lake).await, vec![(0, 9), (10, 19)]);
+    assert_eq!(covered(lake).await, committed);
 }
 
 #[tokio::test]
@@ -672,8 +681,9 @@ async fn a_fenced_writer_that_retries_takes_away_the_files_its_failed_attempt_le
     );
 }
 
-#[tokio::test]
-async fn a_retry_after_a_lost_commit_answer_keeps_the_committed_files() {
+/// A writer whose first batch (offsets 0–9, one file) committed, but the answer to its commit put
+/// was lost: the attempt failed with an error other than a fence, to be retried.
+async fn a_lost_commit_answer() -> (Lake, Arc<Hooked>, Lease) {
     let (lake, store) = hooked_lake();
     let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
     let commit = lake.record_path("evaluations", 3, lease.next_seq() + 1);
@@ -683,6 +693,16 @@ async fn a_retry_after_a_lost_commit_answer_keeps_the_committed_files() {
         .await
         .unwrap_err();
     assert!(!error.is_fenced(), "{error}");
+    assert!(
+        store.fail_after_put.lock().unwrap().is_empty(),
+        "the commit was put"
+    );
+    (lake, store, lease)
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_commit_answer_keeps_the_committed_files() {
+    let (lake, _store, mut lease) = a_lost_commit_answer().await;
     // The commit landed: another writer taking the partition now resumes after the batch.
     let recovery = lake
         .another_writer()
@@ -735,19 +755,12 @@ async fn a_commit_that_lands_while_another_writer_recovers_keeps_its_files() {
         lake.record_path("evaluations", 3, seq),
         vec![(lake.record_path("evaluations", 3, seq + 1), commit.into())],
     ));
-    let recovery = lake
-        .another_writer()
-        .recover("evaluations", 3)
-        .await
-        .unwrap();
+    // Its claim found the number taken by the commit, so it read the log again: the batch stays.
+    another_writer_recovers_losing_nothing(&lake, &[(0, 9)]).await;
     assert!(
         store.put_before_get.lock().unwrap().is_empty(),
         "the commit landed during the read"
     );
-    // Its claim found the number taken by the commit, so it read the log again: the batch stays.
-    assert_eq!(recovery.next_offset, Some(10));
-    assert!(recovery.rolled_back_files.is_empty(), "{recovery:?}");
-    assert_eq!(covered(&lake).await, vec![(0, 9)]);
 }
 
 /// A rival's claim record at `seq`, as its recovery puts it.
@@ -791,15 +804,9 @@ async fn a_rival_claiming_right_after_the_commit_leaves_the_batch_committed() {
 
 #[tokio::test]
 async fn a_retry_after_a_lost_commit_answer_finds_the_batch_committed() {
-    let (lake, store) = hooked_lake();
-    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
-    let commit = lake.record_path("evaluations", 3, lease.next_seq() + 1);
-    store.fail_after_put.lock().unwrap().push(commit);
+    let (lake, store, mut lease) = a_lost_commit_answer().await;
+    // The lease has not moved: its next number is still the intent's.
     let file = lake.data_path(&key(b"410300"), &range(0, 9), lease.next_seq());
-    assert!(lake
-        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
-        .await
-        .is_err());
     // The retry writes nothing again: a file put again could bring back rows a compaction had
     // merged meanwhile.
     store.fail_put.lock().unwrap().push(file);
@@ -819,14 +826,7 @@ async fn a_retry_after_a_lost_commit_answer_finds_the_batch_committed() {
 
 #[tokio::test]
 async fn a_late_retry_after_a_lost_commit_answer_puts_nothing_into_the_tidied_log() {
-    let (lake, store) = hooked_lake();
-    let mut lease = lake.recover("evaluations", 3).await.unwrap().lease;
-    let commit = lake.record_path("evaluations", 3, lease.next_seq() + 1);
-    store.fail_after_put.lock().unwrap().push(commit);
-    assert!(lake
-        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
-        .await
-        .is_err());
+    let (lake, _store, mut lease) = a_lost_commit_answer().await;
     // Before the retry, another writer takes over, commits the next batch and tidies the log
     // down to its commit: the first writer's intent's number is free again.
     let rival = lake.another_writer();
@@ -844,14 +844,7 @@ async fn a_late_retry_after_a_lost_commit_answer_puts_nothing_into_the_tidied_lo
     assert!(error.is_fenced(), "{error}");
     // Nothing of the retry stands in the log: an intent put into the hole would read as aborted
     // and make the next recovery sweep the committed batch's files.
-    let recovery = lake
-        .another_writer()
-        .recover("evaluations", 3)
-        .await
-        .unwrap();
-    assert_eq!(recovery.next_offset, Some(20));
-    assert!(recovery.rolled_back_files.is_empty(), "{recovery:?}");
-    assert_eq!(covered(&lake).await, vec![(0, 9), (10, 19)]);
+    another_writer_recovers_losing_nothing(&lake, &[(0, 9), (10, 19)]).await;
 }
 
 #[tokio::test]
