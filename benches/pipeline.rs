@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use haochaping::config::LakeConfig;
-use haochaping::decode::{decode, FIELD_NAMES};
+use haochaping::decode::{decode, WireValue, FIELD_NAMES};
 use haochaping::generate::{Generator, GeneratorConfig};
 use haochaping::lake::Lake;
 use haochaping::sink::parquet::{EvaluationRows, TableRows};
@@ -117,7 +117,8 @@ fn stages(c: &mut Criterion) {
 
 /// What the libraries alone cost per event, beside the stages above (issue 16's bound): the JSON
 /// parse with nothing kept (sonic-rs's own DOM, its fastest full parse, and its serde path into the
-/// engine's wire struct, which is `stages/decode`), the Arrow builders alone (rows of evaluations
+/// engine's wire struct, which is `stages/decode`), simd-json's tape (alone, and walked into the
+/// wire fields), the Arrow builders alone (rows of evaluations
 /// already decoded, validated and keyed), and one pass from bytes to Arrow columns by arrow's own
 /// JSON reader (every wire field as text, nothing checked). `stages/rows_to_parquet` is the
 /// encoder's.
@@ -141,6 +142,38 @@ fn floor(c: &mut Criterion) {
             events
                 .iter()
                 .filter(|p| sonic_rs::from_slice::<serde::de::IgnoredAny>(p).is_ok())
+                .count()
+        })
+    });
+    // simd-json (simdjson's port) parses a writable copy of each message into a flat tape whose
+    // strings borrow from that copy; `simd_json_tape_fields` also walks the tape into the engine's
+    // wire values (the 21 fields by name, duplicates refused), what `stages/decode` gives.
+    let mut copy = Vec::new();
+    let mut buffers = simd_json::Buffers::default();
+    group.bench_function("simd_json_tape", |b| {
+        b.iter(|| {
+            events
+                .iter()
+                .filter(|p| {
+                    copy.clear();
+                    copy.extend_from_slice(p);
+                    simd_json::to_tape_with_buffers(&mut copy, &mut buffers).is_ok()
+                })
+                .count()
+        })
+    });
+    group.bench_function("simd_json_tape_fields", |b| {
+        b.iter(|| {
+            events
+                .iter()
+                .filter(|p| {
+                    copy.clear();
+                    copy.extend_from_slice(p);
+                    simd_json::to_tape_with_buffers(&mut copy, &mut buffers)
+                        .ok()
+                        .and_then(|tape| tape_fields(&tape.0).map(|f| f.iter().flatten().count()))
+                        .is_some()
+                })
                 .count()
         })
     });
@@ -193,6 +226,56 @@ fn floor(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// The wire fields of a message's simd-json tape, by name (`None` for anything but an object of
+/// distinct keys), as [`haochaping::decode::WireValue`]s borrowing the tape's strings.
+fn tape_fields<'a>(nodes: &[simd_json::Node<'a>]) -> Option<Vec<Option<WireValue<'a>>>> {
+    let mut fields: Vec<Option<WireValue<'a>>> = vec![None; FIELD_NAMES.len()];
+    let Some(simd_json::Node::Object { len, .. }) = nodes.first() else {
+        return None;
+    };
+    let mut at = 1;
+    for _ in 0..*len {
+        let Some(simd_json::Node::String(key)) = nodes.get(at) else {
+            return None;
+        };
+        at += 1;
+        let value = tape_value(nodes, &mut at)?;
+        if let Some(slot) = FIELD_NAMES.iter().position(|name| name == key) {
+            if fields[slot].replace(value).is_some() {
+                return None;
+            }
+        }
+    }
+    Some(fields)
+}
+
+fn tape_value<'a>(nodes: &[simd_json::Node<'a>], at: &mut usize) -> Option<WireValue<'a>> {
+    use simd_json::{Node, StaticNode};
+    let node = *nodes.get(*at)?;
+    *at += 1;
+    Some(match node {
+        Node::String(s) => WireValue::Str(std::borrow::Cow::Borrowed(s)),
+        Node::Static(StaticNode::Null) => WireValue::Null,
+        Node::Static(StaticNode::Bool(b)) => WireValue::Bool(b),
+        Node::Static(StaticNode::I64(v)) => WireValue::Int(v),
+        Node::Static(StaticNode::U64(v)) => {
+            i64::try_from(v).map_or(WireValue::Float(v as f64), WireValue::Int)
+        }
+        Node::Static(StaticNode::F64(v)) => WireValue::Float(v),
+        Node::Array { len, .. } => {
+            let mut items = Vec::with_capacity(len);
+            for _ in 0..len {
+                items.push(tape_value(nodes, at)?);
+            }
+            WireValue::List(items)
+        }
+        Node::Object { count, .. } => {
+            *at += count;
+            WireValue::Object
+        }
+    })
 }
 
 fn end_to_end(processor: &Processor, events: &[Vec<u8>], now: i64) -> usize {
