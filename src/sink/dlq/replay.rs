@@ -16,7 +16,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -199,6 +198,19 @@ pub enum ReplayError {
     MissingTopic { topic: String },
 }
 
+/// The replay consumer's settings: the operator's properties (security, timeouts) as every client
+/// takes them, then what the replay's at-least-once needs, after them so that no property turns it
+/// off (offsets are committed only once a record's copy is acknowledged).
+fn consumer_config(options: &ReplayOptions) -> rdkafka::ClientConfig {
+    let mut config = crate::source::kafka::client_config(&options.kafka);
+    config
+        .set("group.id", &options.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    config
+}
+
 /// Replays the dead-letter topic until `shutdown` resolves (or it idles, see [`ReplayOptions`]).
 pub async fn replay(
     options: ReplayOptions,
@@ -208,18 +220,8 @@ pub async fn replay(
         topic: options.dlq_topic.clone(),
         source,
     };
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &options.kafka.brokers)
-        .set("group.id", &options.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
-    for (key, value) in &options.kafka.properties {
-        config.set(key, value);
-    }
     let consumer: Arc<ReplayConsumer> = Arc::new(
-        config
+        consumer_config(&options)
             .create_with_context(ReplayContext::default())
             .map_err(consume_error)?,
     );
@@ -420,6 +422,32 @@ mod tests {
     use super::*;
     use crate::sink::dlq::protect::Protector;
     use crate::transform::identity::EvaluatorKeyer;
+
+    #[test]
+    fn no_operator_property_turns_off_what_the_replay_needs() {
+        let mut kafka = KafkaConfig::default();
+        kafka.properties = [
+            ("security.protocol", "SASL_SSL"),
+            ("enable.auto.commit", "true"),
+            ("group.id", "someone-elses"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let options = ReplayOptions {
+            kafka,
+            dlq_topic: "evaluations.dlq".into(),
+            to: None,
+            key: None,
+            reasons: Vec::new(),
+            group: "haochaping-dlq-replay".into(),
+            exit_when_idle: None,
+        };
+        let config = consumer_config(&options);
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("group.id"), Some("haochaping-dlq-replay"));
+    }
 
     fn key(byte: u8) -> DlqKey {
         DlqKey::parse(&hex::encode([byte; 32])).unwrap()
