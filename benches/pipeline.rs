@@ -251,6 +251,8 @@ fn tape_fields<'a>(nodes: &[simd_json::Node<'a>]) -> Option<Vec<Option<WireValue
     Some(fields)
 }
 
+/// One value of the tape, containers walked by recursion: enough for the generated events this
+/// bench reads (the engine's decoder bounds nesting before it parses, see `decode::parse`).
 fn tape_value<'a>(nodes: &[simd_json::Node<'a>], at: &mut usize) -> Option<WireValue<'a>> {
     use simd_json::{Node, StaticNode};
     let node = *nodes.get(*at)?;

@@ -430,6 +430,7 @@ mod tests {
             ("security.protocol", "SASL_SSL"),
             ("enable.auto.commit", "true"),
             ("group.id", "someone-elses"),
+            ("auto.offset.reset", "latest"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -447,6 +448,7 @@ mod tests {
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(config.get("enable.auto.commit"), Some("false"));
         assert_eq!(config.get("group.id"), Some("haochaping-dlq-replay"));
+        assert_eq!(config.get("auto.offset.reset"), Some("earliest"));
     }
 
     fn key(byte: u8) -> DlqKey {
