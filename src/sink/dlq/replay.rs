@@ -425,16 +425,18 @@ mod tests {
 
     #[test]
     fn no_operator_property_turns_off_what_the_replay_needs() {
-        let mut kafka = KafkaConfig::default();
-        kafka.properties = [
-            ("security.protocol", "SASL_SSL"),
-            ("enable.auto.commit", "true"),
-            ("group.id", "someone-elses"),
-            ("auto.offset.reset", "latest"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let kafka = KafkaConfig {
+            properties: [
+                ("security.protocol", "SASL_SSL"),
+                ("enable.auto.commit", "true"),
+                ("group.id", "someone-elses"),
+                ("auto.offset.reset", "latest"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            ..KafkaConfig::default()
+        };
         let options = ReplayOptions {
             kafka,
             dlq_topic: "evaluations.dlq".into(),
