@@ -718,6 +718,9 @@ impl ReplayArgs {
             properties: self.kafka_properties.iter().cloned().collect(),
             ..Default::default()
         };
+        // The replay produces with the engine's producer, whose acknowledgement and idempotence no
+        // property may weaken, as ingest's configuration refuses them.
+        kafka.check_properties()?;
         Ok(crate::sink::dlq::replay::ReplayOptions {
             kafka,
             dlq_topic: self.topic.clone(),
@@ -754,6 +757,39 @@ fn parse_share(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dlq_replay_refuses_a_property_that_weakens_its_producer() {
+        let replay = |property: &str| {
+            let cli = Cli::try_parse_from([
+                "haochaping",
+                "dlq",
+                "replay",
+                "--topic",
+                "evaluations.dlq",
+                "--kafka-property",
+                property,
+            ])
+            .unwrap();
+            let Command::Dlq(DlqArgs {
+                command: DlqCommand::Replay(args),
+            }) = cli.command
+            else {
+                panic!("not a replay: {:?}", cli.command);
+            };
+            args.resolve()
+        };
+        for property in [
+            "acks=1",
+            "enable.idempotence=false",
+            "enable.auto.commit=true",
+        ] {
+            let error = replay(property).unwrap_err().to_string();
+            let key = property.split('=').next().unwrap();
+            assert!(error.contains(key), "{property}: {error}");
+        }
+        assert!(replay("security.protocol=SASL_SSL").is_ok());
+    }
 
     /// Every layer, key by key: a flag beats the file, the file beats the default, a table
     /// (`kafka.properties`) is merged key by key, and a flag's secret replaces the file's path to one.
