@@ -758,26 +758,26 @@ fn parse_share(text: &str) -> Result<f64, String> {
 mod tests {
     use super::*;
 
+    /// `haochaping dlq replay <flags>`: its arguments, and the whole parsed command line as `Debug`
+    /// prints it.
+    fn replay_args(flags: &[&str]) -> (ReplayArgs, String) {
+        let line = ["haochaping", "dlq", "replay"].iter().chain(flags);
+        let cli = Cli::try_parse_from(line).unwrap();
+        let printed = format!("{cli:?}");
+        let Command::Dlq(DlqArgs {
+            command: DlqCommand::Replay(args),
+        }) = cli.command
+        else {
+            panic!("not a replay: {printed}");
+        };
+        (args, printed)
+    }
+
     #[test]
     fn dlq_replay_refuses_a_property_that_weakens_its_producer() {
         let replay = |property: &str| {
-            let cli = Cli::try_parse_from([
-                "haochaping",
-                "dlq",
-                "replay",
-                "--topic",
-                "evaluations.dlq",
-                "--kafka-property",
-                property,
-            ])
-            .unwrap();
-            let Command::Dlq(DlqArgs {
-                command: DlqCommand::Replay(args),
-            }) = cli.command
-            else {
-                panic!("not a replay: {:?}", cli.command);
-            };
-            args.resolve()
+            let flags = ["--topic", "evaluations.dlq", "--kafka-property", property];
+            replay_args(&flags).0.resolve()
         };
         for property in [
             "acks=1",
@@ -960,10 +960,7 @@ mod tests {
     #[test]
     fn dlq_keys_never_show() {
         let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-        let cli = Cli::try_parse_from([
-            "haochaping",
-            "dlq",
-            "replay",
+        let (args, printed) = replay_args(&[
             "--topic",
             "evaluations.dlq",
             "--decrypt-key",
@@ -971,15 +968,8 @@ mod tests {
             "--reason",
             "not_json,not_utf8",
             "--exit-when-idle",
-        ])
-        .unwrap();
-        assert!(!format!("{cli:?}").contains(key));
-        let Command::Dlq(DlqArgs {
-            command: DlqCommand::Replay(args),
-        }) = cli.command
-        else {
-            panic!()
-        };
+        ]);
+        assert!(!printed.contains(key));
         let options = args.resolve().unwrap();
         assert!(options.key.is_some());
         assert_eq!(options.reasons, vec![Reason::NotJson, Reason::NotUtf8]);
@@ -999,22 +989,7 @@ mod tests {
             panic!()
         };
         assert!(args.resolve().unwrap().dlq.key().unwrap().is_some());
-        let bad = Cli::try_parse_from([
-            "haochaping",
-            "dlq",
-            "replay",
-            "--topic",
-            "t",
-            "--decrypt-key",
-            "short",
-        ])
-        .unwrap();
-        let Command::Dlq(DlqArgs {
-            command: DlqCommand::Replay(args),
-        }) = bad.command
-        else {
-            panic!()
-        };
+        let (args, _) = replay_args(&["--topic", "t", "--decrypt-key", "short"]);
         assert!(args
             .resolve()
             .unwrap_err()

@@ -36,6 +36,22 @@ async fn files(lake: &Lake) -> Vec<String> {
 }
 
 /// The offset ranges the partition's files cover, sorted: exactly once means no two overlap.
+/// A commit that must end fenced: its error.
+async fn a_fenced_commit(
+    lake: &Lake,
+    lease: &mut Lease,
+    range: BatchRange,
+    files: Vec<(PartitionKey, Bytes)>,
+    rows: u64,
+) -> LakeError {
+    let error = lake
+        .commit_batch(lease, range, files, rows)
+        .await
+        .expect_err("the commit was fenced");
+    assert!(error.is_fenced(), "{error}");
+    error
+}
+
 async fn covered(lake: &Lake) -> Vec<(i64, i64)> {
     let mut ranges: Vec<(i64, i64)> = files(lake)
         .await
@@ -663,11 +679,7 @@ async fn a_fenced_writer_that_retries_takes_away_the_files_its_failed_attempt_le
         .await
         .unwrap();
     // The first writer retries (as `commit_files` does), finds itself fenced, and cleans up.
-    let error = lake
-        .commit_batch(&mut lease, range(0, 9), two_files(), 2)
-        .await
-        .unwrap_err();
-    assert!(error.is_fenced(), "{error}");
+    a_fenced_commit(&lake, &mut lease, range(0, 9), two_files(), 2).await;
     assert_eq!(files(&lake).await, Vec::<String>::new());
     let mut rival_lease = recovery.lease;
     rival
@@ -711,11 +723,7 @@ async fn a_retry_after_a_lost_commit_answer_keeps_the_committed_files() {
         .unwrap();
     assert_eq!(recovery.next_offset, Some(10));
     // The first writer retries, is fenced, and must not take the committed files with it.
-    let error = lake
-        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
-        .await
-        .unwrap_err();
-    assert!(error.is_fenced(), "{error}");
+    a_fenced_commit(&lake, &mut lease, range(0, 9), one_file(b"x"), 1).await;
     assert_eq!(covered(&lake).await, vec![(0, 9)]);
 }
 
@@ -794,11 +802,7 @@ async fn a_rival_claiming_right_after_the_commit_leaves_the_batch_committed() {
         .await
         .expect("the commit landed before the claim: the batch is in the lake");
     assert_eq!(covered(&lake).await, vec![(0, 9)]);
-    let error = lake
-        .commit_batch(&mut lease, range(10, 19), one_file(b"y"), 1)
-        .await
-        .unwrap_err();
-    assert!(error.is_fenced(), "{error}");
+    a_fenced_commit(&lake, &mut lease, range(10, 19), one_file(b"y"), 1).await;
     assert_eq!(covered(&lake).await, vec![(0, 9)]);
 }
 
@@ -837,11 +841,7 @@ async fn a_late_retry_after_a_lost_commit_answer_puts_nothing_into_the_tidied_lo
         .commit_batch(&mut rival_lease, range(10, 19), one_file(b"y"), 1)
         .await
         .unwrap();
-    let error = lake
-        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
-        .await
-        .unwrap_err();
-    assert!(error.is_fenced(), "{error}");
+    a_fenced_commit(&lake, &mut lease, range(0, 9), one_file(b"x"), 1).await;
     // Nothing of the retry stands in the log: an intent put into the hole would read as aborted
     // and make the next recovery sweep the committed batch's files.
     another_writer_recovers_losing_nothing(&lake, &[(0, 9), (10, 19)]).await;
@@ -862,12 +862,8 @@ async fn a_batch_too_old_to_commit_is_given_up_and_its_files_deleted() {
     in_flight.since_us -= INTENT_MAX_AGE_US + 1;
     // Gives up before putting any file again (one landing after a rival's tidy would stay).
     store.fail_put.lock().unwrap().push(file);
-    let error = lake
-        .commit_batch(&mut lease, range(0, 9), one_file(b"x"), 1)
-        .await
-        .unwrap_err();
+    let error = a_fenced_commit(&lake, &mut lease, range(0, 9), one_file(b"x"), 1).await;
     assert!(matches!(error, LakeError::Expired { .. }), "{error}");
-    assert!(error.is_fenced());
     assert_eq!(
         store.fail_put.lock().unwrap().len(),
         1,
