@@ -275,7 +275,6 @@ pub fn read_log(entries: &[(u64, Option<LogRecord>)], now_us: i64) -> LogState {
         next_seq: entries.last().map_or(0, |(s, _)| s + 1),
         ..Default::default()
     };
-    let next_decisive = |seq: u64| next_decisive(entries, seq);
     for (seq, record) in entries {
         let Some(record) = record else {
             state.torn.push(*seq);
@@ -288,7 +287,7 @@ pub fn read_log(entries: &[(u64, Option<LogRecord>)], now_us: i64) -> LogState {
                 state.newest_commit = Some((*seq, batch.clone()));
             }
             (RecordKind::Intent, Some(batch), _) => {
-                let committed = next_decisive(*seq).is_some_and(|(_, c)| {
+                let committed = next_decisive(entries, *seq).is_some_and(|(_, c)| {
                     c.is_some_and(|c| {
                         c.kind == RecordKind::Commit && c.batch.as_ref() == Some(batch)
                     })
@@ -313,7 +312,7 @@ pub fn read_log(entries: &[(u64, Option<LogRecord>)], now_us: i64) -> LogState {
                 && now_us.saturating_sub(r.written_at_us) < ABORTED_INTENT_RETENTION_US
         });
         if young_abort {
-            let upto = next_decisive(*seq).map_or(u64::MAX, |(s, _)| s);
+            let upto = next_decisive(entries, *seq).map_or(u64::MAX, |(s, _)| s);
             kept.extend(
                 entries
                     .iter()

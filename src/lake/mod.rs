@@ -631,19 +631,11 @@ impl Lake {
                 .collect(),
             rows,
         };
-        let record = |kind, batch: BatchRecord| LogRecord {
-            kind,
-            writer: self.writer.clone(),
-            written_at_us: now_us(),
-            batch: Some(batch),
-            compaction: None,
-        };
         let (seq, since_us) = match lease.in_flight(&range) {
             Some(&InFlight { seq, since_us, .. }) => {
                 let batch = batch_at(seq);
-                let intent = record(RecordKind::Intent, batch.clone());
                 match self
-                    .settle_earlier_attempt(&topic, partition, seq, &intent)
+                    .settle_earlier_attempt(&topic, partition, seq, &batch)
                     .await?
                 {
                     Some(commit_seq) => return Ok(self.finish(lease, commit_seq, batch).await),
@@ -662,7 +654,7 @@ impl Lake {
                 // after it are not known to be its own, so none is touched.
                 let seq = self
                     .take_number(&topic, partition, lease.next_seq, |seq| {
-                        record(RecordKind::Intent, batch_at(seq))
+                        self.record(RecordKind::Intent, Some(batch_at(seq)))
                     })
                     .await?;
                 lease.in_flight = Some(InFlight {
@@ -701,7 +693,7 @@ impl Lake {
         }
         let commit = self
             .put_record(&topic, partition, seq + 1, |_| {
-                record(RecordKind::Commit, batch.clone())
+                self.record(RecordKind::Commit, Some(batch.clone()))
             })
             .await;
         match commit {
@@ -710,9 +702,8 @@ impl Lake {
                 // A rival's record stands at or above the commit's number. Whether the batch
                 // counts is the log's to say: a rival that claimed after this commit landed
                 // took the batch as committed, and its files must stay.
-                let intent = record(RecordKind::Intent, batch.clone());
                 match self
-                    .settle_earlier_attempt(&topic, partition, seq, &intent)
+                    .settle_earlier_attempt(&topic, partition, seq, &batch)
                     .await
                 {
                     Ok(Some(commit_seq)) => Ok(self.finish(lease, commit_seq, batch).await),
@@ -725,6 +716,17 @@ impl Lake {
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// A record of this writer's, written now.
+    fn record(&self, kind: RecordKind, batch: Option<BatchRecord>) -> LogRecord {
+        LogRecord {
+            kind,
+            writer: self.writer.clone(),
+            written_at_us: now_us(),
+            batch,
+            compaction: None,
         }
     }
 
@@ -745,25 +747,25 @@ impl Lake {
         })
     }
 
-    /// Reads what became of this writer's intent at `seq` (an earlier attempt's, or this one's
-    /// after a fence) and acts on it: `Some(commit)` when the batch is committed; `None` when it
-    /// is still this writer's to finish; fenced otherwise, after deleting the intent's files if
-    /// it aborted (puts of an earlier attempt may have landed after the rival's rollback).
+    /// Reads what became of this writer's intent for `batch` at `seq` (an earlier attempt's, or
+    /// this one's after a fence) and acts on it: `Some(commit)` when the batch is committed;
+    /// `None` when it is still this writer's to finish; fenced otherwise, after deleting the
+    /// intent's files if it aborted (puts of an earlier attempt may have landed after the rival's
+    /// rollback).
     async fn settle_earlier_attempt(
         &self,
         topic: &str,
         partition: i32,
         seq: u64,
-        intent: &LogRecord,
+        batch: &BatchRecord,
     ) -> Result<Option<u64>, LakeError> {
         let entries = self.read_log(topic, partition).await?;
-        match log::intent_fate(&entries, seq, intent) {
+        let intent = self.record(RecordKind::Intent, Some(batch.clone()));
+        match log::intent_fate(&entries, seq, &intent) {
             log::IntentFate::Committed(commit_seq) => Ok(Some(commit_seq)),
             log::IntentFate::Open => Ok(None),
             log::IntentFate::Aborted => {
-                if let Some(batch) = &intent.batch {
-                    self.delete_files(&batch.files).await?;
-                }
+                self.delete_files(&batch.files).await?;
                 Err(self.fenced(topic, partition, seq))
             }
             // Committed, and another writer has moved on since: the files stay.
@@ -863,13 +865,7 @@ impl Lake {
             // and is fenced, so its files can go. Rolling back first lost a batch whose commit
             // landed between the rollback and the claim (the claim then failed, and the log read
             // again said the batch was committed, its files already deleted).
-            let claim = |_| LogRecord {
-                kind: RecordKind::Claim,
-                writer: self.writer.clone(),
-                written_at_us: now_us(),
-                batch: None,
-                compaction: None,
-            };
+            let claim = |_| self.record(RecordKind::Claim, None);
             let claimed = match self
                 .put_record(topic, partition, state.next_seq, claim)
                 .await
